@@ -1,0 +1,113 @@
+"""``medaug convert``: every scan under a path (and its label) as NIfTI."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from medaug.errors import MedaugError
+from medaug.io.atomic import atomic_path
+from medaug.io.discover import Note, discover
+from medaug.io.scan import ScanRef
+
+
+@dataclass
+class Converted:
+    """One scan's outcome. Paths are relative to the output folder."""
+
+    case_id: str
+    source: str
+    image: str | None = None
+    label: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped_existing: bool = False
+
+
+@dataclass
+class Conversion:
+    out: Path
+    cases: list[Converted]
+    notes: list[Note]
+
+    @property
+    def failed(self) -> list[Converted]:
+        return [c for c in self.cases if c.error is not None]
+
+
+def _convert_one(args: tuple[ScanRef, Path, Path, bool]) -> Converted:
+    from medaug.io import load
+    from medaug.io.nifti import save_nifti
+
+    ref, root, out, overwrite = args
+    try:
+        source = str(ref.source.relative_to(root)) or ref.source.name
+    except ValueError:
+        source = str(ref.source)
+    image = out / "images" / f"{ref.case_id}.nii.gz"
+    label = out / "labels" / f"{ref.case_id}.nii.gz" if ref.label is not None else None
+    row = Converted(ref.case_id, source)
+    if not overwrite and image.exists() and (label is None or label.exists()):
+        row.image = str(image.relative_to(out))
+        row.label = str(label.relative_to(out)) if label else None
+        row.skipped_existing = True
+        return row
+    try:
+        scan = load(ref)
+        save_nifti(scan, image, label_path=label)
+    except MedaugError as exc:
+        row.error = str(exc)
+        return row
+    row.image = str(image.relative_to(out))
+    row.label = str(label.relative_to(out)) if label else None
+    row.warnings = scan.warnings
+    return row
+
+
+def convert(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    labels: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: Callable[[Converted], None] | None = None,
+) -> Conversion:
+    """Write every scan under ``path`` as ``out/images/case_XXXX.nii.gz`` (HU) and its
+    label as ``out/labels/case_XXXX.nii.gz`` (uint8), plus ``out/conversion.json``
+    mapping case ids to sources.
+
+    Files already converted are kept unless ``overwrite``: a killed conversion
+    resumes where it stopped (every file is written atomically).
+    """
+    found = discover(path, labels=labels, workers=workers)
+    out = Path(out).absolute()
+    workers = workers or os.cpu_count() or 1
+    jobs = [(ref, found.root, out, overwrite) for ref in found]
+    cases: list[Converted] = []
+    if workers <= 1 or len(jobs) <= 1:
+        results = map(_convert_one, jobs)
+        for row in results:
+            cases.append(row)
+            if progress:
+                progress(row)
+    else:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            for row in pool.map(_convert_one, jobs):
+                cases.append(row)
+                if progress:
+                    progress(row)
+    result = Conversion(out, cases, found.notes)
+    if any(c.image for c in cases):
+        with atomic_path(out / "conversion.json") as tmp:
+            record = {
+                "root": str(found.root),
+                "cases": [asdict(c) for c in cases],
+                "notes": [asdict(n) for n in found.notes],
+            }
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return result
