@@ -121,10 +121,9 @@ def inspect(
     else:
         _print_inspection(result)
     if not result.usable:
-        _fail(
-            f"{path}: no usable scan found "
-            f"({len(result.scans)} scan(s), {len(result.notes)} note(s))"
-        )
+        from medaug.io.discovery import nothing_usable
+
+        _fail(f"{path}: {nothing_usable(result.root, len(result.scans), len(result.notes))}")
 
 
 def _short(source: str, keep: int = 10) -> str:
@@ -221,7 +220,9 @@ def convert(
         f"{len(result.failed)} failed -> {result.out}"
     )
     if not done:
-        _fail(f"{path}: nothing to convert")
+        from medaug.io.discovery import nothing_usable
+
+        _fail(f"{path}: {nothing_usable(Path(path), len(result.cases), len(result.notes))}")
     if result.failed:
         raise typer.Exit(1)
 

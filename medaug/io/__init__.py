@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from medaug.errors import InputError, MedaugError
-from medaug.io.discover import Discovery, Note, discover
+from medaug.io.discovery import Discovery, Note, discover
 from medaug.io.nifti import read_nifti, save_nifti
 from medaug.io.scan import Scan, ScanRef
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from medaug.errors import MedaugError
 from medaug.io.atomic import atomic_path
-from medaug.io.discover import Note, discover
+from medaug.io.discovery import Note, discover
 from medaug.io.scan import ScanRef
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from medaug.errors import MedaugError
-from medaug.io.discover import Discovery, Note, discover
+from medaug.io.discovery import Discovery, Note, discover
 from medaug.io.scan import ScanRef
 
 

@@ -139,6 +139,17 @@ def discover(
     return Discovery(found.root, refs, found.notes)
 
 
+def nothing_usable(root: Path, scans: int, notes: int) -> str:
+    """One line saying why nothing usable was found under ``root``."""
+    if root.is_dir():
+        files = sum(1 for p in root.rglob("*") if p.is_file())
+        if files == 0:
+            return "folder is empty"
+        if scans == 0:
+            return f"no DICOM series or NIfTI volume found among {files} file(s) ({notes} note(s))"
+    return f"no usable scan: {scans} scan(s) found, none readable (see the rows above)"
+
+
 # ---------------------------------------------------------------------------------
 # Layouts
 
@@ -162,11 +173,11 @@ def _walk_decathlon(root: Path, found: _Found) -> None:
         folder = root / split
         if not folder.is_dir():
             continue
-        for p in sorted(folder.iterdir()):
-            if _hidden(p) or not is_nifti(p):
-                continue
-            stem = nifti_stem(p)
-            m = CHANNEL_SUFFIX.match(stem)
+        files = sorted(p for p in folder.iterdir() if is_nifti(p) and not _hidden(p))
+        # nnU-Net names every image <case>_<channel>; MSD names carry no channel
+        nnunet = any(nifti_stem(p).endswith("_0000") for p in files)
+        for p in files:
+            m = CHANNEL_SUFFIX.match(nifti_stem(p)) if nnunet else None
             if m and m["channel"] != "0000":
                 found.notes.append(
                     Note(
@@ -237,13 +248,18 @@ def _read_headers(paths: list[Path], workers: int | None) -> Iterable[tuple[Path
 def _build_series(headers: list[dicom.SliceHeader], broken: dict[Path, str], found: _Found) -> None:
     """Group headers into series and plan each; broken files become errors.
 
-    A broken file whose header still names its series (truncated pixel data, say)
-    marks that series unusable. One whose header cannot be read at all is reported
-    as an error of its own; the series beside it stay usable.
+    Every broken file is reported as an error note. It also makes the series in its
+    folder unusable when that folder holds one series only (the file can only be one
+    of its slices); beside several series it becomes a warning on each, since it
+    cannot be told which one it belonged to.
     """
     for p, problem in broken.items():
         found.notes.append(Note(found.rel(p), problem, "error"))
-    for members, warnings in dicom.group_series(headers, found.rel):
+    groups = dicom.group_series(headers, found.rel)
+    series_per_folder: dict[Path, int] = defaultdict(int)
+    for members, _ in groups:
+        series_per_folder[members[0].path.parent] += 1
+    for members, warnings in groups:
         folder = members[0].path.parent
         ref = ScanRef(
             case_id="",
@@ -252,7 +268,7 @@ def _build_series(headers: list[dicom.SliceHeader], broken: dict[Path, str], fou
             files=tuple(sorted(h.path for h in members)),
             warnings=list(warnings),
         )
-        broken_here = [found.rel(p) for p in broken if p.parent == folder]
+        broken_here = [p for p in broken if p.parent == folder]
         try:
             plan = dicom.plan_series(members, found.rel)
         except InputError as exc:
@@ -261,10 +277,16 @@ def _build_series(headers: list[dicom.SliceHeader], broken: dict[Path, str], fou
             ref.series = plan
             ref.files = plan.files
             ref.warnings.extend(plan.warnings)
-        if broken_here:
+        if broken_here and series_per_folder[folder] == 1:
+            # the folder holds this series alone, so the broken files are its slices
+            ref.error = f"{found.rel(broken_here[0])}: {broken[broken_here[0]]}"
+            if len(broken_here) > 1:
+                ref.error += f" (and {len(broken_here) - 1} more broken file(s))"
+        elif broken_here:
+            names = ", ".join(found.rel(p) for p in broken_here[:3])
             ref.warnings.append(
                 f"{found.rel(folder)}: {len(broken_here)} unreadable file(s) beside this series "
-                f"({', '.join(broken_here[:3])})"
+                f"({names})"
             )
         found.images.append(ref)
 
@@ -286,8 +308,7 @@ def _scan_keys(ref: ScanRef, root: Path) -> tuple[str, int | None]:
     """
     if ref.kind == "nifti":
         stem = nifti_stem(ref.source)
-        m = CHANNEL_SUFFIX.match(stem)
-        stem = m["case"] if m else stem
+        stem = stem.removesuffix("_0000")  # nnU-Net's CT channel
     else:
         try:
             stem = ref.source.relative_to(root).parts[0]

@@ -1,0 +1,71 @@
+"""Shared fixtures: small phantom cohorts and a DICOM series writer for variants.
+
+Everything is built here, in temporary folders; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medaug.data.phantom import PhantomConfig, make_patient, write_cohort
+from medaug.io.dicom_write import new_series_info, write_ct_series
+
+#: Small enough that a series writes and reads in well under a second.
+SMALL = PhantomConfig(shape=(64, 64, 12), fov_mm=400.0, slice_mm=2.5)
+
+
+@pytest.fixture(scope="session")
+def dicom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three phantom patients in the TCIA Pancreas-CT layout (read-only: copy to modify)."""
+    out = tmp_path_factory.mktemp("tcia")
+    write_cohort(out, patients=3, seed=0, fmt="dicom", config=SMALL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nifti_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("msd")
+    write_cohort(out, patients=2, seed=0, fmt="nifti", config=SMALL)
+    return out
+
+
+def series_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.dcm"))
+
+
+@pytest.fixture
+def write_series(tmp_path: Path) -> Callable[..., tuple[Path, np.ndarray, np.ndarray]]:
+    """Write a phantom volume as one DICOM series with a chosen affine.
+
+    Returns a function ``(name, affine=None, **kwargs) -> (folder, image_hu, affine)``;
+    kwargs go to :func:`write_ct_series` (``signed``, ``transfer_syntax``).
+    """
+
+    def write(
+        name: str = "series", affine: np.ndarray | None = None, index: int = 0, **kwargs: object
+    ) -> tuple[Path, np.ndarray, np.ndarray]:
+        scan, _ = make_patient(index, seed=0, config=SMALL)
+        affine = scan.affine if affine is None else affine
+        info = new_series_info("TEST^SERIES", "TEST01", entropy=["tests", name])
+        folder = tmp_path / name
+        write_ct_series(scan.image, affine, folder, info, **kwargs)  # type: ignore[arg-type]
+        return folder, scan.image, affine
+
+    return write
+
+
+def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``medaug`` as a user would, in a fresh process: real exit codes and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "medaug.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
