@@ -25,8 +25,8 @@ demo: $(STAMP)
 	$(BIN)/medaug demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check medaug tests benchmarks
-	$(BIN)/ruff format --check medaug tests benchmarks
+	$(BIN)/ruff check medaug tests benchmarks examples
+	$(BIN)/ruff format --check medaug tests benchmarks examples
 	$(BIN)/mypy
 
 test: lint

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -100,6 +101,7 @@ class SliceHeader:
     transfer_syntax: str
     image_type: tuple[str, ...]
     gantry_tilt: float
+    pixels: PixelElement
 
 
 @dataclass
@@ -119,6 +121,7 @@ class SeriesPlan:
     """
 
     files: tuple[Path, ...]
+    pixels: tuple[PixelElement, ...]
     slopes: tuple[float, ...]
     intercepts: tuple[float, ...]
     source_offsets: tuple[float, ...]
@@ -141,43 +144,67 @@ def _floats(value: object, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n else None
 
 
-def _has_preamble(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(132)
-    return len(head) == 132 and head[128:] == b"DICM"
+@dataclass(frozen=True)
+class PixelElement:
+    """Where a slice's native (uncompressed) pixel values sit in its file.
+
+    Lets :func:`read_series` read them with one ``np.fromfile`` instead of parsing the
+    header a second time. ``offset`` is None for compressed or unusual encodings,
+    which go through pydicom's decoders.
+    """
+
+    offset: int | None
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
 
 
-def _pixel_element_problem(fp: object, pos: int, size: int, ds: pydicom.Dataset) -> str | None:
+#: Transfer syntaxes whose pixel data medaug reads directly from the file.
+NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+
+
+def _pixel_element(
+    fp: BinaryIO, pos: int, size: int, ds: pydicom.Dataset, ts: str
+) -> tuple[PixelElement | None, str | None]:
     """Check the PixelData element at ``pos`` against the file size.
 
-    Returns None when the element is complete, else a one-line problem.
+    Returns (its location, None) when complete, else (None, a one-line problem).
     """
-    f = fp  # a binary file object positioned anywhere
-    f.seek(pos)  # type: ignore[attr-defined]
-    head = f.read(12)  # type: ignore[attr-defined]
+    fp.seek(pos)
+    head = fp.read(12)
     if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
-        return "no pixel data"
-    ts = ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian)
+        return None, "no pixel data"
     if UID(ts).is_implicit_VR:
         (length,) = struct.unpack("<I", head[4:8])
         header_len = 8
     else:
         if len(head) < 12:
-            return "truncated inside the pixel data header"
+            return None, "truncated inside the pixel data header"
         (length,) = struct.unpack("<I", head[8:12])
         header_len = 12
+    bits = int(ds.get("BitsAllocated", 16))
+    element = PixelElement(
+        offset=None,
+        bits_allocated=bits,
+        bits_stored=int(ds.get("BitsStored", bits)),
+        signed=int(ds.get("PixelRepresentation", 0)) == 1,
+    )
     if length == 0xFFFFFFFF:
-        return None  # encapsulated (compressed) fragments: checked when decoded
+        return element, None  # encapsulated (compressed) fragments: checked when decoded
     available = size - pos - header_len
     if available < length:
-        return f"truncated: pixel data declares {length} bytes, file holds {max(available, 0)}"
+        return (
+            None,
+            f"truncated: pixel data declares {length} bytes, file holds {max(available, 0)}",
+        )
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    bits = int(ds.get("BitsAllocated", 16))
     spp = int(ds.get("SamplesPerPixel", 1))
     expected = rows * cols * spp * bits // 8
     if length < expected:
-        return f"pixel data holds {length} bytes, {rows}x{cols} pixels need {expected}"
-    return None
+        return None, f"pixel data holds {length} bytes, {rows}x{cols} pixels need {expected}"
+    if ts in NATIVE_LITTLE_ENDIAN and bits == 16 and spp == 1:
+        element = PixelElement(pos + header_len, bits, element.bits_stored, element.signed)
+    return element, None
 
 
 def read_header(path: Path) -> SliceHeader | Skipped | None:
@@ -192,12 +219,14 @@ def read_header(path: Path) -> SliceHeader | Skipped | None:
         InputError: a DICOM file that is broken (truncated, no pixel data, missing
             geometry, undecodable transfer syntax).
     """
-    preamble = _has_preamble(path)
     if path.name.upper() == "DICOMDIR":
         return Skipped(path, "DICOMDIR index file")
-    size = path.stat().st_size
+    preamble = False
     try:
         with open(path, "rb") as fp:
+            head = fp.read(132)
+            preamble = len(head) == 132 and head[128:] == b"DICM"
+            fp.seek(0)
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not preamble)
             pixel_pos = fp.tell()
             if "SOPClassUID" not in ds:
@@ -215,19 +244,19 @@ def read_header(path: Path) -> SliceHeader | Skipped | None:
             image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
             if "LOCALIZER" in image_type:
                 return Skipped(path, "localizer (scout) image")
-            problem = _pixel_element_problem(fp, pixel_pos, size, ds)
+            ts = str(ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
+            pixels, problem = _pixel_element(fp, pixel_pos, os.fstat(fp.fileno()).st_size, ds, ts)
     except InputError:
         raise
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error) as exc:
         if not preamble:
             return None
         raise InputError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
-    if problem is not None:
-        raise InputError(path, problem)
+    if problem is not None or pixels is None:
+        raise InputError(path, problem or "no pixel data")
 
     if int(ds.get("NumberOfFrames", 1) or 1) > 1:
         return Skipped(path, "multi-frame image is not read yet")
-    ts = str(ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
     _check_decodable(path, ts)
     iop = _floats(ds.get("ImageOrientationPatient"), 6)
     ipp = _floats(ds.get("ImagePositionPatient"), 3)
@@ -264,6 +293,7 @@ def read_header(path: Path) -> SliceHeader | Skipped | None:
         transfer_syntax=ts,
         image_type=image_type,
         gantry_tilt=float(tilt) if tilt not in (None, "") else 0.0,
+        pixels=pixels,
     )
 
 
@@ -452,6 +482,7 @@ def plan_series(
     affine = geometry.dicom_affine(iop, positions[0], headers[0].pixel_spacing, step)
     return SeriesPlan(
         files=tuple(h.path for h in headers),
+        pixels=tuple(h.pixels for h in headers),
         slopes=tuple(h.slope for h in headers),
         intercepts=tuple(h.intercept for h in headers),
         source_offsets=tuple(float(v) for v in rel),
@@ -471,8 +502,28 @@ def plan_series(
 # Pixels
 
 
-def _read_slice(path: Path, rows: int, columns: int) -> np.ndarray:
+def _read_native(path: Path, element: PixelElement, rows: int, columns: int) -> np.ndarray:
+    """16-bit native little-endian pixels straight from the file, as pydicom would
+    return them: bits above BitsStored masked off, or sign-extended when signed."""
+    dtype = np.dtype("<i2" if element.signed else "<u2")
+    pixels = np.fromfile(path, dtype=dtype, count=rows * columns, offset=element.offset or 0)
+    if pixels.size != rows * columns:
+        raise InputError(path, "pixel data ends early")
+    spare = 16 - element.bits_stored
+    if spare > 0:
+        if element.signed:
+            pixels = (pixels << spare) >> spare  # arithmetic shift sign-extends
+        else:
+            pixels &= (1 << element.bits_stored) - 1
+    return pixels.reshape(rows, columns)
+
+
+def _read_slice(
+    path: Path, rows: int, columns: int, element: PixelElement | None = None
+) -> np.ndarray:
     """Stored pixel values of one slice, (rows, columns)."""
+    if element is not None and element.offset is not None:
+        return _read_native(path, element, rows, columns)
     try:
         ds = pydicom.dcmread(path)
         pixels = ds.pixel_array
@@ -499,7 +550,7 @@ def read_series(plan: SeriesPlan, workers: int | None = None) -> np.ndarray:
     src = np.empty((n_src, plan.rows, plan.columns), dtype=np.float32)
 
     def fill(k: int) -> None:
-        pixels = _read_slice(plan.files[k], plan.rows, plan.columns)
+        pixels = _read_slice(plan.files[k], plan.rows, plan.columns, plan.pixels[k])
         out = src[k]
         np.multiply(pixels, np.float32(plan.slopes[k]), out=out, casting="unsafe")
         out += np.float32(plan.intercepts[k])

@@ -295,3 +295,33 @@ def test_non_dicom_file_is_not_a_header(tmp_path: Path) -> None:
     path = tmp_path / "notes"
     path.write_bytes(b"just some text, no preamble" * 10)
     assert dicom.read_header(path) is None
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_direct_pixel_read_matches_pydicom_decoding(
+    write_series: WriteSeries, signed: bool
+) -> None:
+    """The native fast path (np.fromfile at the recorded offset) must agree with
+    pydicom's decoder, including bits above BitsStored: garbage masked off when
+    unsigned, sign extension when signed."""
+    folder, _, _ = write_series(signed=signed)
+    path = series_files(folder)[3]
+    ds = pydicom.dcmread(path)
+    words = np.frombuffer(ds.PixelData, dtype="<i2" if signed else "<u2").copy().reshape(64, 64)
+    if signed:
+        ds.BitsStored, ds.HighBit = 12, 11
+        words[:8] = -1500  # within 12 bits signed: two's complement with the high bits set
+        words[8:16] = (words[8:16] & 0x0FFF) | 0x0800  # negative 12-bit values, high nibble clear
+    else:
+        words[:8] |= np.uint16(0xF000)  # overlay-style garbage above bit 11
+    ds.PixelData = words.tobytes()
+    ds.save_as(path)
+    header = dicom.read_header(path)
+    assert isinstance(header, dicom.SliceHeader) and header.pixels.offset is not None
+    fast = dicom._read_slice(path, 64, 64, header.pixels)
+    slow = dicom._read_slice(path, 64, 64)
+    np.testing.assert_array_equal(fast, slow)
+    if signed:
+        assert fast.min() < 0 and fast[:8].max() == -1500
+    else:
+        assert fast.max() < 4096
