@@ -62,13 +62,30 @@ LOAD_TARGET_RATIO = 1.25
 MEMORY_TARGET_RATIO = 3.0
 MIB = 1024 * 1024
 
-#: Run in a fresh interpreter: peak memory of one read, over the baseline after imports.
+#: Run in a fresh interpreter: peak memory of one read, over the baseline after imports
+#: (peak RSS from VmHWM in /proc/self/status, falling back to ru_maxrss off Linux).
 #: argv: series folder, mode (medaug | medaug-tracemalloc | sitk | pydicom).
 MEMORY_PROBE = """
 import json, os, resource, sys
 import numpy as np
 
 folder, mode = sys.argv[1], sys.argv[2]
+
+
+def high_water_bytes():
+    # VmHWM: peak RSS of this process image. ru_maxrss is not used for the numbers:
+    # on Linux it carries over the parent's RSS through fork/vfork + exec.
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+scale = 1 if sys.platform == "darwin" else 1024
 if mode.startswith("medaug"):
     import pydicom, pydicom.pixels
     import medaug.io, medaug.io.dicom
@@ -76,11 +93,11 @@ elif mode == "sitk":
     import SimpleITK as sitk
 else:
     import pydicom, pydicom.pixels
-scale = 1 if sys.platform == "darwin" else 1024
 if mode.endswith("tracemalloc"):
     import tracemalloc
     tracemalloc.start()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+base = high_water_bytes()
+base_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 if mode.startswith("medaug"):
     refs = medaug.io.discover(folder)
     out = medaug.io.load(refs[0], with_label=False).image
@@ -92,8 +109,14 @@ elif mode == "sitk":
 else:
     files = sorted(os.path.join(folder, f) for f in os.listdir(folder))
     out = np.stack([pydicom.dcmread(f).pixel_array for f in files])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-result = {"baseline_bytes": base, "peak_bytes": peak, "result_bytes": int(out.nbytes)}
+peak = high_water_bytes()
+result = {
+    "baseline_bytes": base,
+    "peak_bytes": peak,
+    "result_bytes": int(out.nbytes),
+    "ru_maxrss_baseline_bytes": base_maxrss,
+    "ru_maxrss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+}
 if mode.endswith("tracemalloc"):
     current, traced_peak = tracemalloc.get_traced_memory()
     result.update(tracemalloc_peak_bytes=traced_peak, tracemalloc_current_bytes=current)
@@ -224,8 +247,44 @@ def machine_facts(dcm2niix: str | None) -> dict[str, Any]:
         "pylibjpeg-openjpeg": _package_version("pylibjpeg-openjpeg"),
         "python-gdcm": _package_version("python-gdcm"),
         "medaug": medaug.__version__,
+        "medaug_source": _git_state(),
         "dcm2niix": _tool_version([dcm2niix, "--version"]) if dcm2niix else "not found",
+        "loadavg_at_start": _loadavg(),
     }
+
+
+def _git_state() -> str:
+    """Commit of the medaug checkout, and which files under medaug/ differ from it."""
+    package = Path(medaug.__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=package,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "."],
+            cwd=package,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split("\n")
+    except (OSError, subprocess.SubprocessError):
+        return str(package)
+    changed = [line[3:] for line in dirty if line.strip()]
+    return f"{head} + uncommitted: {', '.join(changed)}" if changed else f"{head} (clean)"
+
+
+def _loadavg() -> str:
+    """1/5/15-minute load average: well above 0 means something else competes for cores."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def _medaug_command() -> list[str]:
@@ -321,6 +380,7 @@ def bench_uncompressed(data: Data, repeat: int) -> tuple[list[Row], dict[str, An
     cases: dict[str, Callable[[], object]] = {
         "medaug_discover_load": lambda: _medaug_discover_load(folder),
         "medaug_load": lambda: medaug.io.load(ref, with_label=False).image,
+        "medaug_discover": lambda: medaug.io.discover(folder),
         "sitk": lambda: _sitk_read(folder),
         "pydicom_stack": lambda: _pydicom_stack(folder),
     }
@@ -348,8 +408,8 @@ def bench_uncompressed(data: Data, repeat: int) -> tuple[list[Row], dict[str, An
             "medaug load only (discover done beforehand)",
             _fmt_s(t["medaug_load"].median),
             f"{_fmt_x(t['medaug_load'].median / fastest)} vs {label}",
-            notes=f"{_spread(t['medaug_load'])}; discover alone ~ "
-            f"{t['medaug_discover_load'].median - t['medaug_load'].median:.3f} s",
+            notes=f"{_spread(t['medaug_load'])}; discover alone: "
+            f"median {t['medaug_discover'].median:.3f} s",
             values={"ratio": t["medaug_load"].median / fastest, **t["medaug_load"].to_json()},
         ),
         Row(
@@ -370,7 +430,12 @@ def bench_uncompressed(data: Data, repeat: int) -> tuple[list[Row], dict[str, An
             values={"ratio": t["pydicom_stack"].median / fastest, **t["pydicom_stack"].to_json()},
         ),
     ]
-    return rows, {"volumes_agree": agree, "fastest_baseline": fastest_name}
+    extra = {
+        "volumes_agree": agree,
+        "fastest_baseline": fastest_name,
+        "medaug_discover": t["medaug_discover"].to_json(),
+    }
+    return rows, extra
 
 
 # ---------------------------------------------------------------------------------
@@ -552,6 +617,30 @@ def bench_inspect(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
 # Profile
 
 
+def load_breakdown(folder: Path, repeat: int) -> str:
+    """Unprofiled medians of the parts of one medaug load, beside bare pydicom."""
+    files = sorted(folder.iterdir())
+    plan = medaug.io.discover(folder)[0].series
+    t = run_timed(
+        {
+            "medaug discover (headers + plan)": lambda: medaug.io.discover(folder),
+            "medaug read_series, default threads": lambda: read_series(plan),
+            "medaug read_series, workers=1": lambda: read_series(plan, workers=1),
+            "pydicom dcmread(stop_before_pixels) x files": lambda: [
+                pydicom.dcmread(f, stop_before_pixels=True) for f in files
+            ],
+            "pydicom dcmread().pixel_array x files": lambda: [
+                pydicom.dcmread(f).pixel_array for f in files
+            ],
+        },
+        repeat,
+    )
+    width = max(len(k) for k in t)
+    lines = [f"Load breakdown, {folder.name[:12]}..., median of {repeat} (not profiled):"]
+    lines += [f"  {k:<{width}}  {v.median:.3f} s  (best {v.best:.3f} s)" for k, v in t.items()]
+    return "\n".join(lines)
+
+
 def profile_load(folder: Path, top: int = 10) -> str:
     """cProfile of discover + a single-threaded read (cProfile sees one thread only)."""
     medaug.io.discover(folder)  # warm-up
@@ -630,12 +719,17 @@ def main(argv: list[str] | None = None) -> int:
         sections[key] = fn()
     rows = [row for key in ("uncompressed", "j2k", "memory", "inspect") for row in sections[key][0]]
 
-    profile = profile_load(data.series) if args.profile else None
+    profile = None
+    if args.profile:
+        print("Profiling ...", file=sys.stderr, flush=True)
+        profile = load_breakdown(data.series, args.repeat) + "\n\n" + profile_load(data.series)
     total_s = time.perf_counter() - started
 
     print("Machine:")
     for k, v in facts.items():
         print(f"- {k}: {v}")
+    facts["loadavg_at_end"] = _loadavg()
+    print(f"- loadavg_at_end: {facts['loadavg_at_end']}")
     mode = "quick" if args.quick else "full"
     print(f"- run: {mode}, repeat {args.repeat}, total {total_s:.1f} s")
     print()
