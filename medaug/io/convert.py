@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from medaug.errors import MedaugError
 from medaug.io.atomic import atomic_path
 from medaug.io.discovery import Note, discover
 from medaug.io.scan import ScanRef
+from medaug.parallel import map_cases
 
 
 @dataclass
@@ -86,21 +86,8 @@ def convert(
     """
     found = discover(path, labels=labels, workers=workers)
     out = Path(out).absolute()
-    workers = workers or os.cpu_count() or 1
     jobs = [(ref, found.root, out, overwrite) for ref in found]
-    cases: list[Converted] = []
-    if workers <= 1 or len(jobs) <= 1:
-        results = map(_convert_one, jobs)
-        for row in results:
-            cases.append(row)
-            if progress:
-                progress(row)
-    else:
-        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-            for row in pool.map(_convert_one, jobs):
-                cases.append(row)
-                if progress:
-                    progress(row)
+    cases = list(map_cases(_convert_one, jobs, workers, progress))
     result = Conversion(out, cases, found.notes)
     if any(c.image for c in cases):
         with atomic_path(out / "conversion.json") as tmp:

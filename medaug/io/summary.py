@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 from medaug.errors import MedaugError
 from medaug.io.discovery import Discovery, Note, discover
 from medaug.io.scan import ScanRef
+from medaug.parallel import map_cases
 
 
 @dataclass
@@ -104,20 +104,7 @@ def summarize_all(
         workers: processes (default: all cores; 1 stays in this process).
         progress: called with each finished row.
     """
-    workers = workers or os.cpu_count() or 1
-    jobs = [(ref, found.root) for ref in found]
-    if workers <= 1 or len(jobs) <= 1:
-        results: Iterator[ScanSummary] = map(_summarize_star, jobs)
-        for row in results:
-            if progress:
-                progress(row)
-            yield row
-        return
-    with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
-        for row in pool.map(_summarize_star, jobs):
-            if progress:
-                progress(row)
-            yield row
+    return map_cases(_summarize_star, [(ref, found.root) for ref in found], workers, progress)
 
 
 def inspect_path(
