@@ -126,10 +126,10 @@ def inspect(
         _fail(f"{path}: {nothing_usable(result.root, len(result.scans), len(result.notes))}")
 
 
-def _short(source: str, keep: int = 10) -> str:
+def _short(source: str, keep: int = 6) -> str:
     """Shorten long path parts (DICOM UIDs) for the table; --json keeps them whole."""
     parts = Path(source).parts
-    return "/".join(p if len(p) <= 2 * keep else f"{p[:keep]}…{p[-keep:]}" for p in parts)
+    return "/".join(p if len(p) <= 24 else f"{p[:keep]}…{p[-keep:]}" for p in parts)
 
 
 def _print_inspection(result) -> None:
@@ -150,23 +150,18 @@ def _print_inspection(result) -> None:
     ):
         table.add_column(col, overflow="fold")
     for s in result.scans:
+        kind = "DICOM series" if s.kind == "dicom" else "NIfTI"
         if s.error:
+            where, _, problem = s.error.partition(": ")
+            error = f"[red]ERROR[/red] {_short(where)}: {problem}" if where else s.error
             table.add_row(
-                s.case_id,
-                s.kind,
-                s.source,
-                "-",
-                "-",
-                "-",
-                "-",
-                s.label or "-",
-                f"[red]ERROR[/red] {s.error}",
+                s.case_id, kind, _short(s.source), "-", "-", "-", "-", s.label or "-", error
             )
             continue
         label = f"{s.label} ({s.label_voxels} vox)" if s.label else "-"
         table.add_row(
             s.case_id,
-            "DICOM series" if s.kind == "dicom" else "NIfTI",
+            kind,
             _short(s.source),
             "x".join(map(str, s.shape)),
             "x".join(f"{v:.3g}" for v in s.spacing),
@@ -175,10 +170,11 @@ def _print_inspection(result) -> None:
             label,
             "\n".join(s.warnings) or "",
         )
-    console.print(table)
+    if result.scans:
+        console.print(table)
     for note in result.notes:
         style = {"error": "red", "warning": "yellow"}.get(note.level, "dim")
-        console.print(f"[{style}]{note.level}: {note.path}: {note.message}[/{style}]")
+        console.print(f"[{style}]{note.level}: {_short(note.path)}: {note.message}[/{style}]")
     console.print(
         f"{len(result.usable)} usable, {len(result.scans) - len(result.usable)} unusable, "
         f"{len(result.notes)} note(s)"
@@ -244,6 +240,10 @@ def demo(
         slice_mm=2.5,
     )
     inspect(out / "phantom", labels=None, as_json=False, workers=None)
+    typer.echo(
+        f"\nNext: `medaug convert {out / 'phantom'} {out / 'nifti'}` writes these scans as NIfTI; "
+        "preprocessing, training and synthesis arrive with the next releases."
+    )
 
 
 def main() -> None:
