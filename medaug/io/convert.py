@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medaug.errors import MedaugError
 from medaug.io.atomic import atomic_path
-from medaug.io.discovery import Note, discover
+from medaug.io.discovery import Note, discover, display_path
 from medaug.io.scan import ScanRef
 from medaug.parallel import map_cases
 
@@ -44,10 +44,7 @@ def _convert_one(args: tuple[ScanRef, Path, Path, bool]) -> Converted:
     from medaug.io.nifti import save_nifti
 
     ref, root, out, overwrite = args
-    try:
-        source = str(ref.source.relative_to(root)) or ref.source.name
-    except ValueError:
-        source = str(ref.source)
+    source = display_path(ref.source, root)
     image = out / "images" / f"{ref.case_id}.nii.gz"
     label = out / "labels" / f"{ref.case_id}.nii.gz" if ref.label is not None else None
     row = Converted(ref.case_id, source)

@@ -454,7 +454,6 @@ def plan_series(
             f"{folder}: {missing} missing slice(s) at {where}; filled by linear interpolation"
         )
         resampled = True
-        spacing_mm = float(rel[-1] / (n_slices - 1))
     elif deviation > tolerance:
         warnings.append(
             f"{folder}: non-uniform slice spacing "
@@ -462,9 +461,8 @@ def plan_series(
             f"resampled to {spacing_mm:.3f} mm"
         )
         resampled = True
-        spacing_mm = float(rel[-1] / (n_slices - 1))
-    else:
-        spacing_mm = float(rel[-1] / (n_slices - 1))
+    # the grid step that puts the last slice exactly on the last position
+    spacing_mm = float(rel[-1] / (n_slices - 1))
     step = direction * spacing_mm
     tilt = float(
         np.degrees(np.arccos(np.clip(abs(direction @ normal) / np.linalg.norm(direction), -1, 1)))

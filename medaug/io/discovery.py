@@ -82,11 +82,17 @@ class _Found:
     label_files: list[Path] = field(default_factory=list)
 
     def rel(self, p: Path) -> str:
-        try:
-            r = p.relative_to(self.root)
-            return str(r) if str(r) != "." else p.name
-        except ValueError:
-            return str(p)
+        return display_path(p, self.root)
+
+
+def display_path(p: Path, root: Path) -> str:
+    """``p`` relative to ``root`` for messages and reports (its name if it is the root;
+    the full path if it lies outside)."""
+    try:
+        r = p.relative_to(root)
+    except ValueError:
+        return str(p)
+    return str(r) if str(r) != "." else p.name
 
 
 def discover(

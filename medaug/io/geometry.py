@@ -85,9 +85,9 @@ def orientation_code(affine: np.ndarray) -> str:
     return "".join(str(c) for c in nib.orientations.aff2axcodes(affine))
 
 
-def world_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """RAS positions (mm) of the 8 corner voxel centres, shape (8, 3)."""
-    idx = np.array(
+def corner_indices(shape: tuple[int, ...]) -> np.ndarray:
+    """Homogeneous voxel indices (i, j, k, 1) of the 8 corner voxels, shape (8, 4)."""
+    return np.array(
         [
             [i, j, k, 1.0]
             for i in (0, shape[0] - 1)
@@ -95,7 +95,11 @@ def world_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             for k in (0, shape[2] - 1)
         ]
     )
-    return (np.asarray(affine) @ idx.T).T[:, :3]
+
+
+def world_corners(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """RAS positions (mm) of the 8 corner voxel centres, shape (8, 3)."""
+    return (np.asarray(affine) @ corner_indices(shape).T).T[:, :3]
 
 
 def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:

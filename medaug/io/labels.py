@@ -60,15 +60,7 @@ def label_on_grid(
     data = data.astype(np.uint8)
     # label voxel index of each image voxel index: l = T @ i
     t = np.linalg.inv(label_affine) @ np.asarray(affine, dtype=np.float64)
-    corners = np.array(
-        [
-            [i, j, k, 1.0]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ]
-    )
-    mapped = (t @ corners.T)[:3]
+    mapped = (t @ geometry.corner_indices(shape).T)[:3]
     lo, hi = mapped.min(axis=1), mapped.max(axis=1)
     limit = np.array(data.shape, dtype=np.float64) - 0.5
     if np.any(lo < -0.5 - COVER_TOL_VOX) or np.any(hi > limit + COVER_TOL_VOX):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medaug.errors import MedaugError
-from medaug.io.discovery import Discovery, Note, discover
+from medaug.io.discovery import Discovery, Note, discover, display_path
 from medaug.io.scan import ScanRef
 from medaug.parallel import map_cases
 
@@ -57,12 +57,7 @@ class Inspection:
 
 
 def _rel(p: Path | None, root: Path) -> str | None:
-    if p is None:
-        return None
-    try:
-        return str(p.relative_to(root)) or p.name
-    except ValueError:
-        return str(p)
+    return None if p is None else display_path(p, root)
 
 
 def summarize(ref: ScanRef, root: Path) -> ScanSummary:
