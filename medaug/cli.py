@@ -223,13 +223,221 @@ def convert(
         raise typer.Exit(1)
 
 
+class Dims(str, Enum):
+    two = "2"
+    three = "3"
+
+
+class Crop(str, Enum):
+    target = "target"
+    body = "body"
+    none = "none"
+
+
+@app.command()
+def preprocess(
+    input: Annotated[Path, typer.Argument(help="Scans to read (any layout inspect reads).")],
+    out: Annotated[Path, typer.Argument(help="Cache folder to write (or reuse).")],
+    config: Annotated[
+        Path | None, typer.Option(help="PreprocessConfig as YAML or JSON; options below override.")
+    ] = None,
+    dims: Annotated[Dims | None, typer.Option(help="2: axial slices; 3: volumes.")] = None,
+    grid: Annotated[
+        int | None,
+        typer.Option(help="Model grid edge in voxels (2D: 64, 128, 256; 3D: 32, 64, 96, 128)."),
+    ] = None,
+    crop: Annotated[
+        Crop | None, typer.Option(help="Centre the grid on the target, the body, or the scan.")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Folder of label NIfTI files matched by stem.")
+    ] = None,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of patients held out for validation.")
+    ] = 0.2,
+    folds: Annotated[
+        int | None, typer.Option(min=2, help="K-fold patient splits instead of --val-fraction.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    plan_only: Annotated[
+        bool, typer.Option("--plan-only", help="Measure the data (fingerprint) and stop.")
+    ] = False,
+    preview: Annotated[
+        bool, typer.Option(help="Write preview.png: preprocessed slices with the label outlined.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Rebuild the cache from scratch.")] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes (default: all cores).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Turn every labelled scan under INPUT into a cached 2D or 3D training set in OUT."""
+    from medaug.preprocess import PreprocessConfig
+    from medaug.preprocess import preprocess as run
+
+    try:
+        cfg = PreprocessConfig.load(config) if config else PreprocessConfig()
+        changes: dict[str, object] = {}
+        if dims is not None:
+            changes["dims"] = int(dims.value)
+        if crop is not None:
+            changes["crop"] = crop.value
+        if grid is not None:
+            d = int(changes.get("dims", cfg.dims))  # type: ignore[call-overload]
+            changes["grid_2d" if d == 2 else "grid_3d"] = (grid,) * d
+        cfg = cfg.replace(**changes)
+        with _progress("preprocessing", quiet=as_json) as (on_start, advance):
+            result = run(
+                input,
+                out,
+                cfg,
+                labels=labels,
+                workers=workers,
+                overwrite=overwrite,
+                plan_only=plan_only,
+                val_fraction=val_fraction,
+                folds=folds,
+                seed=seed,
+                progress=advance,
+                on_start=on_start,
+            )
+        if preview and not plan_only:
+            from medaug.report import cache_preview
+
+            cache_preview(result.out)
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        doc = {"out": str(result.out), "seconds": round(result.seconds, 2), "reused": result.reused}
+        doc |= {"done": [c.case_id for c in result.done]}
+        doc |= {"skipped": {c.case_id: c.skipped for c in result.skipped}}
+        typer.echo(json.dumps(doc | {"fingerprint": result.fingerprint}, indent=2))
+        return
+    _print_preprocessing(result, plan_only, preview)
+
+
+def _progress(what: str, quiet: bool = False):
+    """A rich progress bar over cases: yields (on_start(total), advance(result))."""
+    from contextlib import contextmanager
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    @contextmanager
+    def bar():
+        progress = Progress(
+            f"[bold]{what}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=_console(stderr=True),
+            transient=True,
+            disable=quiet,
+        )
+        task = progress.add_task(what, total=None)
+        with progress:
+            yield (
+                lambda total: progress.update(task, total=total),
+                lambda _result: progress.advance(task),
+            )
+
+    return bar()
+
+
+def _print_preprocessing(result, plan_only: bool, preview: bool) -> None:
+    from collections import Counter
+
+    cfg = result.config
+    err = _console(stderr=True)
+    repeated: Counter[str] = Counter()
+    for case in result.cases:
+        for w in (case.record or {}).get("warnings", []):
+            repeated[w.split(" (")[0]] += 1
+        if case.skipped:
+            err.print(f"[yellow]skipped {case.case_id}: {case.skipped}[/yellow]")
+    for w, n in sorted(repeated.items()):
+        err.print(f"[yellow]warning: {w} ({n} case(s); details in index.json)[/yellow]")
+    for note in result.notes:
+        err.print(f"[red]unusable {note}[/red]")
+    fp = result.fingerprint
+    console = _console()
+    if plan_only:
+        console.print(_fingerprint_text(fp, cfg))
+        console.print(f"fingerprint -> {result.out / 'fingerprint.json'}")
+        return
+    grid = "x".join(map(str, cfg.grid)) if cfg.grid else "box size"
+    done, reused = len(result.done), sum(c.reused for c in result.done)
+    what = "slices" if cfg.dims == 2 else "volumes"
+    with_target = sum(len(c.record["target_slices"]) > 0 for c in result.done)
+    if cfg.dims == 2:
+        with_target = sum(len(c.record["target_slices"]) for c in result.done)
+    size_mb = result.bytes / 1e6
+    console.print(
+        f"{'Reused' if result.reused else 'Preprocessed'} {done} case(s) "
+        f"({reused} from cache, {len(result.skipped)} skipped) in {result.seconds:.1f} s "
+        f"-> {result.out}"
+    )
+    console.print(
+        f"  {cfg.dims}D {what}: {result.samples} ({with_target} with {cfg.target}); "
+        f"grid {grid} at {'x'.join(f'{s:g}' for s in cfg.spacing_mm)} mm; "
+        f"crop {cfg.crop} + {cfg.margin_mm:g} mm"
+    )
+    console.print(
+        f"  HU window [{cfg.hu_window[0]:g}, {cfg.hu_window[1]:g}] -> [-1, 1]; "
+        f"cache {size_mb:.1f} MB ({size_mb / max(done, 1):.2f} MB/case)"
+    )
+    splits = json.loads((result.out / "splits.json").read_text())
+    first = splits["splits"][0]
+    patients = splits["patients"]
+    n_train = len({patients[c] for c in first["train"]})
+    n_val = len({patients[c] for c in first["val"]})
+    kind = f"{splits['folds']} folds, fold 0: " if "folds" in splits else ""
+    console.print(f"  splits: {kind}{n_train} train / {n_val} val patient(s) (splits.json)")
+    if preview:
+        console.print(f"  preview -> {result.out / 'preview.png'}")
+
+
+def _fingerprint_text(fp: dict, cfg) -> str:
+    def row(name: str, summary: dict, unit: str = "") -> str:
+        if not summary:
+            return f"  {name:<16} -"
+        parts = ("min", "median", "max")
+        vals = [" x ".join(f"{v:g}" for v in summary[p]) for p in parts]
+        return f"  {name:<16} " + "   ".join(
+            f"{p} {v}{unit}" for p, v in zip(parts, vals, strict=True)
+        )
+
+    def hu(name: str, stats: dict) -> str:
+        if not stats:
+            return f"  {name:<16} -"
+        keys = ("p0.5", "p50", "p99.5", "mean", "std")
+        return f"  {name:<16} " + "  ".join(f"{k} {stats[k]:g}" for k in keys)
+
+    lines = [
+        f"Dataset fingerprint: {fp['cases']} case(s), "
+        f"{fp['cases_with_target']} with {fp['target']}",
+        row("spacing", fp["spacing_mm"], " mm"),
+        row("shape", fp["shape"]),
+        f"  {'orientation':<16} {', '.join(fp['orientations'])}",
+        hu("HU in body", fp["body_hu"]),
+        hu(f"HU in {fp['target']}", fp["target_hu"]),
+        row(f"{fp['target']} volume", fp["target_ml"], " ml"),
+        row(f"{fp['target']} box", fp["target_box_mm"], " mm"),
+    ]
+    if cfg.grid:
+        field = " x ".join(f"{g * s:g}" for g, s in zip(cfg.grid, cfg.spacing_mm, strict=False))
+        lines.append(f"Plan: {cfg.dims}D grid {cfg.grid} at {cfg.spacing_mm} mm = {field} mm field")
+    for case_id, why in fp.get("skipped", {}).items():
+        lines.append(f"  would skip {case_id}: {why}")
+    return "\n".join(lines)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("medaug-demo"),
     patients: Annotated[int, typer.Option(min=1)] = 8,
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Run the main job on built-in data: write the phantom cohort, then inspect it."""
+    """Run the main job on built-in data: write the phantom cohort, inspect and preprocess it."""
     phantom(
         out / "phantom",
         patients=patients,
@@ -240,9 +448,28 @@ def demo(
         slice_mm=2.5,
     )
     inspect(out / "phantom", labels=None, as_json=False, workers=None)
+    typer.echo("")
+    preprocess(
+        out / "phantom",
+        out / "cache",
+        config=None,
+        dims=None,
+        grid=128,
+        crop=None,
+        labels=None,
+        val_fraction=0.2,
+        folds=None,
+        seed=seed,
+        plan_only=False,
+        preview=True,
+        overwrite=False,
+        workers=None,
+        as_json=False,
+    )
     typer.echo(
-        f"\nNext: `medaug convert {out / 'phantom'} {out / 'nifti'}` writes these scans as NIfTI; "
-        "preprocessing, training and synthesis arrive with the next releases."
+        f"\nLook at {out / 'cache' / 'preview.png'}; "
+        f"`medaug preprocess {out / 'phantom'} DIR --dims 3` makes a 3D cache. "
+        "Training and synthesis arrive with the next releases."
     )
 
 

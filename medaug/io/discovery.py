@@ -140,8 +140,12 @@ def discover(
         )
     _pair_labels(found, label_files, explicit=labels is not None)
     refs = sorted(found.images, key=lambda r: (str(r.source), r.files[0].name if r.files else ""))
+    patients: dict[str, str] = {}
     for i, ref in enumerate(refs):
         ref.case_id = f"case_{i:04d}"
+        # the key (a folder name or file stem) stays in memory; only its index is kept
+        key = _scan_keys(ref, found.root)[0]
+        ref.patient = patients.setdefault(key, f"patient_{len(patients):04d}")
     return Discovery(found.root, refs, found.notes)
 
 

@@ -30,6 +30,9 @@ class ScanRef:
             scan usable (each one line, naming the file where it matters).
         error: why the scan cannot be used; :func:`medaug.io.load` raises it.
         series: the DICOM read plan (slice positions, grid), for DICOM refs.
+        patient: ``patient_0000``, ... : scans that share it come from one patient
+            (the same top-level folder of a DICOM tree, or the same NIfTI case stem).
+            Splits keep a patient on one side.
     """
 
     case_id: str
@@ -42,6 +45,7 @@ class ScanRef:
     series: Any = field(
         default=None, repr=False
     )  # medaug.io.dicom.SeriesPlan; typed loosely to avoid an import cycle
+    patient: str = ""
 
     @property
     def usable(self) -> bool:

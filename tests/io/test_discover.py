@@ -137,3 +137,11 @@ def test_leftovers_of_killed_writes_are_ignored(nifti_cohort: Path, tmp_path: Pa
     shutil.copytree(nifti_cohort, tmp_path / "c")
     (tmp_path / "c" / "imagesTr" / ".123.partial.PANCREAS_0003.nii.gz").write_bytes(b"half")
     assert len(io.discover(tmp_path / "c")) == 2
+
+
+def test_patients_are_indexed_by_top_folder_or_stem(dicom_cohort, nifti_cohort) -> None:
+    from medaug.io import discover
+
+    found = discover(dicom_cohort)
+    assert [r.patient for r in found] == ["patient_0000", "patient_0001", "patient_0002"]
+    assert [r.patient for r in discover(nifti_cohort)] == ["patient_0000", "patient_0001"]

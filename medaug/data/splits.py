@@ -1,0 +1,79 @@
+"""Patient-level splits: slices and series of one patient never sit on both sides."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medaug.errors import ConfigError, InputError
+from medaug.io.atomic import atomic_path
+
+
+def make_splits(
+    patients: dict[str, str],
+    val_fraction: float = 0.2,
+    folds: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Split cases into train/val by patient.
+
+    Args:
+        patients: case id -> patient (``patient_0003``); cases of one patient stay
+            together.
+        val_fraction: share of patients held out (one split); at least one patient
+            when the fraction is positive and two or more patients exist.
+        folds: K-fold cross-validation over patients instead (each patient is in the
+            validation side of exactly one fold).
+        seed: the shuffle; same seed, same splits.
+
+    Returns:
+        ``{"seed", "val_fraction" | "folds", "patients", "splits": [{"train": [...],
+        "val": [...]}, ...]}`` with case ids sorted on each side.
+    """
+    names = sorted(set(patients.values()))
+    n = len(names)
+    order = [names[i] for i in np.random.default_rng(seed).permutation(n)]
+    doc: dict[str, Any] = {"seed": seed, "patients": dict(sorted(patients.items()))}
+    if folds is not None:
+        if folds < 2 or folds > n:
+            raise ConfigError(f"--folds must be between 2 and the {n} patients, got {folds}")
+        doc["folds"] = folds
+        held = [set(order[k::folds]) for k in range(folds)]
+    else:
+        if not 0.0 <= val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        n_val = 0 if val_fraction == 0 or n < 2 else max(1, round(val_fraction * n))
+        doc["val_fraction"] = val_fraction
+        held = [set(order[:n_val])]
+    doc["splits"] = [
+        {
+            "train": sorted(c for c, p in patients.items() if p not in val),
+            "val": sorted(c for c, p in patients.items() if p in val),
+        }
+        for val in held
+    ]
+    return doc
+
+
+def save_splits(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def load_split(cache: str | os.PathLike[str], fold: int = 0) -> tuple[list[str], list[str]]:
+    """(train case ids, val case ids) of one fold from a cache's ``splits.json``."""
+    path = Path(cache) / "splits.json"
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "no splits.json: run `medaug preprocess` first") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable splits ({exc})") from None
+    splits = doc["splits"]
+    if not 0 <= fold < len(splits):
+        raise ConfigError(f"fold {fold} does not exist; {path} has {len(splits)} split(s)")
+    return list(splits[fold]["train"]), list(splits[fold]["val"])

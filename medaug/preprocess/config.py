@@ -1,0 +1,221 @@
+"""``PreprocessConfig``: every choice the preprocessing stage makes, in one dataclass.
+
+The config is written next to every cache and travels with every checkpoint, so a
+tensor in [-1, 1] on the model grid can always be mapped back to Hounsfield units and
+millimetres (:func:`medaug.preprocess.invert`).
+
+Example (YAML; JSON works the same):
+
+    dims: 3
+    spacing_mm: [1.0, 1.0, 1.5]
+    hu_window: [-135, 215]
+    grid_3d: [96, 96, 96]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medaug.errors import ConfigError, InputError
+
+Crop = Literal["target", "body", "none"]
+Interpolation = Literal["linear", "bspline"]
+
+#: Model grids one option away (``--grid``): 2D slice sizes and 3D volume sizes.
+GRIDS_2D = (64, 128, 256)
+GRIDS_3D = (32, 64, 96, 128)
+
+
+@dataclass
+class PreprocessConfig:
+    """How scans become training tensors. Defaults suit TCIA Pancreas-CT on a CPU.
+
+    Attributes:
+        dims: 2 caches axial slices (``SliceDataset``), 3 caches volumes
+            (``VolumeDataset``).
+        spacing_mm: target voxel size (x, y, z) in mm; TCIA Pancreas-CT is about
+            0.7-0.9 mm in-plane with 1.5-2.5 mm slices.
+        image_interpolation: ``linear`` or ``bspline`` (cubic) for the image; the
+            label always uses nearest neighbour.
+        hu_window: (low, high) HU clipped and mapped linearly to [-1, 1]. The default
+            is the abdominal soft-tissue window (width 400, level 40).
+        crop: ``target`` centres the grid on the target structure's box, ``body`` on
+            the body, ``none`` on the scan.
+        margin_mm: added around the target or body box on every side, mm.
+        body_threshold_hu: voxels above this HU belong to the body (for ``body`` crops
+            and the fingerprint's body statistics).
+        grid_2d: model slice size (x, y) in voxels; the z range is the box's.
+            ``None`` keeps the box's own size (no pad or crop).
+        grid_3d: model volume size (x, y, z) in voxels, or ``None`` for the box's size.
+        context_slices: 2.5D: this many neighbouring slices on each side become extra
+            image channels (0 = plain 2D).
+        target_fraction: in 2D, the share of sampled slices that contain the target
+            (``SliceDataset.sampler``); the rest are drawn from the other slices.
+        labels: output classes, each a list of source label values merged into it
+            (MSD's pancreas task: ``{"pancreas": [1, 2]}``). Other values become 0.
+        target: the class the crop and the slice sampler centre on.
+        require_label: scans without a label are skipped (with a warning), since a
+            generator of image + label pairs cannot learn from them.
+        cache_dtype: ``float32`` or ``float16`` for cached images (float16 halves the
+            cache; its error is below 0.2 HU in the default window).
+        min_coverage: a scan must cover this fraction of the crop along every axis,
+            or it is skipped as too small (the rest would be padding).
+    """
+
+    dims: Literal[2, 3] = 2
+    spacing_mm: tuple[float, float, float] = (1.5, 1.5, 2.5)
+    image_interpolation: Interpolation = "linear"
+    hu_window: tuple[float, float] = (-160.0, 240.0)
+    crop: Crop = "target"
+    margin_mm: float = 20.0
+    body_threshold_hu: float = -500.0
+    grid_2d: tuple[int, int] | None = (64, 64)
+    grid_3d: tuple[int, int, int] | None = (32, 32, 32)
+    context_slices: int = 0
+    target_fraction: float = 0.5
+    labels: dict[str, list[int]] = field(default_factory=lambda: {"pancreas": [1]})
+    target: str = "pancreas"
+    require_label: bool = True
+    cache_dtype: Literal["float32", "float16"] = "float32"
+    min_coverage: float = 0.5
+
+    def __post_init__(self) -> None:
+        # YAML and JSON give lists; keep tuples so configs compare equal
+        self.spacing_mm = _floats(self.spacing_mm, 3, "spacing_mm")  # type: ignore[assignment]
+        self.hu_window = _floats(self.hu_window, 2, "hu_window")  # type: ignore[assignment]
+        if self.grid_2d is not None:
+            self.grid_2d = _ints(self.grid_2d, 2, "grid_2d")  # type: ignore[assignment]
+        if self.grid_3d is not None:
+            self.grid_3d = _ints(self.grid_3d, 3, "grid_3d")  # type: ignore[assignment]
+        self.labels = {str(k): [int(v) for v in _as_list(vs)] for k, vs in self.labels.items()}
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first value that cannot work."""
+        if self.dims not in (2, 3):
+            raise ConfigError(f"dims must be 2 or 3, got {self.dims!r}")
+        if any(s <= 0 for s in self.spacing_mm):
+            raise ConfigError(f"spacing_mm must be positive, got {list(self.spacing_mm)}")
+        low, high = self.hu_window
+        if low >= high:
+            raise ConfigError(f"hu_window must be (low, high) with low < high, got [{low}, {high}]")
+        if self.image_interpolation not in ("linear", "bspline"):
+            raise ConfigError(
+                f"image_interpolation must be linear or bspline, got {self.image_interpolation!r}"
+            )
+        if self.crop not in ("target", "body", "none"):
+            raise ConfigError(f"crop must be target, body or none, got {self.crop!r}")
+        if self.margin_mm < 0:
+            raise ConfigError(f"margin_mm must be >= 0, got {self.margin_mm}")
+        for name, grid in (("grid_2d", self.grid_2d), ("grid_3d", self.grid_3d)):
+            if grid is not None and any(g < 4 for g in grid):
+                raise ConfigError(f"{name} must be at least 4 voxels per axis, got {list(grid)}")
+        if self.context_slices < 0:
+            raise ConfigError(f"context_slices must be >= 0, got {self.context_slices}")
+        if not 0.0 <= self.target_fraction <= 1.0:
+            raise ConfigError(f"target_fraction must be in [0, 1], got {self.target_fraction}")
+        if not self.labels:
+            raise ConfigError("labels must name at least one class")
+        if len(self.labels) > 254:
+            raise ConfigError("labels: at most 254 classes fit a uint8 label map")
+        if any(v <= 0 or v > 255 for vs in self.labels.values() for v in vs):
+            raise ConfigError(f"labels: source values must be in 1..255, got {self.labels}")
+        if self.target not in self.labels:
+            raise ConfigError(f"target {self.target!r} is not one of labels {list(self.labels)}")
+        if self.cache_dtype not in ("float32", "float16"):
+            raise ConfigError(f"cache_dtype must be float32 or float16, got {self.cache_dtype!r}")
+        if not 0.0 < self.min_coverage <= 1.0:
+            raise ConfigError(f"min_coverage must be in (0, 1], got {self.min_coverage}")
+
+    @property
+    def grid(self) -> tuple[int, ...] | None:
+        """The model grid of this config's ``dims``."""
+        return self.grid_2d if self.dims == 2 else self.grid_3d
+
+    @property
+    def target_class(self) -> int:
+        """The target's value in the cached label map (classes are numbered 1, 2, ...)."""
+        return list(self.labels).index(self.target) + 1
+
+    def replace(self, **changes: Any) -> PreprocessConfig:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> PreprocessConfig:
+        """Build a config from a mapping; unknown keys are an error, not ignored."""
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{source}: expected a mapping of settings, got {type(data).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            names, allowed = ", ".join(unknown), ", ".join(sorted(known))
+            raise ConfigError(f"{source}: unknown setting(s) {names}; known: {allowed}")
+        try:
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PreprocessConfig:
+        """Read a YAML or JSON file (JSON is YAML, so one parser reads both)."""
+        import yaml
+
+        p = Path(path)
+        try:
+            data = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise InputError(p, "config file does not exist") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise InputError(p, f"not a readable YAML/JSON config ({problem})") from None
+        return cls.from_dict(data or {}, source=str(p))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write as JSON (atomically)."""
+        from medaug.io.atomic import atomic_path
+
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _floats(value: Any, n: int, name: str) -> tuple[float, ...]:
+    items = _as_list(value)
+    if len(items) == 1 and n > 1 and name == "spacing_mm":
+        items = items * n  # one number means isotropic
+    try:
+        out = tuple(float(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {n} numbers, got {value!r}") from None
+    if len(out) != n:
+        raise ConfigError(f"{name} must be {n} numbers, got {value!r}")
+    return out
+
+
+def _ints(value: Any, n: int, name: str) -> tuple[int, ...]:
+    items = _as_list(value)
+    if len(items) == 1:
+        items = items * n  # one number means a square / cube
+    try:
+        out = tuple(int(v) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be {n} integers, got {value!r}") from None
+    if len(out) != n or any(float(a) != float(b) for a, b in zip(items, out, strict=True)):
+        raise ConfigError(f"{name} must be {n} integers, got {value!r}")
+    return out
