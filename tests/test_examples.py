@@ -19,3 +19,16 @@ def test_read_cohort_example() -> None:
     assert result.returncode == 0, result.stderr
     assert "2 scan(s), 2 usable" in result.stdout
     assert "MONAI LoadImaged agrees on (64, 64, 16) voxels and the affine" in result.stdout
+
+
+def test_train_on_cache_example() -> None:
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "train_on_cache.py"), "--steps", "3"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cache: 4 case(s)" in result.stdout
+    assert "split: 3 train / 1 val case(s)" in result.stdout
+    assert "step 2: loss" in result.stdout
