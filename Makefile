@@ -34,6 +34,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_io.py
+	$(BIN)/python benchmarks/bench_preprocess.py
 
 clean:
 	rm -rf $(VENV) medaug-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

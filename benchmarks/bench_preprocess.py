@@ -300,6 +300,7 @@ def _loadavg() -> str:
 @dataclass
 class Data:
     scan_root: Path  # Decathlon folder with the one large NIfTI scan
+    scan_dicom: Path  # the same scan as a DICOM series, TCIA layout
     scan_config: PhantomConfig
     cohort: Path  # root of the DICOM cohort (TCIA layout)
     cohort_patients: int
@@ -322,13 +323,19 @@ def prepare_data(workdir: Path, quick: bool) -> Data:
     scan_root = root / f"nifti_1x{_shape_name(scan_config.shape)}_{scan_config.slice_mm:g}mm"
     write_cohort(scan_root, patients=1, seed=0, fmt="nifti", config=scan_config)
     generate_s[scan_root.name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    scan_dicom = root / f"dicom_1x{_shape_name(scan_config.shape)}_{scan_config.slice_mm:g}mm"
+    write_cohort(scan_dicom, patients=1, seed=0, fmt="dicom", config=scan_config)
+    generate_s[scan_dicom.name] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     # same name, seed and config as bench_io.py's cohort, so the two share it
     cohort = root / f"cohort_{patients}x{_shape_name(cohort_config.shape)}"
     write_cohort(cohort, patients=patients, seed=0, fmt="dicom", config=cohort_config)
     generate_s[cohort.name] = time.perf_counter() - t0
-    return Data(scan_root, scan_config, cohort, patients, cohort_config.shape, generate_s)
+    return Data(
+        scan_root, scan_dicom, scan_config, cohort, patients, cohort_config.shape, generate_s
+    )
 
 
 def _scan_files(root: Path) -> tuple[Path, Path]:
@@ -354,10 +361,10 @@ def medaug_scan_config() -> PreprocessConfig:
 
 
 def monai_chain() -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The usual MONAI chain, as close to medaug's settings as its transforms allow.
+    """The usual MONAI chain with medaug's settings.
 
-    The body threshold (-500 HU) lies below the window, so it maps to -1 after
-    ``ScaleIntensityRanged``; the foreground is then ``x > -1`` (above -160 HU).
+    The foreground crop runs on HU, before the window, so that it can use the same
+    body threshold (-500 HU lies below the window and would map to -1 after it).
     """
     from monai.transforms import (
         Compose,
@@ -370,7 +377,7 @@ def monai_chain() -> Callable[[dict[str, Any]], dict[str, Any]]:
     )
 
     low, high = HU_WINDOW
-    threshold = max(-1.0, (BODY_THRESHOLD_HU - low) * 2.0 / (high - low) - 1.0)
+    threshold = BODY_THRESHOLD_HU
     keys = ["image", "label"]
     return Compose(  # type: ignore[no-any-return]
         [
@@ -378,10 +385,10 @@ def monai_chain() -> Callable[[dict[str, Any]], dict[str, Any]]:
             EnsureChannelFirstd(keys=keys),
             Orientationd(keys=keys, axcodes="RAS"),
             Spacingd(keys=keys, pixdim=SPACING_MM, mode=("bilinear", "nearest")),
+            CropForegroundd(keys=keys, source_key="image", select_fn=lambda x: x > threshold),
             ScaleIntensityRanged(
                 keys="image", a_min=low, a_max=high, b_min=-1.0, b_max=1.0, clip=True
             ),
-            CropForegroundd(keys=keys, source_key="image", select_fn=lambda x: x > threshold),
         ]
     )
 
@@ -442,6 +449,9 @@ def compare_outputs(monai_out: dict[str, Any], med: Any, target_class: int) -> d
         "corner_max_mm": float(np.linalg.norm(m_corners - d_corners, axis=1).max()),
         "corner_max_voxels": float((delta / spacing).max()),
         "corner_axis_max_mm": delta.max(axis=0).tolist(),
+        # signed, medaug - MONAI: low corner < 0 and high corner > 0 = medaug's box is larger
+        "low_corner_offset_mm": (d_corners.min(axis=0) - m_corners.min(axis=0)).tolist(),
+        "high_corner_offset_mm": (d_corners.max(axis=0) - m_corners.max(axis=0)).tolist(),
         "label_dice": _dice(m_target, d_target),
         "monai_label_voxels": int(m_target.sum()),
         "medaug_label_voxels": int((med.label == target_class).sum()),
@@ -453,9 +463,14 @@ def compare_outputs(monai_out: dict[str, Any], med: Any, target_class: int) -> d
     }
 
 
-def bench_scan(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
-    root = data.scan_root
-    image_path, label_path = _scan_files(root)
+def bench_scan(data: Data, repeat: int, kind: str) -> tuple[list[Row], dict[str, Any]]:
+    if kind == "nifti":
+        root = data.scan_root
+        image_path, label_path = _scan_files(root)
+    else:  # MONAI's LoadImaged reads a DICOM series from its folder
+        root = data.scan_dicom
+        image_path = next(root.rglob("*.dcm")).parent
+        label_path = next(root.rglob("label*.nii*"))
     item = {"image": str(image_path), "label": str(label_path)}
     config = medaug_scan_config()
     chain, load_chain = monai_chain(), monai_load_chain()
@@ -479,7 +494,7 @@ def bench_scan(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
     geo = compare_outputs(chain(dict(item)), medaug_all(), config.target_class)
     m, d = t["monai_chain"], t["medaug"]
     speedup = m.median / d.median
-    size = f"{_shape_name(data.scan_config.shape)} NIfTI"
+    size = f"{_shape_name(data.scan_config.shape)} {'NIfTI' if kind == 'nifti' else 'DICOM'}"
     geo_ok = geo["corner_max_voxels"] <= GEOMETRY_TARGET_VOXELS
     rows = [
         Row(
@@ -513,9 +528,13 @@ def bench_scan(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
             "yes" if geo_ok else "NO",
             "per axis x/y/z: "
             + "/".join(f"{v:.2f}" for v in geo["corner_axis_max_mm"])
+            + " mm; medaug - MONAI, low corner "
+            + "/".join(f"{v:+.2f}" for v in geo["low_corner_offset_mm"])
+            + ", high corner "
+            + "/".join(f"{v:+.2f}" for v in geo["high_corner_offset_mm"])
             + " mm; medaug body box: largest component above "
-            f"{BODY_THRESHOLD_HU:g} HU on a 4x thinned grid; MONAI: x > -1 after the "
-            f"window (above {HU_WINDOW[0]:g} HU)",
+            f"{BODY_THRESHOLD_HU:g} HU; MONAI: CropForeground above {BODY_THRESHOLD_HU:g} HU; "
+            "MONAI's Spacing keeps the first slice, medaug centres the grid on the box",
             values={k: geo[k] for k in ("corner_max_mm", "corner_max_voxels")},
         ),
         Row(
@@ -761,8 +780,13 @@ def bench_memory(
                 "4",
                 f"cache size per case, {dims}D {grid}, float32 image + uint8 label",
                 f"{per_case / MIB:.2f} MiB",
-                notes=f"mean of {cases} cases; {slices / max(cases, 1):.1f} slices per case, "
-                f"{per_slice / 1024:.1f} KiB per slice",
+                notes=f"mean of {cases} cases"
+                + (
+                    f"; {slices / max(cases, 1):.1f} slices per case, "
+                    f"{per_slice / 1024:.1f} KiB per slice"
+                    if dims == 2
+                    else ""
+                ),
                 values={"bytes_per_case": per_case, "cases": cases, "slices": slices},
             )
         )
@@ -897,7 +921,9 @@ def main(argv: list[str] | None = None) -> int:
     if built.skipped:
         print(f"  3D cache skipped {len(built.skipped)} cases", file=sys.stderr)
     print("Running scan ...", file=sys.stderr, flush=True)
-    sections["1"] = bench_scan(data, args.repeat)
+    rows_dicom, extra_dicom = bench_scan(data, args.repeat, "dicom")
+    rows_nifti, extra_nifti = bench_scan(data, args.repeat, "nifti")
+    sections["1"] = (rows_dicom + rows_nifti, {"dicom": extra_dicom, "nifti": extra_nifti})
     print("Running loading ...", file=sys.stderr, flush=True)
     steps = 2 if args.quick else 5
     sections["3"] = bench_loading(cache_2d, cache_3d, args.epochs, steps, args.quick)

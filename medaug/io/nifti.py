@@ -56,7 +56,7 @@ def open_nifti(path: Path) -> nib.Nifti1Image:
     return img
 
 
-def read_nifti(path: Path, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+def read_nifti(path: Path, dtype: type | None = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Read a 3D NIfTI volume.
 
     Returns:

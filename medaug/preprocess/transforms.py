@@ -59,6 +59,9 @@ def map_labels(label: np.ndarray, classes: Sequence[Sequence[int]]) -> np.ndarra
     lut = np.zeros(256, dtype=np.uint8)
     for k, values in enumerate(classes, start=1):
         lut[list(values)] = k
+    top = int(label.max()) if label.size else 0
+    if np.array_equal(lut[: top + 1], np.arange(top + 1)):
+        return label  # already a class map (TCIA: 0 and 1): no 50 MB copy
     return lut[label]
 
 
@@ -97,9 +100,15 @@ def body_box(
     box = bounding_box(components == (int(np.argmax(sizes)) + 1))
     if box is None:
         return None
-    lo, hi = box
+    # the coarse box is exact only to `step` voxels: refine it at full resolution
+    # inside the coarse box grown by one step on every side
     shape = np.array(image.shape)
-    return lo * step, np.minimum(hi * step + step - 1, shape - 1)
+    lo = np.maximum(box[0] * step - step, 0)
+    hi = np.minimum(box[1] * step + step, shape - 1)
+    window = image[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1] > threshold_hu
+    fine = bounding_box(window)
+    assert fine is not None  # the coarse component's voxels lie inside the window
+    return lo + fine[0], lo + fine[1]
 
 
 # ---------------------------------------------------------------------------------

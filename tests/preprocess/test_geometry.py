@@ -197,3 +197,11 @@ def test_monai_dictionary_chain_matches_the_fast_path(nifti_cohort, dims: int) -
         np.testing.assert_allclose(d["image"][0].numpy(), fast.image, atol=1e-4)
     a, b = d["label"][0].numpy() > 0, fast.label > 0
     assert a.sum() > 0 and abs(int(a.sum()) - int(b.sum())) / b.sum() < 0.2
+
+
+def test_body_box_is_exact_and_ignores_the_table() -> None:
+    image = np.full((101, 90, 23), -1000.0, dtype=np.float32)
+    image[13:87, 9:71, 2:21] = 30.0  # body
+    image[5:97, 80:84, :] = 200.0  # table, apart from the body through air
+    lo, hi = T.body_box(image, -500.0)
+    assert lo.tolist() == [13, 9, 2] and hi.tolist() == [86, 70, 20]
