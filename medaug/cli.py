@@ -29,6 +29,12 @@ app = typer.Typer(
 )
 
 
+LabelsOption = Annotated[
+    Path | None, typer.Option(help="Folder of label NIfTI files matched by stem.")
+]
+WorkersOption = Annotated[int | None, typer.Option(min=1, help="Processes (default: all cores).")]
+
+
 class Format(str, Enum):
     dicom = "dicom"
     nifti = "nifti"
@@ -101,13 +107,9 @@ def inspect(
     path: Annotated[
         Path, typer.Argument(help="Folder (DICOM, TCIA, Decathlon, nnU-Net, NIfTI) or NIfTI file.")
     ],
-    labels: Annotated[
-        Path | None, typer.Option(help="Folder of label NIfTI files matched by stem.")
-    ] = None,
+    labels: LabelsOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes (default: all cores).")
-    ] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """List every scan under PATH: kind, shape, spacing, orientation, HU range, label, warnings."""
     from medaug.io.summary import inspect_path
@@ -185,13 +187,9 @@ def _print_inspection(result) -> None:
 def convert(
     path: Annotated[Path, typer.Argument(help="Folder or file to read, as for inspect.")],
     out: Annotated[Path, typer.Argument(help="Output folder: images/, labels/, conversion.json.")],
-    labels: Annotated[
-        Path | None, typer.Option(help="Folder of label NIfTI files matched by stem.")
-    ] = None,
+    labels: LabelsOption = None,
     overwrite: Annotated[bool, typer.Option(help="Rewrite cases already converted.")] = False,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes (default: all cores).")
-    ] = None,
+    workers: WorkersOption = None,
 ) -> None:
     """Write every scan found under PATH (and its label) as NIfTI, HU preserved."""
     from medaug.io.convert import convert as run
@@ -249,9 +247,7 @@ def preprocess(
     crop: Annotated[
         Crop | None, typer.Option(help="Centre the grid on the target, the body, or the scan.")
     ] = None,
-    labels: Annotated[
-        Path | None, typer.Option(help="Folder of label NIfTI files matched by stem.")
-    ] = None,
+    labels: LabelsOption = None,
     val_fraction: Annotated[
         float, typer.Option(help="Share of patients held out for validation.")
     ] = 0.2,
@@ -266,9 +262,7 @@ def preprocess(
         bool, typer.Option(help="Write preview.png: preprocessed slices with the label outlined.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Rebuild the cache from scratch.")] = False,
-    workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes (default: all cores).")
-    ] = None,
+    workers: WorkersOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Turn every labelled scan under INPUT into a cached 2D or 3D training set in OUT."""

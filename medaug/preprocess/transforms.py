@@ -224,13 +224,10 @@ def resample(
     window = array[lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1]
     shift = np.eye(4)
     shift[:3, 3] = lo
-    window_affine = affine @ shift
-    if _sheared(window_affine):
-        return _resample_scipy(window, window_affine, grid, mode, fill, out_dtype)
-    return _resample_sitk(window, window_affine, grid, mode, fill, out_dtype)
+    return _interpolate(window, affine @ shift, grid, mode, fill, out_dtype)
 
 
-def _resample_sitk(
+def _interpolate(
     window: np.ndarray,
     affine: np.ndarray,
     grid: Grid,
@@ -238,20 +235,36 @@ def _resample_sitk(
     fill: float,
     out_dtype: np.dtype,
 ) -> np.ndarray:
+    """Values of ``window`` (with ``affine``) at the voxel centres of ``grid``."""
+    if _sheared(affine):
+        from scipy import ndimage
+
+        m = np.linalg.inv(affine) @ grid.affine
+        order = {"nearest": 0, "linear": 1, "bspline": 3}[mode]
+        out = ndimage.affine_transform(
+            window.astype(np.float32, copy=False),
+            m[:3, :3],
+            offset=m[:3, 3],
+            output_shape=grid.shape,
+            order=order,
+            mode="constant",
+            cval=fill,
+            prefilter=order > 1,
+        )
+        return out.astype(out_dtype, copy=False)
+
     import SimpleITK as sitk
 
     if mode != "nearest":
         window = window.astype(np.float32, copy=False)
-    source = geometry.to_sitk(window, affine)
     reference = geometry.to_sitk(np.zeros((1, 1, 1), dtype=np.uint8), grid.affine)
     interpolator = {
         "nearest": sitk.sitkNearestNeighbor,
         "linear": sitk.sitkLinear,
         "bspline": sitk.sitkBSpline,
     }[mode]
-    pixel = sitk.sitkUInt8 if out_dtype == np.uint8 else sitk.sitkFloat32
     out = sitk.Resample(
-        source,
+        geometry.to_sitk(window, affine),
         list(grid.shape),
         sitk.Transform(),
         interpolator,
@@ -259,36 +272,10 @@ def _resample_sitk(
         reference.GetSpacing(),
         reference.GetDirection(),
         fill,
-        pixel,
+        sitk.sitkUInt8 if out_dtype == np.uint8 else sitk.sitkFloat32,
     )
-    return np.ascontiguousarray(sitk.GetArrayFromImage(out).transpose(2, 1, 0)).astype(
-        out_dtype, copy=False
-    )
-
-
-def _resample_scipy(
-    window: np.ndarray,
-    affine: np.ndarray,
-    grid: Grid,
-    mode: Mode,
-    fill: float,
-    out_dtype: np.dtype,
-) -> np.ndarray:
-    from scipy import ndimage
-
-    m = np.linalg.inv(affine) @ grid.affine
-    order = {"nearest": 0, "linear": 1, "bspline": 3}[mode]
-    out = ndimage.affine_transform(
-        window.astype(np.float32, copy=False),
-        m[:3, :3],
-        offset=m[:3, 3],
-        output_shape=grid.shape,
-        order=order,
-        mode="constant",
-        cval=fill,
-        prefilter=order > 1,
-    )
-    return out.astype(out_dtype, copy=False)
+    # (Z, Y, X) C-order from ITK is (X, Y, Z) x-fastest: a view, no copy
+    return sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(out_dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------------
