@@ -29,20 +29,16 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import io
-import json
 import os
-import platform
 import pstats
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +46,26 @@ import numpy as np
 import pydicom
 import pydicom.uid
 import SimpleITK as sitk
+from common import (
+    DEFAULT_WORKDIR,
+    HIGH_WATER_SOURCE,
+    MIB,
+    Row,
+    cpu_seconds,
+    fmt_s,
+    fmt_x,
+    make_workdir,
+    markdown_table,
+    package_version,
+    print_machine,
+    run_memory_probe,
+    run_timed,
+    shape_name,
+    spread,
+    worker_rows,
+    write_report,
+)
+from common import machine_facts as common_machine_facts
 
 import medaug
 import medaug.io
@@ -57,36 +73,22 @@ from medaug.data.phantom import PhantomConfig, write_cohort
 from medaug.io.dicom import read_series
 from medaug.io.summary import inspect_path
 
-DEFAULT_WORKDIR = Path(__file__).resolve().parent / "out"
 LOAD_TARGET_RATIO = 1.25
 MEMORY_TARGET_RATIO = 3.0
-MIB = 1024 * 1024
 
 #: Run in a fresh interpreter: peak memory of one read, over the baseline after imports
 #: (peak RSS from VmHWM in /proc/self/status, falling back to ru_maxrss off Linux).
 #: argv: series folder, mode (medaug | medaug-tracemalloc | sitk | pydicom).
-MEMORY_PROBE = """
+MEMORY_PROBE = (
+    """
 import json, os, resource, sys
 import numpy as np
 
 folder, mode = sys.argv[1], sys.argv[2]
 
-
-def high_water_bytes():
-    # VmHWM: peak RSS of this process image. ru_maxrss is not used for the numbers:
-    # on Linux it carries over the parent's RSS through fork/vfork + exec.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-scale = 1 if sys.platform == "darwin" else 1024
-if mode.startswith("medaug"):
+"""
+    + HIGH_WATER_SOURCE
+    + """if mode.startswith("medaug"):
     import pydicom, pydicom.pixels
     import medaug.io, medaug.io.dicom
 elif mode == "sitk":
@@ -122,97 +124,11 @@ if mode.endswith("tracemalloc"):
     result.update(tracemalloc_peak_bytes=traced_peak, tracemalloc_current_bytes=current)
 print(json.dumps(result))
 """
-
-
-@dataclass
-class Row:
-    """One line of the results table (formatted text) plus its numbers for the JSON."""
-
-    section: str
-    measurement: str
-    result: str
-    ratio: str = ""
-    target: str = ""
-    met: str = ""
-    notes: str = ""
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Timing:
-    """Wall times (and CPU times including children) of one benchmark case."""
-
-    wall_s: list[float] = field(default_factory=list)
-    cpu_s: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.wall_s)
-
-    @property
-    def best(self) -> float:
-        return min(self.wall_s)
-
-    @property
-    def cpu_per_wall(self) -> float:
-        """Median of CPU time / wall time per run: ~N when N cores are busy."""
-        return statistics.median(c / w for c, w in zip(self.cpu_s, self.wall_s, strict=True))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "wall_s": self.wall_s,
-            "cpu_s": self.cpu_s,
-            "median_s": self.median,
-            "best_s": self.best,
-            "cpu_per_wall": self.cpu_per_wall,
-        }
+)
 
 
 # ---------------------------------------------------------------------------------
 # Helpers
-
-
-def _cpu_seconds() -> float:
-    """User + system time of this process and its waited-for children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def run_timed(cases: dict[str, Callable[[], object]], repeat: int) -> dict[str, Timing]:
-    """Warm up every case once, then time them ``repeat`` times round-robin.
-
-    A case's return value is dropped after its clock stops, so freeing it is not timed.
-    """
-    for fn in cases.values():
-        out = fn()
-        del out
-    timings = {name: Timing() for name in cases}
-    for _ in range(repeat):
-        for name, fn in cases.items():
-            gc.collect()
-            cpu0, t0 = _cpu_seconds(), time.perf_counter()
-            out = fn()
-            wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-            del out
-            timings[name].wall_s.append(wall)
-            timings[name].cpu_s.append(cpu)
-    return timings
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3f} s"
-
-
-def _fmt_x(ratio: float) -> str:
-    return f"{ratio:.2f}x"
-
-
-def _spread(t: Timing) -> str:
-    return f"median of {len(t.wall_s)}; best {t.best:.3f} s"
-
-
-def _shape_name(shape: tuple[int, int, int]) -> str:
-    return "x".join(str(n) for n in shape)
 
 
 def _tool_version(cmd: list[str]) -> str:
@@ -224,67 +140,16 @@ def _tool_version(cmd: list[str]) -> str:
     return lines[-1].strip() if lines else "n/a"
 
 
-def _package_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
 def machine_facts(dcm2niix: str | None) -> dict[str, Any]:
     """Versions and core counts that the numbers depend on."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pydicom": pydicom.__version__,
-        "SimpleITK": sitk.Version_VersionString(),
-        "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
-        "pylibjpeg-openjpeg": _package_version("pylibjpeg-openjpeg"),
-        "python-gdcm": _package_version("python-gdcm"),
-        "medaug": medaug.__version__,
-        "medaug_source": _git_state(),
-        "dcm2niix": _tool_version([dcm2niix, "--version"]) if dcm2niix else "not found",
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _git_state() -> str:
-    """Commit of the medaug checkout, and which files under medaug/ differ from it."""
-    package = Path(medaug.__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=package,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "."],
-            cwd=package,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return str(package)
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"{head} + uncommitted: {', '.join(changed)}" if changed else f"{head} (clean)"
-
-
-def _loadavg() -> str:
-    """1/5/15-minute load average: well above 0 means something else competes for cores."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return common_machine_facts(
+        {"pydicom": pydicom.__version__},
+        codecs={
+            "pylibjpeg-openjpeg": package_version("pylibjpeg-openjpeg"),
+            "python-gdcm": package_version("python-gdcm"),
+        },
+        tools={"dcm2niix": _tool_version([dcm2niix, "--version"]) if dcm2niix else "not found"},
+    )
 
 
 def _medaug_command() -> list[str]:
@@ -330,12 +195,12 @@ def prepare_data(workdir: Path, quick: bool) -> Data:
         return paths[0] if n == 1 else out
 
     big = PhantomConfig(shape=shape)
-    series = cohort(f"ct_{_shape_name(shape)}_explicit_le", 1, big)
+    series = cohort(f"ct_{shape_name(shape)}_explicit_le", 1, big)
     series_j2k = cohort(
-        f"ct_{_shape_name(shape)}_j2k_lossless", 1, big, pydicom.uid.JPEG2000Lossless
+        f"ct_{shape_name(shape)}_j2k_lossless", 1, big, pydicom.uid.JPEG2000Lossless
     )
     cohort_root = cohort(
-        f"cohort_{patients}x{_shape_name(cohort_config.shape)}", patients, cohort_config
+        f"cohort_{patients}x{shape_name(cohort_config.shape)}", patients, cohort_config
     )
     return Data(series, series_j2k, cohort_root, shape, patients, cohort_config.shape, generate_s)
 
@@ -389,44 +254,44 @@ def bench_uncompressed(data: Data, repeat: int) -> tuple[list[Row], dict[str, An
     fastest_name = min(("sitk", "pydicom_stack"), key=lambda k: t[k].median)
     fastest = t[fastest_name].median
     label = {"sitk": "SimpleITK", "pydicom_stack": "pydicom stack"}[fastest_name]
-    size = _shape_name(data.shape)
+    size = shape_name(data.shape)
     ratio = t["medaug_discover_load"].median / fastest
     rows = [
         Row(
             "1a",
             f"medaug discover + load, uncompressed {size}",
-            _fmt_s(t["medaug_discover_load"].median),
-            f"{_fmt_x(ratio)} vs {label}",
+            fmt_s(t["medaug_discover_load"].median),
+            f"{fmt_x(ratio)} vs {label}",
             f"<= {LOAD_TARGET_RATIO}x",
             "yes" if ratio <= LOAD_TARGET_RATIO else "NO",
-            f"{_spread(t['medaug_discover_load'])}; float32 HU, validated; "
+            f"{spread(t['medaug_discover_load'])}; float32 HU, validated; "
             f"volumes agree with both baselines: {'yes' if agree else 'NO'}",
             {"ratio": ratio, **t["medaug_discover_load"].to_json()},
         ),
         Row(
             "1a",
             "medaug load only (discover done beforehand)",
-            _fmt_s(t["medaug_load"].median),
-            f"{_fmt_x(t['medaug_load'].median / fastest)} vs {label}",
-            notes=f"{_spread(t['medaug_load'])}; discover alone: "
+            fmt_s(t["medaug_load"].median),
+            f"{fmt_x(t['medaug_load'].median / fastest)} vs {label}",
+            notes=f"{spread(t['medaug_load'])}; discover alone: "
             f"median {t['medaug_discover'].median:.3f} s",
             values={"ratio": t["medaug_load"].median / fastest, **t["medaug_load"].to_json()},
         ),
         Row(
             "1b",
             "SimpleITK ImageSeriesReader + GetArrayViewFromImage",
-            _fmt_s(t["sitk"].median),
-            _fmt_x(t["sitk"].median / fastest),
-            notes=f"{_spread(t['sitk'])}; ITK threads: "
+            fmt_s(t["sitk"].median),
+            fmt_x(t["sitk"].median / fastest),
+            notes=f"{spread(t['sitk'])}; ITK threads: "
             f"{sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}",
             values={"ratio": t["sitk"].median / fastest, **t["sitk"].to_json()},
         ),
         Row(
             "1c",
             "pydicom dcmread().pixel_array + np.stack",
-            _fmt_s(t["pydicom_stack"].median),
-            _fmt_x(t["pydicom_stack"].median / fastest),
-            notes=f"{_spread(t['pydicom_stack'])}; one thread, raw uint16",
+            fmt_s(t["pydicom_stack"].median),
+            fmt_x(t["pydicom_stack"].median / fastest),
+            notes=f"{spread(t['pydicom_stack'])}; one thread, raw uint16",
             values={"ratio": t["pydicom_stack"].median / fastest, **t["pydicom_stack"].to_json()},
         ),
     ]
@@ -464,7 +329,7 @@ def bench_j2k(
     if dcm2niix:
         cases["dcm2niix"] = lambda: _run_dcm2niix(dcm2niix, folder, scratch)
     t = run_timed(cases, repeat)
-    size = _shape_name(data.shape)
+    size = shape_name(data.shape)
     medaug_s = t["medaug_discover_load"].median
     if dcm2niix:
         ref_s = t["dcm2niix"].median
@@ -472,17 +337,17 @@ def bench_j2k(
             Row(
                 "2",
                 f"medaug discover + load, JPEG 2000 lossless {size}",
-                _fmt_s(medaug_s),
-                f"{_fmt_x(medaug_s / ref_s)} vs dcm2niix",
-                notes=_spread(t["medaug_discover_load"]),
+                fmt_s(medaug_s),
+                f"{fmt_x(medaug_s / ref_s)} vs dcm2niix",
+                notes=spread(t["medaug_discover_load"]),
                 values={"ratio": medaug_s / ref_s, **t["medaug_discover_load"].to_json()},
             ),
             Row(
                 "2",
                 "dcm2niix -z n -b n (subprocess wall time, writes .nii)",
-                _fmt_s(ref_s),
+                fmt_s(ref_s),
                 "1.00x",
-                notes=_spread(t["dcm2niix"]),
+                notes=spread(t["dcm2niix"]),
                 values=t["dcm2niix"].to_json(),
             ),
         ]
@@ -491,9 +356,9 @@ def bench_j2k(
             Row(
                 "2",
                 f"medaug discover + load, JPEG 2000 lossless {size}",
-                _fmt_s(medaug_s),
+                fmt_s(medaug_s),
                 "n/a",
-                notes=_spread(t["medaug_discover_load"]),
+                notes=spread(t["medaug_discover_load"]),
                 values=t["medaug_discover_load"].to_json(),
             ),
             Row("2", "dcm2niix -z n -b n", "n/a", "n/a", notes="dcm2niix not found"),
@@ -505,24 +370,11 @@ def bench_j2k(
 # 3. Peak memory
 
 
-def _memory_probe(folder: Path, mode: str) -> dict[str, int]:
-    proc = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, str(folder), mode],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory probe {mode} failed: {proc.stderr[-2000:]}")
-    result: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
-
-
 def bench_memory(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
     """Fresh-process peaks; the largest of ``repeat`` runs is reported (worst case)."""
     volume_bytes = int(np.prod(data.shape)) * 4
     runs = {
-        mode: [_memory_probe(data.series, mode) for _ in range(repeat)]
+        mode: [run_memory_probe(MEMORY_PROBE, data.series, mode) for _ in range(repeat)]
         for mode in ("medaug", "medaug-tracemalloc", "sitk", "pydicom")
     }
 
@@ -537,7 +389,7 @@ def bench_memory(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
             "3",
             "medaug discover + load: peak RSS over import baseline",
             f"{rss / MIB:.1f} MiB",
-            f"{_fmt_x(rss / volume_bytes)} of float32 volume ({vol_mib:.0f} MiB)",
+            f"{fmt_x(rss / volume_bytes)} of float32 volume ({vol_mib:.0f} MiB)",
             f"<= {MEMORY_TARGET_RATIO:g}x",
             "yes" if rss / volume_bytes <= MEMORY_TARGET_RATIO else "NO",
             f"max of {repeat} fresh processes; baseline ~ "
@@ -554,7 +406,7 @@ def bench_memory(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
             "3",
             "medaug discover + load: tracemalloc peak",
             f"{traced / MIB:.1f} MiB",
-            f"{_fmt_x(traced / volume_bytes)} of float32 volume",
+            f"{fmt_x(traced / volume_bytes)} of float32 volume",
             notes="Python + numpy allocations traced from after the imports",
             values={"tracemalloc_peak_bytes": traced, "ratio": traced / volume_bytes},
         ),
@@ -578,33 +430,28 @@ def bench_inspect(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
     check = inspect_path(cohort, workers=2)
     usable = len(check.usable)
     cli = [*_medaug_command(), "inspect", str(cohort)]
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = cpu_seconds(), time.perf_counter()
     proc = subprocess.run(cli, capture_output=True, text=True, check=False)
-    cli_wall, cli_cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-    w1, w2 = t["workers_1"], t["workers_2"]
-    speedup = w1.median / w2.median
-    what = f"{data.cohort_patients} x {_shape_name(data.cohort_shape)}"
+    cli_wall, cli_cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+    what = f"{data.cohort_patients} x {shape_name(data.cohort_shape)}"
     rows = [
-        Row(
+        *worker_rows(
             "4",
-            f"inspect_path({what} cohort, workers=1)",
-            _fmt_s(w1.median),
-            f"CPU/wall {w1.cpu_per_wall:.2f}",
-            notes=f"{_spread(w1)}; {usable}/{len(check.scans)} scans usable",
-            values=w1.to_json(),
-        ),
-        Row(
-            "4",
-            "inspect_path(..., workers=2)",
-            _fmt_s(w2.median),
-            f"speed-up {_fmt_x(speedup)}; CPU/wall {w2.cpu_per_wall:.2f}",
-            notes=f"{_spread(w2)}; CPU/wall near 2 = both cores busy",
-            values={"speedup": speedup, **w2.to_json()},
+            (
+                f"inspect_path({what} cohort, workers=1)",
+                t["workers_1"],
+                f"{usable}/{len(check.scans)} scans usable",
+            ),
+            (
+                "inspect_path(..., workers=2)",
+                t["workers_2"],
+                "CPU/wall near 2 = both cores busy",
+            ),
         ),
         Row(
             "4",
             "CLI `medaug inspect DIR` (subprocess, once)",
-            _fmt_s(cli_wall),
+            fmt_s(cli_wall),
             f"CPU/wall {cli_cpu / cli_wall:.2f}",
             notes=f"exit code {proc.returncode}; includes interpreter start-up and imports",
             values={"wall_s": cli_wall, "cpu_s": cli_cpu, "returncode": proc.returncode},
@@ -662,15 +509,6 @@ def profile_load(folder: Path, top: int = 10) -> str:
 # Output
 
 
-def markdown_table(rows: list[Row]) -> str:
-    header = ["#", "measurement", "result", "ratio", "target", "met", "notes"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = [r.section, r.measurement, r.result, r.ratio, r.target, r.met, r.notes]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -695,8 +533,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
-    workdir: Path = args.workdir.expanduser().absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir)
     scratch = workdir / "scratch"
     scratch.mkdir(exist_ok=True)
     dcm2niix = shutil.which("dcm2niix")
@@ -725,13 +562,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_breakdown(data.series, args.repeat) + "\n\n" + profile_load(data.series)
     total_s = time.perf_counter() - started
 
-    print("Machine:")
-    for k, v in facts.items():
-        print(f"- {k}: {v}")
-    facts["loadavg_at_end"] = _loadavg()
-    print(f"- loadavg_at_end: {facts['loadavg_at_end']}")
-    mode = "quick" if args.quick else "full"
-    print(f"- run: {mode}, repeat {args.repeat}, total {total_s:.1f} s")
+    print_machine(facts, args.quick, args.repeat, total_s)
     print()
     print(markdown_table(rows))
     if profile is not None:
@@ -756,9 +587,7 @@ def main(argv: list[str] | None = None) -> int:
         "extra": {key: extra for key, (_, extra) in sections.items()},
         "profile": profile,
     }
-    out = workdir / "bench_io.json"
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nJSON: {out}", file=sys.stderr)
+    write_report(workdir / "bench_io.json", report)
     return 0
 
 

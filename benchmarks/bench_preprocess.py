@@ -34,44 +34,57 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import math
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 import torch
+from common import (
+    DEFAULT_WORKDIR,
+    HIGH_WATER_SOURCE,
+    MIB,
+    Row,
+    fmt_s,
+    fmt_x,
+    make_workdir,
+    markdown_table,
+    package_version,
+    print_machine,
+    run_memory_probe,
+    run_timed,
+    shape_name,
+    spread,
+    worker_rows,
+    write_report,
+)
+from common import machine_facts as common_machine_facts
 from scipy import ndimage
 
 import medaug
 import medaug.io
 from medaug.data.phantom import PhantomConfig, write_cohort
+from medaug.io.geometry import world_corners
 from medaug.preprocess import PreprocessConfig, preprocess, preprocess_scan
 
-DEFAULT_WORKDIR = Path(__file__).resolve().parent / "out"
 SPACING_MM = (1.5, 1.5, 2.5)
 HU_WINDOW = (-160.0, 240.0)
 BODY_THRESHOLD_HU = -500.0
 LOADING_TARGET_RATIO = 5.0
 GEOMETRY_TARGET_VOXELS = 1.0
-MIB = 1024 * 1024
 
 #: Run in a fresh interpreter: peak memory of one scan's preprocessing, over the
 #: baseline after imports (peak RSS from VmHWM in /proc/self/status, falling back to
 #: ru_maxrss off Linux). argv: Decathlon folder, mode (medaug | medaug-load |
 #: medaug-tracemalloc | monai), spacing x,y,z, window low,high.
-MEMORY_PROBE = """
+MEMORY_PROBE = (
+    """
 import json, resource, sys, warnings
 
 warnings.simplefilter("ignore")
@@ -79,22 +92,9 @@ folder, mode = sys.argv[1], sys.argv[2]
 spacing = tuple(float(v) for v in sys.argv[3].split(","))
 low, high = (float(v) for v in sys.argv[4].split(","))
 
-
-def high_water_bytes():
-    # VmHWM: peak RSS of this process image. ru_maxrss is not used for the numbers:
-    # on Linux it carries over the parent's RSS through fork/vfork + exec.
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
-
-
-scale = 1 if sys.platform == "darwin" else 1024
-if mode.startswith("medaug"):
+"""
+    + HIGH_WATER_SOURCE
+    + """if mode.startswith("medaug"):
     import medaug.io
     from medaug.preprocess import PreprocessConfig, preprocess_scan
 
@@ -137,160 +137,19 @@ if mode.endswith("tracemalloc"):
     result.update(tracemalloc_peak_bytes=traced_peak, tracemalloc_current_bytes=current)
 print(json.dumps(result))
 """
-
-
-@dataclass
-class Row:
-    """One line of a results table (formatted text) plus its numbers for the JSON."""
-
-    section: str
-    measurement: str
-    result: str
-    ratio: str = ""
-    target: str = ""
-    met: str = ""
-    notes: str = ""
-    values: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Timing:
-    """Wall times (and CPU times including children) of one benchmark case."""
-
-    wall_s: list[float] = field(default_factory=list)
-    cpu_s: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.wall_s)
-
-    @property
-    def best(self) -> float:
-        return min(self.wall_s)
-
-    @property
-    def cpu_per_wall(self) -> float:
-        """Median of CPU time / wall time per run: ~N when N cores are busy."""
-        return statistics.median(c / w for c, w in zip(self.cpu_s, self.wall_s, strict=True))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "wall_s": self.wall_s,
-            "cpu_s": self.cpu_s,
-            "median_s": self.median,
-            "best_s": self.best,
-            "cpu_per_wall": self.cpu_per_wall,
-        }
-
-
-# ---------------------------------------------------------------------------------
-# Helpers
-
-
-def _cpu_seconds() -> float:
-    """User + system time of this process and its waited-for children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-def run_timed(cases: dict[str, Callable[[], object]], repeat: int) -> dict[str, Timing]:
-    """Warm up every case once, then time them ``repeat`` times round-robin.
-
-    A case's return value is dropped after its clock stops, so freeing it is not timed.
-    """
-    for fn in cases.values():
-        out = fn()
-        del out
-    timings = {name: Timing() for name in cases}
-    for _ in range(repeat):
-        for name, fn in cases.items():
-            gc.collect()
-            cpu0, t0 = _cpu_seconds(), time.perf_counter()
-            out = fn()
-            wall, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
-            del out
-            timings[name].wall_s.append(wall)
-            timings[name].cpu_s.append(cpu)
-    return timings
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3f} s"
-
-
-def _fmt_x(ratio: float) -> str:
-    return f"{ratio:.2f}x"
-
-
-def _spread(t: Timing) -> str:
-    return f"median of {len(t.wall_s)}; best {t.best:.3f} s"
-
-
-def _shape_name(shape: tuple[int, ...]) -> str:
-    return "x".join(str(n) for n in shape)
-
-
-def _package_version(name: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
+)
 
 
 def machine_facts() -> dict[str, Any]:
     """Versions and core counts that the numbers depend on."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "monai": _package_version("monai"),
-        "nibabel": _package_version("nibabel"),
-        "SimpleITK": sitk.Version_VersionString(),
-        "sitk_threads": sitk.ProcessObject.GetGlobalDefaultNumberOfThreads(),
-        "medaug": medaug.__version__,
-        "medaug_source": _git_state(),
-        "loadavg_at_start": _loadavg(),
-    }
-
-
-def _git_state() -> str:
-    """Commit of the medaug checkout, and which files under medaug/ differ from it."""
-    package = Path(medaug.__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=package,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "."],
-            cwd=package,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout.split("\n")
-    except (OSError, subprocess.SubprocessError):
-        return str(package)
-    changed = [line[3:] for line in dirty if line.strip()]
-    return f"{head} + uncommitted: {', '.join(changed)}" if changed else f"{head} (clean)"
-
-
-def _loadavg() -> str:
-    """1/5/15-minute load average: well above 0 means something else competes for cores."""
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
+    return common_machine_facts(
+        {
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "monai": package_version("monai"),
+            "nibabel": package_version("nibabel"),
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------
@@ -320,17 +179,17 @@ def prepare_data(workdir: Path, quick: bool) -> Data:
     generate_s: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    scan_root = root / f"nifti_1x{_shape_name(scan_config.shape)}_{scan_config.slice_mm:g}mm"
+    scan_root = root / f"nifti_1x{shape_name(scan_config.shape)}_{scan_config.slice_mm:g}mm"
     write_cohort(scan_root, patients=1, seed=0, fmt="nifti", config=scan_config)
     generate_s[scan_root.name] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scan_dicom = root / f"dicom_1x{_shape_name(scan_config.shape)}_{scan_config.slice_mm:g}mm"
+    scan_dicom = root / f"dicom_1x{shape_name(scan_config.shape)}_{scan_config.slice_mm:g}mm"
     write_cohort(scan_dicom, patients=1, seed=0, fmt="dicom", config=scan_config)
     generate_s[scan_dicom.name] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     # same name, seed and config as bench_io.py's cohort, so the two share it
-    cohort = root / f"cohort_{patients}x{_shape_name(cohort_config.shape)}"
+    cohort = root / f"cohort_{patients}x{shape_name(cohort_config.shape)}"
     write_cohort(cohort, patients=patients, seed=0, fmt="dicom", config=cohort_config)
     generate_s[cohort.name] = time.perf_counter() - t0
     return Data(
@@ -400,18 +259,6 @@ def monai_load_chain() -> Callable[[dict[str, Any]], dict[str, Any]]:
     return Compose([LoadImaged(keys=keys), EnsureChannelFirstd(keys=keys)])  # type: ignore[no-any-return]
 
 
-def _corners(shape: tuple[int, ...]) -> np.ndarray:
-    """(8, 4) homogeneous indices of a grid's corner voxels, in matching order."""
-    return np.array(
-        [
-            [i, j, k, 1.0]
-            for i in (0, shape[0] - 1)
-            for j in (0, shape[1] - 1)
-            for k in (0, shape[2] - 1)
-        ]
-    )
-
-
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     total = int(a.sum()) + int(b.sum())
     return 2.0 * int(np.logical_and(a, b).sum()) / total if total else 1.0
@@ -427,8 +274,8 @@ def compare_outputs(monai_out: dict[str, Any], med: Any, target_class: int) -> d
     m_label = monai_out["label"].detach().cpu().numpy()[0]
     m_affine = monai_out["image"].affine.detach().cpu().numpy().astype(np.float64)
     d_affine = np.asarray(med.affine, dtype=np.float64)
-    m_corners = (m_affine @ _corners(m_image.shape).T).T[:, :3]
-    d_corners = (d_affine @ _corners(med.image.shape).T).T[:, :3]
+    m_corners = world_corners(m_affine, m_image.shape)
+    d_corners = world_corners(d_affine, med.image.shape)
     delta = np.abs(m_corners - d_corners)
     spacing = np.array(SPACING_MM)
     # medaug voxel index of each MONAI voxel
@@ -494,27 +341,27 @@ def bench_scan(data: Data, repeat: int, kind: str) -> tuple[list[Row], dict[str,
     geo = compare_outputs(chain(dict(item)), medaug_all(), config.target_class)
     m, d = t["monai_chain"], t["medaug"]
     speedup = m.median / d.median
-    size = f"{_shape_name(data.scan_config.shape)} {'NIfTI' if kind == 'nifti' else 'DICOM'}"
+    size = f"{shape_name(data.scan_config.shape)} {'NIfTI' if kind == 'nifti' else 'DICOM'}"
     geo_ok = geo["corner_max_voxels"] <= GEOMETRY_TARGET_VOXELS
     rows = [
         Row(
             "1",
             f"MONAI Compose: Load, EnsureChannelFirst, Orientation RAS, Spacing "
             f"{SPACING_MM}, ScaleIntensityRange, CropForeground ({size})",
-            _fmt_s(m.median),
+            fmt_s(m.median),
             "1.00x",
-            notes=f"{_spread(m)}; CPU/wall {m.cpu_per_wall:.2f}; output "
-            f"{_shape_name(tuple(geo['monai_shape']))}; LoadImaged + EnsureChannelFirstd "
+            notes=f"{spread(m)}; CPU/wall {m.cpu_per_wall:.2f}; output "
+            f"{shape_name(tuple(geo['monai_shape']))}; LoadImaged + EnsureChannelFirstd "
             f"alone: {t['monai_load'].median:.3f} s",
             values={"shape": geo["monai_shape"], **m.to_json()},
         ),
         Row(
             "1",
             "medaug discover + load + preprocess_scan (crop body, margin 0, grid = box)",
-            _fmt_s(d.median),
-            f"{_fmt_x(speedup)} faster than MONAI",
-            notes=f"{_spread(d)}; CPU/wall {d.cpu_per_wall:.2f}; output "
-            f"{_shape_name(tuple(geo['medaug_shape']))}; load alone "
+            fmt_s(d.median),
+            f"{fmt_x(speedup)} faster than MONAI",
+            notes=f"{spread(d)}; CPU/wall {d.cpu_per_wall:.2f}; output "
+            f"{shape_name(tuple(geo['medaug_shape']))}; load alone "
             f"{t['medaug_load'].median:.3f} s, preprocess_scan alone "
             f"{t['medaug_preprocess_scan'].median:.3f} s",
             values={"shape": geo["medaug_shape"], "speedup": speedup, **d.to_json()},
@@ -581,29 +428,23 @@ def bench_cohort(data: Data, caches: Path, repeat: int) -> tuple[list[Row], dict
 
     t = run_timed({"workers_1": lambda: run(1), "workers_2": lambda: run(2)}, repeat)
     check = run(2)
-    w1, w2 = t["workers_1"], t["workers_2"]
-    speedup = w1.median / w2.median
-    what = f"{data.cohort_patients} x {_shape_name(data.cohort_shape)} DICOM"
+    w2 = t["workers_2"]
+    what = f"{data.cohort_patients} x {shape_name(data.cohort_shape)} DICOM"
     done = f"{len(check.done)}/{len(check.cases)} cases, {check.samples} slices"
-    rows = [
-        Row(
-            "2",
+    rows = worker_rows(
+        "2",
+        (
             f"preprocess({what} cohort, 2D grid 128x128, workers=1)",
-            _fmt_s(w1.median),
-            f"CPU/wall {w1.cpu_per_wall:.2f}",
-            notes=f"{_spread(w1)}; {done}; overwrite=True (discover + load + resample + write)",
-            values=w1.to_json(),
+            t["workers_1"],
+            f"{done}; overwrite=True (discover + load + resample + write)",
         ),
-        Row(
-            "2",
+        (
             "preprocess(..., workers=2)",
-            _fmt_s(w2.median),
-            f"speed-up {_fmt_x(speedup)}; CPU/wall {w2.cpu_per_wall:.2f}",
-            notes=f"{_spread(w2)}; {w2.median / max(len(check.done), 1) * 1000:.0f} ms per "
+            w2,
+            f"{w2.median / max(len(check.done), 1) * 1000:.0f} ms per "
             "case; CPU/wall near 2 = both cores busy",
-            values={"speedup": speedup, **w2.to_json()},
         ),
-    ]
+    )
     return rows, {"cache_2d": str(outs[2])}
 
 
@@ -706,7 +547,7 @@ def bench_loading(
             Row(
                 "3",
                 f"CPU training step, {dims}D UNet(16,32,64) + DiceCE + Adam, batch "
-                f"{_shape_name(tuple(train['batch_shape']))}",
+                f"{shape_name(tuple(train['batch_shape']))}",
                 f"{train['samples_per_s']:.1f} samples/s",
                 notes=f"median of {steps} steps: {train['median_step_s']:.3f} s/step; "
                 f"{train['params']:,} parameters; torch threads {torch.get_num_threads()}",
@@ -723,7 +564,7 @@ def bench_loading(
                     f"DataLoader({'Slice' if dims == 2 else 'Volume'}Dataset, {grid}, "
                     f"batch {batch}, num_workers={workers})",
                     f"{rate['samples_per_s']:.0f} samples/s",
-                    f"{_fmt_x(ratio)} the training step",
+                    f"{fmt_x(ratio)} the training step",
                     f">= {LOADING_TARGET_RATIO:g}x",
                     "yes" if ratio >= LOADING_TARGET_RATIO else "NO",
                     f"{rate['epochs']} epochs of {len(dataset)} after a warm-up epoch "
@@ -748,24 +589,13 @@ def _case_bytes(cache: Path) -> tuple[float, int, int]:
 
 
 def _memory_probe(folder: Path, mode: str) -> dict[str, int]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            MEMORY_PROBE,
-            str(folder),
-            mode,
-            ",".join(str(s) for s in SPACING_MM),
-            ",".join(str(w) for w in HU_WINDOW),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    return run_memory_probe(
+        MEMORY_PROBE,
+        folder,
+        mode,
+        ",".join(str(s) for s in SPACING_MM),
+        ",".join(str(w) for w in HU_WINDOW),
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"memory probe {mode} failed: {proc.stderr[-2000:]}")
-    result: dict[str, int] = json.loads(proc.stdout.strip().splitlines()[-1])
-    return result
 
 
 def bench_memory(
@@ -799,17 +629,17 @@ def bench_memory(
 
     traced = max(r["tracemalloc_peak_bytes"] for r in runs["medaug-tracemalloc"])
     vol_mib = volume_bytes / MIB
-    size = _shape_name(data.scan_config.shape)
+    size = shape_name(data.scan_config.shape)
     rows += [
         Row(
             "4",
             f"medaug discover + load + preprocess_scan ({size}): peak RSS over import baseline",
             f"{rss('medaug') / MIB:.1f} MiB",
-            f"{_fmt_x(rss('medaug') / volume_bytes)} of float32 volume ({vol_mib:.0f} MiB)",
+            f"{fmt_x(rss('medaug') / volume_bytes)} of float32 volume ({vol_mib:.0f} MiB)",
             notes=f"max of {repeat} fresh processes; baseline ~ "
             f"{runs['medaug'][0]['baseline_bytes'] / MIB:.0f} MiB; load alone "
             f"{rss('medaug-load') / MIB:.0f} MiB "
-            f"({_fmt_x(rss('medaug-load') / volume_bytes)})",
+            f"({fmt_x(rss('medaug-load') / volume_bytes)})",
             values={
                 "rss_over_baseline_bytes": rss("medaug"),
                 "load_only_bytes": rss("medaug-load"),
@@ -821,7 +651,7 @@ def bench_memory(
             "4",
             "medaug discover + load + preprocess_scan: tracemalloc peak",
             f"{traced / MIB:.1f} MiB",
-            f"{_fmt_x(traced / volume_bytes)} of float32 volume",
+            f"{fmt_x(traced / volume_bytes)} of float32 volume",
             notes="Python + numpy allocations traced from after the imports "
             "(SimpleITK's own buffers are not traced)",
             values={"tracemalloc_peak_bytes": traced, "ratio": traced / volume_bytes},
@@ -830,7 +660,7 @@ def bench_memory(
             "4",
             "MONAI chain of section 1: peak RSS over import baseline",
             f"{rss('monai') / MIB:.1f} MiB",
-            f"{_fmt_x(rss('monai') / volume_bytes)} of float32 volume",
+            f"{fmt_x(rss('monai') / volume_bytes)} of float32 volume",
             notes=f"same probe; baseline ~ {runs['monai'][0]['baseline_bytes'] / MIB:.0f} MiB",
             values={"rss_over_baseline_bytes": rss("monai"), "ratio": rss("monai") / volume_bytes},
         ),
@@ -848,15 +678,6 @@ TITLES = {
     "3": "3. Cached training set: DataLoader vs one CPU training step",
     "4": "4. Cache size and peak memory",
 }
-
-
-def markdown_table(rows: list[Row]) -> str:
-    header = ["#", "measurement", "result", "ratio", "target", "met", "notes"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = [r.section, r.measurement, r.result, r.ratio, r.target, r.met, r.notes]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -898,8 +719,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
     started = time.perf_counter()
-    workdir: Path = args.workdir.expanduser().absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_workdir(args.workdir)
     caches = workdir / "caches"
     caches.mkdir(exist_ok=True)
     facts = machine_facts()
@@ -931,13 +751,7 @@ def main(argv: list[str] | None = None) -> int:
     sections["4"] = bench_memory(data, cache_2d, cache_3d, args.repeat)
     total_s = time.perf_counter() - started
 
-    print("Machine:")
-    for k, v in facts.items():
-        print(f"- {k}: {v}")
-    facts["loadavg_at_end"] = _loadavg()
-    print(f"- loadavg_at_end: {facts['loadavg_at_end']}")
-    mode = "quick" if args.quick else "full"
-    print(f"- run: {mode}, repeat {args.repeat}, total {total_s:.1f} s")
+    print_machine(facts, args.quick, args.repeat, total_s)
     for key in sorted(sections):
         print()
         print(f"### {TITLES[key]}")
@@ -964,9 +778,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [asdict(r) for key in sorted(sections) for r in sections[key][0]],
         "extra": {key: extra for key, (_, extra) in sections.items()},
     }
-    out = workdir / "bench_preprocess.json"
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(f"\nJSON: {out}", file=sys.stderr)
+    write_report(workdir / "bench_preprocess.json", report)
     return 0
 
 
