@@ -51,6 +51,7 @@ from common import (
     HIGH_WATER_SOURCE,
     MIB,
     Row,
+    Timing,
     cpu_seconds,
     fmt_s,
     fmt_x,
@@ -238,6 +239,21 @@ def _volumes_agree(folder: Path) -> bool:
     return bool(np.array_equal(hu, itk.astype(np.float32)) and np.array_equal(hu, from_pydicom))
 
 
+def _ratio_row(
+    section: str, measurement: str, timing: Timing, base: float, notes: str, versus: str = ""
+) -> Row:
+    """A timed row with its ratio to ``base`` seconds (``versus`` names the base)."""
+    ratio = timing.median / base
+    return Row(
+        section,
+        measurement,
+        fmt_s(timing.median),
+        f"{fmt_x(ratio)} vs {versus}" if versus else fmt_x(ratio),
+        notes=f"{spread(timing)}; {notes}",
+        values={"ratio": ratio, **timing.to_json()},
+    )
+
+
 def bench_uncompressed(data: Data, repeat: int) -> tuple[list[Row], dict[str, Any]]:
     folder = data.series
     refs = medaug.io.discover(folder)
@@ -268,31 +284,27 @@ def bench_uncompressed(data: Data, repeat: int) -> tuple[list[Row], dict[str, An
             f"volumes agree with both baselines: {'yes' if agree else 'NO'}",
             {"ratio": ratio, **t["medaug_discover_load"].to_json()},
         ),
-        Row(
+        _ratio_row(
             "1a",
             "medaug load only (discover done beforehand)",
-            fmt_s(t["medaug_load"].median),
-            f"{fmt_x(t['medaug_load'].median / fastest)} vs {label}",
-            notes=f"{spread(t['medaug_load'])}; discover alone: "
-            f"median {t['medaug_discover'].median:.3f} s",
-            values={"ratio": t["medaug_load"].median / fastest, **t["medaug_load"].to_json()},
+            t["medaug_load"],
+            fastest,
+            f"discover alone: median {t['medaug_discover'].median:.3f} s",
+            versus=label,
         ),
-        Row(
+        _ratio_row(
             "1b",
             "SimpleITK ImageSeriesReader + GetArrayViewFromImage",
-            fmt_s(t["sitk"].median),
-            fmt_x(t["sitk"].median / fastest),
-            notes=f"{spread(t['sitk'])}; ITK threads: "
-            f"{sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}",
-            values={"ratio": t["sitk"].median / fastest, **t["sitk"].to_json()},
+            t["sitk"],
+            fastest,
+            f"ITK threads: {sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()}",
         ),
-        Row(
+        _ratio_row(
             "1c",
             "pydicom dcmread().pixel_array + np.stack",
-            fmt_s(t["pydicom_stack"].median),
-            fmt_x(t["pydicom_stack"].median / fastest),
-            notes=f"{spread(t['pydicom_stack'])}; one thread, raw uint16",
-            values={"ratio": t["pydicom_stack"].median / fastest, **t["pydicom_stack"].to_json()},
+            t["pydicom_stack"],
+            fastest,
+            "one thread, raw uint16",
         ),
     ]
     extra = {

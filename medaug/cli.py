@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -310,31 +311,26 @@ def preprocess(
     _print_preprocessing(result, plan_only, preview)
 
 
+@contextmanager
 def _progress(what: str, quiet: bool = False):
     """A rich progress bar over cases: yields (on_start(total), advance(result))."""
-    from contextlib import contextmanager
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    @contextmanager
-    def bar():
-        progress = Progress(
-            f"[bold]{what}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=_console(stderr=True),
-            transient=True,
-            disable=quiet,
+    progress = Progress(
+        f"[bold]{what}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=quiet,
+    )
+    task = progress.add_task(what, total=None)
+    with progress:
+        yield (
+            lambda total: progress.update(task, total=total),
+            lambda _result: progress.advance(task),
         )
-        task = progress.add_task(what, total=None)
-        with progress:
-            yield (
-                lambda total: progress.update(task, total=total),
-                lambda _result: progress.advance(task),
-            )
-
-    return bar()
 
 
 def _print_preprocessing(result, plan_only: bool, preview: bool) -> None:
@@ -361,9 +357,9 @@ def _print_preprocessing(result, plan_only: bool, preview: bool) -> None:
     grid = "x".join(map(str, cfg.grid)) if cfg.grid else "box size"
     done, reused = len(result.done), sum(c.reused for c in result.done)
     what = "slices" if cfg.dims == 2 else "volumes"
-    with_target = sum(len(c.record["target_slices"]) > 0 for c in result.done)
-    if cfg.dims == 2:
-        with_target = sum(len(c.record["target_slices"]) for c in result.done)
+    # slices that show the target (2D), or volumes that hold it (3D)
+    on = [len(c.record["target_slices"]) for c in result.done]
+    with_target = sum(on) if cfg.dims == 2 else sum(n > 0 for n in on)
     size_mb = result.bytes / 1e6
     console.print(
         f"{'Reused' if result.reused else 'Preprocessed'} {done} case(s) "
@@ -432,34 +428,10 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Run the main job on built-in data: write the phantom cohort, inspect and preprocess it."""
-    phantom(
-        out / "phantom",
-        patients=patients,
-        seed=seed,
-        format=Format.dicom,
-        shape=(128, 128, 48),
-        fov=400.0,
-        slice_mm=2.5,
-    )
-    inspect(out / "phantom", labels=None, as_json=False, workers=None)
+    phantom(out / "phantom", patients=patients, seed=seed)  # TCIA layout, 128x128x48
+    inspect(out / "phantom")
     typer.echo("")
-    preprocess(
-        out / "phantom",
-        out / "cache",
-        config=None,
-        dims=None,
-        grid=128,
-        crop=None,
-        labels=None,
-        val_fraction=0.2,
-        folds=None,
-        seed=seed,
-        plan_only=False,
-        preview=True,
-        overwrite=False,
-        workers=None,
-        as_json=False,
-    )
+    preprocess(out / "phantom", out / "cache", grid=128, seed=seed, preview=True)
     typer.echo(
         f"\nLook at {out / 'cache' / 'preview.png'}; "
         f"`medaug preprocess {out / 'phantom'} DIR --dims 3` makes a 3D cache. "

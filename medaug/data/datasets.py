@@ -90,8 +90,8 @@ def _cases(cache: Cache, cases: Sequence[str] | None) -> list[str]:
 
 
 def _case_number(case_id: str) -> int:
-    digits = "".join(ch for ch in case_id if ch.isdigit())
-    return int(digits) if digits else -1
+    """``case_0003`` -> 3 (discovery names every case so)."""
+    return int(case_id.removeprefix("case_"))
 
 
 class _CacheDataset(Dataset):

@@ -95,9 +95,8 @@ def plan_grid(
         box = (np.zeros(3, dtype=int), shape - 1)
     low, high = T.world_box(scan.affine, *box)
     structure = high - low
-    low, high = low - config.margin_mm, high + config.margin_mm
-    if config.crop == "none":
-        low, high = low + config.margin_mm, high - config.margin_mm
+    margin = 0.0 if config.crop == "none" else config.margin_mm
+    low, high = low - margin, high + margin
     grid_size: tuple[int | None, ...] = config.grid or (None, None, None)
     if config.dims == 2:
         # slices: the grid sets x and y; z is the box, kept inside the scan
@@ -124,13 +123,24 @@ def plan_grid(
     return grid, warnings
 
 
-def preprocess_scan(scan: Scan, config: PreprocessConfig) -> Preprocessed:
+def class_map(scan: Scan, config: PreprocessConfig) -> np.ndarray | None:
+    """The scan's label as classes 0..K of ``config.labels`` (None without a label)."""
+    if scan.label is None:
+        return None
+    return T.map_labels(scan.label, list(config.labels.values()))
+
+
+def preprocess_scan(
+    scan: Scan, config: PreprocessConfig, classes: np.ndarray | None = None
+) -> Preprocessed:
     """Reorient, resample, crop, fit to the model grid and window one scan.
 
     Args:
         scan: HU image with its label (source label values; ``config.labels`` maps
             them to classes).
         config: the preprocessing settings.
+        classes: ``class_map(scan, config)`` when the caller has it already (it is
+            a pass over the whole label); computed here otherwise.
 
     Returns:
         the scan on the model grid: image in [-1, 1], class map, grid affine.
@@ -142,9 +152,8 @@ def preprocess_scan(scan: Scan, config: PreprocessConfig) -> Preprocessed:
     source = scan.provenance.get("source", scan.case_id)
     if scan.label is None and config.require_label:
         raise InputError(source, "no label found for this scan (labelled run)")
-    classes = None
-    if scan.label is not None:
-        classes = T.map_labels(scan.label, list(config.labels.values()))
+    if classes is None:
+        classes = class_map(scan, config)
     grid, warnings = plan_grid(scan, config, classes)
     mode: T.Mode = config.image_interpolation
     image = T.resample(scan.image, scan.affine, grid, mode, T.AIR_HU)
@@ -342,14 +351,12 @@ def _process_case(job: tuple[ScanRef, PreprocessConfig, Path, str, bool, bool]) 
             return result
     try:
         scan = load(ref, with_label=True)
-        classes = None
-        if scan.label is not None:
-            classes = T.map_labels(scan.label, list(config.labels.values()))
+        classes = class_map(scan, config)
         result.stats = case_stats(scan, classes, config)
         if plan_only:
             plan_grid(scan, config, classes)  # reports unusable cases in the plan too
             return result
-        done = preprocess_scan(scan, config)
+        done = preprocess_scan(scan, config, classes)
     except MedaugError as exc:
         result.skipped = str(exc)
         return result
@@ -440,8 +447,8 @@ def preprocess(
 
     jobs = [(ref, config, out, keys[ref.case_id], plan_only, not overwrite) for ref in refs]
     results = list(map_cases(_process_case, jobs, workers, progress))
-    print_ = fingerprint([r.stats for r in results if r.stats], config)
-    fp_doc = {**print_, "skipped": {r.case_id: r.skipped for r in results if r.skipped}}
+    fp_doc = fingerprint([r.stats for r in results if r.stats], config)
+    fp_doc["skipped"] = {r.case_id: r.skipped for r in results if r.skipped}
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "fingerprint.json", fp_doc)
     config.save(out / "config.json")

@@ -122,10 +122,6 @@ class Grid:
     shape: tuple[int, int, int]
     affine: np.ndarray
 
-    @property
-    def spacing(self) -> tuple[float, float, float]:
-        return geometry.spacing(self.affine)
-
 
 def world_box(affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """RAS min and max (mm) of the voxel centres in the inclusive box ``lo..hi``."""

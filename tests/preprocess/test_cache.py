@@ -95,11 +95,11 @@ def test_interrupted_run_leaves_no_partial_entry_and_resumes(
     real = P.preprocess_scan
     calls = []
 
-    def dies_on_second(scan, config):
+    def dies_on_second(scan, config, classes=None):
         calls.append(scan.case_id)
         if len(calls) == 2:
             raise KeyboardInterrupt  # as a killed worker would stop
-        return real(scan, config)
+        return real(scan, config, classes)
 
     monkeypatch.setattr(P, "preprocess_scan", dies_on_second)
     with pytest.raises(KeyboardInterrupt):
