@@ -458,8 +458,11 @@ def preprocess(
         return result
     done = result.done
     if not done:
-        reasons = "; ".join(sorted({r.skipped or "" for r in results})[:3])
-        raise InputError(found.root, f"no scan could be preprocessed ({reasons})")
+        first = next(r.skipped for r in results if r.skipped)
+        raise InputError(
+            found.root,
+            f"no scan could be preprocessed ({len(results)} skipped; the first: {first})",
+        )
     patients = {r.case_id: r.patient for r in done}
     save_splits(out / "splits.json", make_splits(patients, val_fraction, folds, seed))
     _remove_stale(out, {r.case_id for r in done})
