@@ -421,6 +421,167 @@ def _fingerprint_text(fp: dict, cfg) -> str:
     return "\n".join(lines)
 
 
+class Variant(str, Enum):
+    vae = "vae"
+    gan = "gan"
+    vaegan = "vaegan"
+    aae = "aae"
+    avb = "avb"
+    gvae = "gvae"
+
+
+class Preset(str, Enum):
+    cpu = "cpu"
+    gpu_small = "gpu-small"
+    gpu_large = "gpu-large"
+
+
+class Amp(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    off = "off"
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path,
+        typer.Argument(help="A cache from `medaug preprocess`, or scans (preprocessed first)."),
+    ],
+    model: Annotated[Variant, typer.Option(help="Model variant.")] = Variant.vaegan,
+    dims: Annotated[Dims | None, typer.Option(help="2 or 3; must match the cache.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder of numbered run folders.")] = Path("runs"),
+    steps: Annotated[int | None, typer.Option(min=1, help="Optimisation steps [2000].")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(min=0.0, help="Passes over the training split instead.")
+    ] = None,
+    preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.cpu,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Global batch over all processes [16].")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Generator-side learning rate [2e-4].")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    amp: Annotated[Amp | None, typer.Option(help="Mixed precision [auto: bf16 on CUDA].")] = None,
+    seed: Annotated[int, typer.Option(help="Weights, batches and noise all follow it.")] = 0,
+    fold: Annotated[int, typer.Option(min=0, help="Patient split of the cache to train on.")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    config: Annotated[
+        Path | None,
+        typer.Option(help='YAML/JSON with "train" and "model" sections; options above override.'),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the newest run in OUT from its checkpoint.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Train a generative model of image + label pairs (CPU, one GPU, or torchrun)."""
+    from medaug.train import TrainConfig, TrainingStopped
+    from medaug.train import train as run
+
+    err = _console(stderr=True)
+    try:
+        doc = _load_sections(config) if config else {}
+        cfg = TrainConfig.from_dict(doc.get("train", {}))
+        changes = {"device": device, "seed": seed, "fold": fold, "workers": workers}
+        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
+        changes |= {k: v for k, v in given.items() if v is not None}
+        if amp is not None:
+            changes["amp"] = amp.value
+        cfg = cfg.replace(**changes)
+        with _train_progress(quiet or as_json) as (on_start, on_log):
+            result = run(
+                data,
+                out,
+                model=model.value,
+                dims=int(dims.value) if dims else None,
+                preset=preset.value,
+                config=cfg,
+                model_overrides=doc.get("model", {}),
+                resume=resume,
+                on_start=on_start,
+                on_log=on_log,
+                on_event=lambda msg: err.print(f"[yellow]warning: {msg}[/yellow]"),
+            )
+    except TrainingStopped as exc:
+        typer.echo(f"medaug: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        doc = {"run": str(result.run_dir), "step": result.step, "seconds": round(result.seconds, 1)}
+        typer.echo(json.dumps(doc | {"last": result.last, "events": result.events}, indent=2))
+        return
+    last = result.last
+    console = _console()
+    console.print(
+        f"Trained {result.run_dir.name}: step {result.step}/{result.steps} in "
+        f"{result.seconds:.0f} s ({last.get('samples_per_s', 0):g} samples/s at the end)"
+    )
+    console.print(f"  {_loss_text(last)}")
+    console.print(f"  checkpoint -> {result.checkpoint}")
+    console.print(f"  samples    -> {result.run_dir / 'samples'} (reals.png to compare)")
+
+
+def _load_sections(path: Path) -> dict:
+    import yaml
+
+    from medaug.errors import ConfigError, InputError
+
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise InputError(path, f"not YAML or JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or set(doc) - {"train", "model"}:
+        raise ConfigError(f'{path}: expected a mapping with "train" and/or "model" sections')
+    return doc
+
+
+def _loss_text(stats: dict) -> str:
+    """The losses a person watches: generator, discriminator, KL (nats), pixel L1."""
+    names = {
+        "generator/loss": "G",
+        "discriminator/loss": "D",
+        "generator/kl": "KL",
+        "generator/pixel_l1": "L1",
+    }
+    return "  ".join(f"{short} {stats[key]:.3g}" for key, short in names.items() if key in stats)
+
+
+@contextmanager
+def _train_progress(quiet: bool):
+    """A rich progress bar over steps: yields (on_start(start, total), on_log(stats))."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        "[bold]training",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=quiet,
+    )
+    task = progress.add_task("training", total=None, info="")
+
+    def on_log(stats: dict) -> None:
+        info = f"{_loss_text(stats)}  {stats.get('samples_per_s', 0):g}/s"
+        progress.update(task, completed=stats["step"], info=info)
+
+    with progress:
+        yield (lambda start, total: progress.update(task, completed=start, total=total), on_log)
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("medaug-demo"),

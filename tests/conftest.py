@@ -19,6 +19,9 @@ from medaug.io.dicom_write import new_series_info, write_ct_series
 #: Small enough that a series writes and reads in well under a second.
 SMALL = PhantomConfig(shape=(64, 64, 12), fov_mm=400.0, slice_mm=2.5)
 
+#: ModelConfig overrides for models that train a step in milliseconds (16^2 / 16^3 grids).
+TINY_MODEL = {"channels": (8, 8, 8), "latent_dim": 8, "disc_channels": 8, "disc_layers": 1}
+
 
 @pytest.fixture(scope="session")
 def dicom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:

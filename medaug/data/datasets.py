@@ -184,17 +184,12 @@ class SliceDataset(_CacheDataset):
         }
         return self._finish(item)
 
-    def sampler(
-        self,
-        num_samples: int | None = None,
-        target_fraction: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> WeightedRandomSampler:
-        """A sampler that draws target-bearing slices ``target_fraction`` of the time.
+    def sample_weights(self, target_fraction: float | None = None) -> np.ndarray:
+        """Per-slice weights that draw target-bearing slices ``target_fraction`` of the time.
 
-        Without it, a pancreas present on 15% of a scan's slices would be on 15% of
+        Without them, a pancreas present on 15% of a scan's slices would be on 15% of
         the batches. Default fraction: the cache config's ``target_fraction``; if no
-        slice (or every slice) holds the target, slices are drawn uniformly.
+        slice (or every slice) holds the target, every slice weighs the same.
         """
         frac = self.cache.config.target_fraction if target_fraction is None else target_fraction
         if not 0.0 <= frac <= 1.0:
@@ -205,6 +200,16 @@ class SliceDataset(_CacheDataset):
         if n_on and n_off:
             weights[self.has_target] = frac / n_on
             weights[~self.has_target] = (1.0 - frac) / n_off
+        return weights
+
+    def sampler(
+        self,
+        num_samples: int | None = None,
+        target_fraction: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> WeightedRandomSampler:
+        """A ``WeightedRandomSampler`` over :meth:`sample_weights`."""
+        weights = self.sample_weights(target_fraction)
         return WeightedRandomSampler(
             weights.tolist(), num_samples or len(weights), generator=generator
         )

@@ -1,0 +1,178 @@
+"""The model config: everything needed to rebuild a generator from a checkpoint alone.
+
+One dataclass serves every variant; each variant reads the fields it needs. Sizes
+come from a preset (``cpu``, ``gpu-small``, ``gpu-large``) and the data (grid,
+channels, classes); loss weights have per-variant defaults (``VARIANT_DEFAULTS``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from medaug.errors import ConfigError
+
+#: Sizes per preset. ``base``: channels of the first (full-resolution) level,
+#: doubling per level up to ``cap``; ``latent``: latent vector length; ``disc``:
+#: first-layer channels of the image discriminator (MONAI PatchDiscriminator).
+PRESETS: dict[str, dict[str, int]] = {
+    "cpu": {"base": 16, "cap": 128, "latent": 64, "disc": 16},
+    "gpu-small": {"base": 32, "cap": 256, "latent": 128, "disc": 32},
+    "gpu-large": {"base": 64, "cap": 512, "latent": 256, "disc": 64},
+}
+
+#: Loss weights that differ from the dataclass defaults, per variant.
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vae": {},
+    "gan": {},
+    # Larsen et al.: the pixel term is replaced by discriminator features; a small
+    # pixel term stays on so the label channels keep a direct signal.
+    "vaegan": {"pixel_weight": 0.1},
+    "aae": {},
+    "avb": {},
+    # The discriminator takes the pixel likelihood's place; a small pixel anchor keeps
+    # reconstruct() tied to its input (set 0 for the pure zero-sum form).
+    "gvae": {"pixel_weight": 0.1},
+}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and loss weights of one generative model.
+
+    Tensors the model sees are channel-first, ``(B, C, X, Y[, Z])``: ``image_channels``
+    channels in [-1, 1] and a label class map; it generates the image and the
+    label's ``classes`` one-hot channels (background first) together.
+    """
+
+    variant: str = "vaegan"
+    dims: int = 2  # 2: axial slices; 3: volumes (MONAI's spatial_dims)
+    grid: tuple[int, ...] = (64, 64)  # spatial size, from the cache config
+    image_channels: int = 1  # 1 + 2 * context slices (2.5D)
+    classes: int = 2  # label classes including background
+    preset: str = "cpu"  # the preset the sizes came from (recorded, not re-read)
+    channels: tuple[int, ...] = (16, 32, 64, 128, 128)  # per level, full resolution first
+    latent_dim: int = 64  # length of the latent vector z
+    res_units: int = 1  # MONAI ResidualUnit subunits per level
+    norm_groups: int = 8  # GroupNorm groups (no batch statistics: DDP and tiny batches)
+    disc_channels: int = 16  # first layer of the image discriminator
+    disc_layers: int = 3  # PatchDiscriminator layers after the first
+    # losses
+    adv_loss: str = "nonsat"  # "nonsat" (softplus) or "hinge"
+    kl_weight: float = 1.0  # KL per voxel against the per-voxel reconstruction terms
+    pixel_weight: float = 1.0  # L1 on image channels
+    label_weight: float = 1.0  # cross-entropy on label channels
+    adv_weight: float = 0.05  # generator-side adversarial term
+    feature_weight: float = 1.0  # vaegan: L1 between discriminator features
+    r1_gamma: float = 0.0  # R1 penalty on real inputs (0: off)
+
+    @property
+    def out_channels(self) -> int:
+        return self.image_channels + self.classes
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return (self.latent_dim,)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ModelConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - names)
+        if unknown:
+            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
+        doc = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        return cls(**doc).validate()
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+    def validate(self) -> ModelConfig:
+        from medaug.models.registry import variant_names
+
+        if self.variant not in variant_names():
+            raise ConfigError(
+                f"unknown model {self.variant!r}; choose one of {', '.join(variant_names())}"
+            )
+        if self.dims not in (2, 3) or len(self.grid) != self.dims:
+            raise ConfigError(f"grid {self.grid} does not fit dims {self.dims}")
+        if self.adv_loss not in ("nonsat", "hinge"):
+            raise ConfigError(f"adv_loss must be 'nonsat' or 'hinge', got {self.adv_loss!r}")
+        if self.classes < 2 or self.image_channels < 1 or self.latent_dim < 1:
+            raise ConfigError("a model needs >= 1 image channel, >= 2 classes, latent_dim >= 1")
+        bad = [c for c in self.channels if c % self.norm_groups]
+        if bad:
+            raise ConfigError(f"channels {bad} are not multiples of norm_groups {self.norm_groups}")
+        if levels(self.grid) != len(self.channels) - 1:
+            raise ConfigError(
+                f"{len(self.channels)} channel levels do not fit grid {self.grid} "
+                f"(it halves {levels(self.grid)} times down to {bottom(self.grid)})"
+            )
+        return self
+
+
+def levels(grid: Sequence[int]) -> int:
+    """How often the encoder halves ``grid``: while every side is even and > 4."""
+    n, g = 0, list(grid)
+    while all(s % 2 == 0 and s > 4 for s in g):
+        g = [s // 2 for s in g]
+        n += 1
+    return n
+
+
+def bottom(grid: Sequence[int]) -> tuple[int, ...]:
+    """Spatial size at the bottom of the encoder."""
+    return tuple(s >> levels(grid) for s in grid)
+
+
+def model_config(
+    variant: str,
+    *,
+    dims: int,
+    grid: Sequence[int],
+    image_channels: int = 1,
+    classes: int = 2,
+    preset: str = "cpu",
+    **overrides: Any,
+) -> ModelConfig:
+    """The config of ``variant`` at ``preset`` sizes for data of this grid and channels.
+
+    Example:
+        >>> cfg = model_config("vae", dims=2, grid=(64, 64))
+        >>> cfg.channels, cfg.latent_dim
+        ((16, 32, 64, 128, 128), 64)
+    """
+    from medaug.models.registry import variant_names
+
+    if variant not in variant_names():
+        raise ConfigError(f"unknown model {variant!r}; choose one of {', '.join(variant_names())}")
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    size = PRESETS[preset]
+    n = levels(grid)
+    if n < 1:
+        raise ConfigError(f"grid {tuple(grid)} is too small or odd for the encoder (need >= 8)")
+    channels = tuple(min(size["base"] << i, size["cap"]) for i in range(n + 1))
+    doc: dict[str, Any] = {
+        "variant": variant,
+        "dims": dims,
+        "grid": tuple(int(g) for g in grid),
+        "image_channels": image_channels,
+        "classes": classes,
+        "preset": preset,
+        "channels": channels,
+        "latent_dim": size["latent"],
+        "disc_channels": size["disc"],
+        "disc_layers": min(3, n),
+    }
+    doc |= VARIANT_DEFAULTS[variant]
+    doc |= overrides
+    return ModelConfig(**doc).validate()

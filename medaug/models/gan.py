@@ -1,0 +1,47 @@
+"""GAN (Radford et al. 2016, DCGAN-style): a decoder from N(0, I) judged by MONAI's
+PatchGAN discriminator; non-saturating or hinge loss, optional R1 penalty."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from medaug.models import losses as L
+from medaug.models.base import GenerativeModel, Noise
+from medaug.models.config import ModelConfig
+from medaug.models.networks import Decoder, image_discriminator
+from medaug.models.registry import register
+
+
+@register
+class GAN(GenerativeModel):
+    name = "gan"
+    phases = ("generator", "discriminator")
+    has_encoder = False
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.decoder = Decoder(config)
+        self.discriminator = image_discriminator(config)
+
+    def phase_modules(self, phase: str) -> list[nn.Module]:
+        return [self.decoder] if phase == "generator" else [self.discriminator]
+
+    def losses(
+        self, batch: dict[str, Any], phase: str, noise: Noise | None = None
+    ) -> dict[str, torch.Tensor]:
+        cfg, noise = self.config, self._noise(batch, noise)
+        if phase == "discriminator":
+            return self._image_d_phase(
+                self.discriminator, self.inputs(batch), lambda: [self._prior(noise)]
+            )
+        fake = self._prior(noise)
+        logits, _ = self._discriminate(self.discriminator, fake)
+        self._fakes = [fake.detach()]
+        adv = L.g_loss(logits, cfg.adv_loss)
+        return {"loss": adv, "g_adv": adv.detach()}
+
+    def _prior(self, noise: Noise) -> torch.Tensor:
+        return self.decode(noise(*self.latent_shape))

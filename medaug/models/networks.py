@@ -1,0 +1,139 @@
+"""Networks shared by the variants, 2D and 3D through ``spatial_dims``.
+
+Built from MONAI blocks: ``Convolution`` and ``ResidualUnit`` for the encoder and
+decoder, ``PatchDiscriminator`` for images, ``FullyConnectedNet`` for latent-space
+critics. GroupNorm everywhere: no batch statistics, so results do not depend on
+the per-GPU batch and DDP needs no buffer synchronisation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from monai.networks.nets import FullyConnectedNet, PatchDiscriminator
+from torch import nn
+
+from medaug.models.config import ModelConfig, bottom
+
+ACT = ("LEAKYRELU", {"negative_slope": 0.2})
+
+
+def _norm(cfg: ModelConfig) -> tuple[str, dict[str, int]]:
+    return ("GROUP", {"num_groups": cfg.norm_groups})
+
+
+class ConvEncoder(nn.Module):
+    """``(B, C, *grid)`` -> ``(B, F)`` features: a stem and one strided residual
+    unit per level, flattened at the bottom (``F = channels[-1] * prod(bottom)``)."""
+
+    def __init__(self, cfg: ModelConfig, in_channels: int):
+        super().__init__()
+        d, ch = cfg.dims, cfg.channels
+        layers: list[nn.Module] = [
+            Convolution(d, in_channels, ch[0], kernel_size=3, act=ACT, norm=_norm(cfg))
+        ]
+        for a, b in itertools.pairwise(ch):
+            layers.append(
+                ResidualUnit(d, a, b, strides=2, subunits=cfg.res_units, act=ACT, norm=_norm(cfg))
+            )
+        self.body = nn.Sequential(*layers)
+        self.features = ch[-1] * math.prod(bottom(cfg.grid))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).flatten(1)
+
+
+class GaussianEncoder(nn.Module):
+    """``(B, C, *grid)`` -> ``(mu, logvar)``, each ``(B, latent_dim)``."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.conv = ConvEncoder(cfg, cfg.image_channels + cfg.classes)
+        self.head = nn.Linear(self.conv.features, 2 * cfg.latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mu, logvar = self.head(self.conv(x)).chunk(2, dim=1)
+        # a bounded log-variance keeps exp() finite in bf16 early in training
+        return mu, logvar.clamp(-30.0, 20.0)
+
+
+class ImplicitEncoder(nn.Module):
+    """AVB's posterior: ``z = f(x, eps)``, eps ~ N(0, I), so q(z|x) is any shape."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.conv = ConvEncoder(cfg, cfg.image_channels + cfg.classes)
+        self.head = FullyConnectedNet(
+            self.conv.features + cfg.latent_dim, cfg.latent_dim, (4 * cfg.latent_dim,), act=ACT
+        )
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.cat([self.conv(x), eps.to(x.dtype)], dim=1))
+
+
+class Decoder(nn.Module):
+    """``(B, latent_dim)`` -> ``(B, out_channels, *grid)`` raw outputs.
+
+    A linear layer to the bottom feature map, then per level a nearest-neighbour
+    upsampling and a residual unit (no transposed convolutions: no checkerboard).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d, ch = cfg.dims, cfg.channels
+        self.start = (ch[-1], *bottom(cfg.grid))
+        self.fc = nn.Linear(cfg.latent_dim, math.prod(self.start))
+        layers: list[nn.Module] = []
+        for a, b in zip(ch[::-1][:-1], ch[::-1][1:], strict=True):
+            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(
+                ResidualUnit(d, a, b, strides=1, subunits=cfg.res_units, act=ACT, norm=_norm(cfg))
+            )
+        layers.append(Convolution(d, ch[0], cfg.out_channels, kernel_size=3, conv_only=True))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.start)
+        return self.body(h)
+
+
+def image_discriminator(cfg: ModelConfig) -> PatchDiscriminator:
+    """MONAI's PatchGAN discriminator over image + label channels.
+
+    Its forward returns every layer's features, the last being the patch logits,
+    which VAE-GAN's feature-space reconstruction uses.
+    """
+    return PatchDiscriminator(
+        spatial_dims=cfg.dims,
+        channels=cfg.disc_channels,
+        in_channels=cfg.out_channels,
+        num_layers_d=cfg.disc_layers,
+        norm=_norm(cfg),
+        last_conv_kernel_size=3,
+    )
+
+
+def latent_discriminator(cfg: ModelConfig) -> FullyConnectedNet:
+    """``(B, latent_dim)`` -> ``(B, 1)`` logits: AAE's prior-versus-posterior critic."""
+    hidden = (4 * cfg.latent_dim, 4 * cfg.latent_dim)
+    return FullyConnectedNet(cfg.latent_dim, 1, hidden, act=ACT)
+
+
+class PairCritic(nn.Module):
+    """AVB's ``T(x, z)`` -> ``(B, 1)``: at its optimum, log q(z|x) - log p(z)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.conv = ConvEncoder(cfg, cfg.out_channels)
+        width = 4 * cfg.latent_dim
+        self.x_head = nn.Linear(self.conv.features, width)
+        self.z_head = FullyConnectedNet(cfg.latent_dim, width, (width,), act=ACT)
+        self.joint = FullyConnectedNet(2 * width, 1, (width,), act=ACT)
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        hx = self.x_head(self.conv(x))
+        hz = self.z_head(z.to(hx.dtype))
+        return self.joint(torch.cat([hx, hz], dim=1))

@@ -1,0 +1,71 @@
+"""VAE-GAN (Larsen et al. 2016): a VAE whose reconstruction error is measured in the
+discriminator's feature space, plus the GAN loss on reconstructions and on samples
+from the prior. The discriminator learns real against both."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from medaug.models import losses as L
+from medaug.models.base import Noise
+from medaug.models.config import ModelConfig
+from medaug.models.networks import image_discriminator
+from medaug.models.registry import register
+from medaug.models.vae import VAE
+
+
+@register
+class VAEGAN(VAE):
+    name = "vaegan"
+    phases: ClassVar[tuple[str, ...]] = ("generator", "discriminator")
+
+    def __init__(self, config: ModelConfig):
+        super().__init__(config)
+        self.discriminator = image_discriminator(config)
+
+    def phase_modules(self, phase: str) -> list[nn.Module]:
+        if phase == "generator":
+            return [self.encoder, self.decoder]
+        return [self.discriminator]
+
+    def losses(
+        self, batch: dict[str, Any], phase: str, noise: Noise | None = None
+    ) -> dict[str, torch.Tensor]:
+        cfg, noise = self.config, self._noise(batch, noise)
+        x = self.inputs(batch)
+        if phase == "discriminator":
+            return self._image_d_phase(self.discriminator, x, lambda: self._fakes_of(x, noise))
+        z, kl = self.posterior_sample(x, noise)
+        logits = self.decoder(z)
+        recon = self._activate(logits)
+        prior = self.decode(noise(*self.latent_shape))
+        with torch.no_grad():
+            _, real_features = self._discriminate(self.discriminator, x)
+        recon_logits, recon_features = self._discriminate(self.discriminator, recon)
+        prior_logits, _ = self._discriminate(self.discriminator, prior)
+        self._fakes = [recon.detach(), prior.detach()]
+        terms = self._reconstruction(logits, batch)
+        terms["feature_l1"] = L.feature_l1(list(recon_features), list(real_features))
+        terms["kl"] = kl.mean()
+        terms["g_adv"] = 0.5 * (
+            L.g_loss(recon_logits, cfg.adv_loss) + L.g_loss(prior_logits, cfg.adv_loss)
+        )
+        loss = self._weighted(
+            terms | {"kl": terms["kl"] / self._voxels()},
+            {
+                "feature_l1": cfg.feature_weight,
+                "pixel_l1": cfg.pixel_weight,
+                "label_ce": cfg.label_weight,
+                "kl": cfg.kl_weight,
+                "g_adv": cfg.adv_weight,
+            },
+        )
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
+
+    def _fakes_of(self, x: torch.Tensor, noise: Noise) -> list[torch.Tensor]:
+        with torch.no_grad():
+            z, _ = self.posterior_sample(x, noise)
+            return [self.decode(z), self.decode(noise(*self.latent_shape))]

@@ -1,0 +1,70 @@
+"""The training config: how long, how fast, on what; saved in every run folder and
+checkpoint next to the model config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from medaug.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (the model's own settings are in ``ModelConfig``)."""
+
+    steps: int = 2000  # optimisation steps; one step runs every phase once
+    epochs: float | None = None  # instead of steps: passes over the training split
+    batch_size: int = 16  # global batch, split evenly over data-parallel processes
+    lr: float = 2e-4  # Adam learning rate of the generator side (encoder, decoder)
+    lr_d: float = 2e-4  # Adam learning rate of discriminators and critics
+    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas; beta1 0.5 steadies GANs
+    warmup_steps: int = 100  # linear learning-rate warm-up from 0
+    grad_clip: float = 10.0  # max gradient norm per phase (0: off)
+    ema_decay: float = 0.999  # EMA of the weights used for samples (0: off)
+    seed: int = 0  # initial weights, batches and noise all follow from it
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = (
+        "auto"  # auto (bf16 on CUDA, fp16 + scaler without bf16, off on CPU) | bf16 | fp16 | off
+    )
+    fold: int = 0  # which patient split of the cache to train on
+    workers: int = 0  # DataLoader worker processes
+    log_every: int = 25  # steps between stats lines (the only host-device syncs)
+    sample_every: int = 500  # steps between sample grids (PNG)
+    checkpoint_every: int = 500  # steps between checkpoints
+    keep_checkpoints: int = 2  # newest checkpoints kept per run
+    n_samples: int = 16  # tiles in a sample grid
+    collapse_steps: int = 500  # discriminator accuracy >= 0.99 this long: warn
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(doc) - names)
+        if unknown:
+            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
+        doc = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
+        return cls(**doc).validate()
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes).validate()
+
+    def validate(self) -> TrainConfig:
+        positive = ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ConfigError(f"epochs must be > 0, got {self.epochs}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ConfigError(f"amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.lr <= 0 or self.lr_d <= 0:
+            raise ConfigError("learning rates must be > 0")
+        if self.keep_checkpoints < 1 or self.workers < 0 or self.warmup_steps < 0:
+            raise ConfigError("keep_checkpoints >= 1, workers >= 0 and warmup_steps >= 0")
+        return self

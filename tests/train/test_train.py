@@ -1,0 +1,233 @@
+"""The training loop: run folders, checkpoints, resume, DDP on CPU, guards, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medaug.errors import ConfigError, InputError
+from medaug.models import variant_names
+from medaug.preprocess import PreprocessConfig, preprocess
+from medaug.train import TrainConfig, TrainingStopped, load_checkpoint, load_model, train
+from medaug.train.runs import read_stats
+from tests.conftest import TINY_MODEL, run_cli
+
+CASES = [(v, d) for d in (2, 3) for v in variant_names()]
+
+
+def quick(dims: int, **kw) -> TrainConfig:
+    base = {"steps": 6, "batch_size": 4 if dims == 2 else 2, "log_every": 2}
+    base |= {"checkpoint_every": 3, "sample_every": 6, "warmup_steps": 2, "n_samples": 4}
+    return TrainConfig(**(base | kw))
+
+
+@pytest.fixture(scope="session")
+def caches(dicom_cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """16^2 slice and 16^3 volume caches of the three phantom patients, all for training."""
+    root = tmp_path_factory.mktemp("caches")
+    out = {}
+    for dims, key in ((2, "grid_2d"), (3, "grid_3d")):
+        cfg = PreprocessConfig(dims=dims, **{key: (16,) * dims})  # type: ignore[arg-type]
+        out[dims] = preprocess(dicom_cohort, root / f"c{dims}", cfg, val_fraction=0.0).out
+    return out
+
+
+def run(caches, out: Path, variant: str, dims: int, **kw):
+    return train(
+        caches[dims], out, model=variant, config=quick(dims, **kw), model_overrides=TINY_MODEL
+    )
+
+
+def test_a_run_folder_holds_config_stats_events_samples_and_checkpoints(caches, tmp_path):
+    result = run(caches, tmp_path, "vaegan", 2, warmup_steps=4)
+    run_dir = tmp_path / "00000-vaegan-2d"
+    assert result.run_dir == run_dir and result.step == 6
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["model_config"]["variant"] == "vaegan"
+    assert config["model_config"]["grid"] == [16, 16]
+    assert config["train_config"]["steps"] == 6
+    assert config["preprocess_config"]["grid_2d"] == [16, 16]
+
+    stats = read_stats(run_dir)
+    assert [s["step"] for s in stats] == [2, 4, 6]
+    for s in stats:
+        assert s["samples_per_s"] > 0
+        assert {"generator/loss", "generator/kl", "discriminator/d_acc", "lr/generator"} <= set(s)
+    assert stats[0]["lr/generator"] < stats[-1]["lr/generator"] == pytest.approx(2e-4)  # warm-up
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    for name in ("reals.png", "step_00000006.png"):
+        png = Image.open(run_dir / "samples" / name)
+        assert png.mode == "RGB" and png.size == (4 * 256 + 3 * 2, 256)  # 4 tiles, 16 px x 16
+
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert names == ["step_00000003.pt", "step_00000006.pt"]
+    state = torch.load(run_dir / "checkpoints" / names[-1], weights_only=True)  # no code runs
+    assert state["step"] == 6 and state["format"] == 1
+    assert json.loads(state["preprocess_config"])["hu_window"] == [-160, 240]
+    assert json.loads(state["fingerprint"])["cases"] == 3
+    assert set(state["optimizers"]) == {"generator", "discriminator"}
+    assert "torch" in state["rng"]
+
+    model, pp = load_model(run_dir)
+    assert pp.grid == (16, 16)
+    image, label = model.to_pair(model.sample(2, torch.Generator().manual_seed(0)))
+    assert image.shape == (2, 1, 16, 16) and label.dtype == torch.uint8
+
+
+@pytest.mark.parametrize(("variant", "dims"), CASES)
+def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(caches, tmp_path, variant, dims):
+    whole = run(caches, tmp_path / "whole", variant, dims)
+
+    def preempt(step: int, _model: torch.nn.Module) -> None:
+        if step == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingStopped, match="stopped by SIGTERM at step 4/6") as stop:
+        train(
+            caches[dims],
+            tmp_path / "cut",
+            model=variant,
+            config=quick(dims),
+            model_overrides=TINY_MODEL,
+            on_step=preempt,
+        )
+    assert stop.value.exit_code == 143
+    assert load_checkpoint(tmp_path / "cut" / f"00000-{variant}-{dims}d")["step"] == 4
+    resumed = train(
+        caches[dims],
+        tmp_path / "cut",
+        model=variant,
+        config=quick(dims),
+        model_overrides=TINY_MODEL,
+        resume=True,
+    )
+    assert resumed.resumed_from == 4 and resumed.step == 6
+    a = load_checkpoint(whole.run_dir)
+    b = load_checkpoint(resumed.run_dir)
+    for key in ("model", "ema"):
+        for name, tensor in a[key].items():
+            torch.testing.assert_close(b[key][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    for k, v in whole.last.items():
+        if "/" in k and "grad_norm" not in k:
+            assert resumed.last[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+
+
+def test_two_gloo_processes_train_like_one(caches, tmp_path):
+    """torchrun --nproc_per_node 2 on the CPU: same global batch, same weights."""
+    jobs, single = [], {}
+    for variant, dims in CASES:
+        cfg = quick(dims, steps=4, checkpoint_every=4).to_dict()
+        name = f"{variant}-{dims}"
+        jobs.append({"variant": variant, "cache": str(caches[dims]), "train": cfg,
+                     "out": str(tmp_path / "ddp" / name)})  # fmt: skip
+        single[name] = run(caches, tmp_path / "one" / name, variant, dims, steps=4,
+                           checkpoint_every=4)  # fmt: skip
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"jobs": jobs, "model": TINY_MODEL}))
+    worker = Path(__file__).with_name("ddp_worker.py")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(worker), str(plan)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, one in single.items():
+        run_dir = next((tmp_path / "ddp" / name).glob("0000*"))
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["processes"] == 2
+        a, b = load_checkpoint(one.run_dir), load_checkpoint(run_dir)
+        diff = torch.cat([(b["model"][k] - t).abs().flatten() for k, t in a["model"].items()])
+        # Summation order differs, and Adam turns a near-zero gradient's rounding noise
+        # into a full lr-sized step, so single weights may differ by a few lr; on average
+        # they agree to ~1e-6 (weights of another seed differ by ~5e-2).
+        assert float(diff.mean()) < 1e-5, name
+        assert float(diff.max()) < 4 * 2e-4, name
+        for x, y in zip(read_stats(run_dir), read_stats(one.run_dir), strict=True):
+            assert x["generator/loss"] == pytest.approx(y["generator/loss"], rel=1e-3), name
+
+
+def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(caches, tmp_path):
+    cfg = quick(2, log_every=1)
+    cache = caches[2]
+
+    def break_weights(step: int, model: torch.nn.Module) -> None:
+        if step == 3:  # after the checkpoint of step 3: the step-4 loss is NaN
+            model.encoder.head.weight.data.fill_(float("nan"))
+
+    with pytest.raises(TrainingStopped) as stop:
+        train(cache, tmp_path, model="vae", config=cfg, model_overrides=TINY_MODEL,
+              on_step=break_weights)  # fmt: skip
+    message = str(stop.value)
+    assert "non-finite loss at step 4, generator phase" in message
+    assert message.endswith("step_00000003.pt)")
+    names = [p.name for p in (tmp_path / "00000-vae-2d" / "checkpoints").iterdir()]
+    assert names == ["step_00000003.pt"]
+    assert stop.value.exit_code == 1
+
+
+def test_bad_training_requests_fail_before_training(caches, tmp_path):
+    with pytest.raises(ConfigError, match="a cache made for 3D given to a 2D model"):
+        train(caches[3], tmp_path, model="vae", dims=2)
+    with pytest.raises(ConfigError, match=r"batch size 5000 is larger than the training set \("):
+        train(caches[2], tmp_path, model="vae", config=TrainConfig(batch_size=5000))
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        train(caches[2], tmp_path, config=TrainConfig(device="tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="this machine has no CUDA GPU"):
+            train(caches[2], tmp_path, config=TrainConfig(device="cuda"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(InputError, match="a-file/runs: output folder is not writable"):
+        train(caches[2], blocker / "runs")
+    with pytest.raises(InputError, match="--resume: no run with a checkpoint here"):
+        train(caches[2], tmp_path / "empty", resume=True)
+    with pytest.raises(ConfigError, match="unknown preset 'gpu-xl'"):
+        train(caches[2], tmp_path, preset="gpu-xl")
+    assert not list(tmp_path.glob("0000*"))  # nothing was started
+
+
+def test_cli_trains_resumes_and_reports_mismatches_in_one_line(caches, tmp_path):
+    args = ["--out", tmp_path, "--steps", "2", "--batch-size", "4", "--quiet"]
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"model": TINY_MODEL, "train": {"log_every": 1}}))
+    done = run_cli("train", caches[2], "--model", "gan", "--config", cfg, *args)
+    assert done.returncode == 0, done.stderr
+    assert "Trained 00000-gan-2d: step 2/2" in done.stdout
+
+    more = run_cli("train", caches[2], "--model", "gan", "--config", cfg, *args[:3], "4",
+                   "--resume", "--json")  # fmt: skip
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout)["step"] == 4
+
+    wrong = run_cli("train", caches[2], "--model", "vae", "--config", cfg, *args, "--resume")
+    assert wrong.returncode == 1
+    assert wrong.stderr.strip().splitlines() == [
+        f"medaug: error: {tmp_path}/00000-gan-2d/checkpoints/step_00000004.pt: --resume: "
+        "this checkpoint has variant gan, the run asks for vae"
+    ]
+    dims = run_cli("train", caches[3], "--dims", "2", *args)
+    assert dims.returncode == 1 and "Traceback" not in dims.stderr
+    assert "a cache made for 3D given to a 2D model" in dims.stderr
+    unknown = run_cli("train", caches[2], "--model", "vqgan", *args)
+    assert unknown.returncode == 2 and "'vqgan' is not one of" in unknown.stderr
+
+
+def test_cli_preprocesses_a_scan_folder_first(dicom_cohort, tmp_path):
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"model": {"latent_dim": 8, "disc_layers": 1}}))
+    done = run_cli("train", dicom_cohort, "--model", "vae", "--out", tmp_path, "--steps", "1",
+                   "--batch-size", "2", "--config", cfg, "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cache-2d" / "index.json").exists()
+    assert np.load(tmp_path / "cache-2d" / "cases" / "case_0000_image.npy").shape[1:] == (64, 64)
