@@ -587,16 +587,19 @@ def demo(
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("medaug-demo"),
     patients: Annotated[int, typer.Option(min=1)] = 8,
     seed: Annotated[int, typer.Option()] = 0,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 200,
 ) -> None:
-    """Run the main job on built-in data: write the phantom cohort, inspect and preprocess it."""
+    """Run the main job on built-in data: phantom cohort -> inspect -> preprocess -> train."""
     phantom(out / "phantom", patients=patients, seed=seed)  # TCIA layout, 128x128x48
     inspect(out / "phantom")
     typer.echo("")
-    preprocess(out / "phantom", out / "cache", grid=128, seed=seed, preview=True)
+    preprocess(out / "phantom", out / "cache", seed=seed, preview=True)  # 2D, 64x64
+    typer.echo("")
+    train(out / "cache", out=out / "runs", steps=steps, batch_size=16, seed=seed)
     typer.echo(
-        f"\nLook at {out / 'cache' / 'preview.png'}; "
-        f"`medaug preprocess {out / 'phantom'} DIR --dims 3` makes a 3D cache. "
-        "Training and synthesis arrive with the next releases."
+        f"\nLook at {out / 'cache' / 'preview.png'} and the run's samples/ folder; "
+        f"`medaug train {out / 'cache'} --out {out / 'runs'} --steps 2000 --resume` trains on. "
+        "Synthesis arrives with the next release."
     )
 
 

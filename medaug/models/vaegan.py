@@ -31,6 +31,9 @@ class VAEGAN(VAE):
             return [self.encoder, self.decoder]
         return [self.discriminator]
 
+    #: measure reconstruction in the discriminator's feature space (Larsen et al.)
+    feature_matching: ClassVar[bool] = True
+
     def losses(
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
     ) -> dict[str, torch.Tensor]:
@@ -42,27 +45,26 @@ class VAEGAN(VAE):
         logits = self.decoder(z)
         recon = self._activate(logits)
         prior = self.decode(noise(*self.latent_shape))
-        with torch.no_grad():
-            _, real_features = self._discriminate(self.discriminator, x)
         recon_logits, recon_features = self._discriminate(self.discriminator, recon)
         prior_logits, _ = self._discriminate(self.discriminator, prior)
         self._fakes = [recon.detach(), prior.detach()]
         terms = self._reconstruction(logits, batch)
-        terms["feature_l1"] = L.feature_l1(list(recon_features), list(real_features))
         terms["kl"] = kl.mean()
         terms["g_adv"] = 0.5 * (
             L.g_loss(recon_logits, cfg.adv_loss) + L.g_loss(prior_logits, cfg.adv_loss)
         )
-        loss = self._weighted(
-            terms | {"kl": terms["kl"] / self._voxels()},
-            {
-                "feature_l1": cfg.feature_weight,
-                "pixel_l1": cfg.pixel_weight,
-                "label_ce": cfg.label_weight,
-                "kl": cfg.kl_weight,
-                "g_adv": cfg.adv_weight,
-            },
-        )
+        weights = {
+            "pixel_l1": cfg.pixel_weight,
+            "label_ce": cfg.label_weight,
+            "kl": cfg.kl_weight,
+            "g_adv": cfg.adv_weight,
+        }
+        if self.feature_matching:
+            with torch.no_grad():
+                _, real_features = self._discriminate(self.discriminator, x)
+            terms["feature_l1"] = L.feature_l1(list(recon_features), list(real_features))
+            weights["feature_l1"] = cfg.feature_weight
+        loss = self._weighted(terms | {"kl": terms["kl"] / self._voxels()}, weights)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     def _fakes_of(self, x: torch.Tensor, noise: Noise) -> list[torch.Tensor]:
