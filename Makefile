@@ -35,6 +35,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_io.py
 	$(BIN)/python benchmarks/bench_preprocess.py
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf $(VENV) medaug-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
