@@ -271,10 +271,10 @@ def _train(
         scheds[phase] = torch.optim.lr_scheduler.LambdaLR(
             optims[phase], lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
         )
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
     ema = None
     if cfg.ema_decay > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
         ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     start = 0
@@ -345,6 +345,9 @@ def _train(
                 pending.append((step, phase, {k: v.detach() for k, v in terms.items()}))
             scaler.update()
             if ema is not None:
+                # decay ramps up from 0.1 so early samples are not the initial weights
+                decay = min(cfg.ema_decay, (1.0 + step) / (10.0 + step))
+                ema.multi_avg_fn = get_ema_multi_avg_fn(decay)
                 ema.update_parameters(net)
             if on_step is not None:
                 on_step(step, net)
