@@ -483,7 +483,7 @@ def train(
     err = _console(stderr=True)
     try:
         doc = _load_sections(config) if config else {}
-        cfg = TrainConfig.from_dict(doc.get("train", {}))
+        cfg = TrainConfig.from_dict(doc.get("train", {}), source=f"{config}: train")
         changes = {"device": device, "seed": seed, "fold": fold, "workers": workers}
         given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
         changes |= {k: v for k, v in given.items() if v is not None}
@@ -537,6 +537,9 @@ def _load_sections(path: Path) -> dict:
         raise InputError(path, f"not YAML or JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or set(doc) - {"train", "model"}:
         raise ConfigError(f'{path}: expected a mapping with "train" and/or "model" sections')
+    for name, section in doc.items():
+        if not isinstance(section, dict):
+            raise ConfigError(f'{path}: "{name}" must be a mapping of settings')
     return doc
 
 

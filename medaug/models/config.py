@@ -84,19 +84,21 @@ class ModelConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - names)
-        if unknown:
-            raise ConfigError(f"unknown model config key(s): {', '.join(unknown)}")
-        doc = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
-        return cls(**doc).validate()
+    def from_dict(cls, doc: dict[str, Any], source: str = "model config") -> ModelConfig:
+        from medaug.settings import from_mapping
+
+        return from_mapping(cls, doc, source)
 
     def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes).validate()
+        return dataclasses.replace(self, **changes)
 
-    def validate(self) -> ModelConfig:
+    def __post_init__(self) -> None:
         from medaug.models.registry import variant_names
+
+        for name in ("grid", "channels"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, int) for v in value):
+                raise ConfigError(f"{name} must be a list of integers, got {value!r}")
 
         if self.variant not in variant_names():
             raise ConfigError(
@@ -116,7 +118,6 @@ class ModelConfig:
                 f"{len(self.channels)} channel levels do not fit grid {self.grid} "
                 f"(it halves {levels(self.grid)} times down to {bottom(self.grid)})"
             )
-        return self
 
 
 def levels(grid: Sequence[int]) -> int:
@@ -175,4 +176,4 @@ def model_config(
     }
     doc |= VARIANT_DEFAULTS[variant]
     doc |= overrides
-    return ModelConfig(**doc).validate()
+    return ModelConfig.from_dict(doc)

@@ -152,21 +152,9 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> PreprocessConfig:
         """Build a config from a mapping; unknown keys are an error, not ignored."""
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{source}: expected a mapping of settings, got {type(data).__name__}"
-            )
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            names, allowed = ", ".join(unknown), ", ".join(sorted(known))
-            raise ConfigError(f"{source}: unknown setting(s) {names}; known: {allowed}")
-        try:
-            return cls(**data)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+        from medaug.settings import from_mapping
+
+        return from_mapping(cls, data, source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PreprocessConfig:

@@ -41,18 +41,17 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(doc) - names)
-        if unknown:
-            raise ConfigError(f"unknown train config key(s): {', '.join(unknown)}")
-        doc = {k: tuple(v) if isinstance(v, list) else v for k, v in doc.items()}
-        return cls(**doc).validate()
+    def from_dict(cls, doc: dict[str, Any], source: str = "train config") -> TrainConfig:
+        from medaug.settings import from_mapping
+
+        return from_mapping(cls, doc, source)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes).validate()
+        return dataclasses.replace(self, **changes)
 
-    def validate(self) -> TrainConfig:
+    def __post_init__(self) -> None:
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise ConfigError(f"betas must be two numbers, got {self.betas!r}")
         positive = ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every")
         for name in positive:
             if getattr(self, name) < 1:
@@ -67,4 +66,3 @@ class TrainConfig:
             raise ConfigError("learning rates must be > 0")
         if self.keep_checkpoints < 1 or self.workers < 0 or self.warmup_steps < 0:
             raise ConfigError("keep_checkpoints >= 1, workers >= 0 and warmup_steps >= 0")
-        return self

@@ -123,7 +123,7 @@ def test_presets_scale_sizes_and_bad_names_fail() -> None:
         model_config("vae", dims=2, grid=(64, 64), preset="huge")
     with pytest.raises(ConfigError, match="too small"):
         model_config("vae", dims=2, grid=(4, 4))
-    with pytest.raises(ConfigError, match="unknown model config key"):
+    with pytest.raises(ConfigError, match=r"model config: unknown setting\(s\) depth; known: "):
         ModelConfig.from_dict({"variant": "vae", "depth": 3})
 
 

@@ -231,3 +231,22 @@ def test_cli_preprocesses_a_scan_folder_first(dicom_cohort, tmp_path):
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "cache-2d" / "index.json").exists()
     assert np.load(tmp_path / "cache-2d" / "cases" / "case_0000_image.npy").shape[1:] == (64, 64)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('train:\n  steps: "ten"\n', "tiny.yaml: train: steps must be an integer, got 'ten'"),
+        ("train: 5\n", 'tiny.yaml: "train" must be a mapping of settings'),
+        ("model:\n  channels: 16\n", "model config: channels must be a list of integers, got 16"),
+        ("model:\n  depth: 3\n", "model config: unknown setting(s) depth; known: adv_loss,"),
+    ],
+)
+def test_cli_bad_config_files_fail_in_one_line(caches, tmp_path, text, message):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(text)
+    done = run_cli("train", caches[2], "--config", cfg, "--out", tmp_path / "runs", "-q")
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not list((tmp_path / "runs").glob("0000*"))
