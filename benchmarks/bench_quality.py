@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import DEFAULT_WORKDIR, machine_facts, make_workdir, print_machine
+from common import DEFAULT_WORKDIR, machine_facts, make_workdir, print_machine, table
 
 from medaug.data import SliceDataset, load_split
 from medaug.data.phantom import write_cohort
@@ -135,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     header = ["variant", "recon L1 (HU)", "recon label Dice", "KL (nats)",
               "sharpness (samples / real)", "train time"]  # fmt: skip
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print(table(header, rows))
     print(f"\nrows of {picture}: real slices, then {', '.join(VARIANTS)} samples (EMA weights)")
     (workdir / "bench_quality.json").write_text(json.dumps({"facts": facts, **results}, indent=2))
     return 0

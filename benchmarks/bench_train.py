@@ -55,6 +55,7 @@ from common import (
     print_machine,
     run_memory_probe,
     shape_name,
+    table,
     write_report,
 )
 from common import machine_facts as common_machine_facts
@@ -610,12 +611,6 @@ def bench_gpu(
 
 # ---------------------------------------------------------------------------------
 # Output
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 CPU_HEADER = "variant|data|batch|samples/s|median s/step|peak RSS|over imports|GFLOP/step|GFLOP/s"

@@ -187,13 +187,17 @@ def worker_rows(
     ]
 
 
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table of text cells (a ``|`` inside a cell is escaped)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[Row]) -> str:
     header = ["#", "measurement", "result", "ratio", "target", "met", "notes"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        cells = [r.section, r.measurement, r.result, r.ratio, r.target, r.met, r.notes]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines)
+    cells = [[r.section, r.measurement, r.result, r.ratio, r.target, r.met, r.notes] for r in rows]
+    return table(header, cells)
 
 
 # ---------------------------------------------------------------------------------
