@@ -265,9 +265,10 @@ def _train(
     if device.type == "cuda":
         net = net.to(memory_format=memory_format)  # type: ignore[call-overload]
     optims, scheds = {}, {}
-    for phase in net.phases:
+    phase_params = {phase: net.phase_parameters(phase) for phase in net.phases}
+    for phase, params in phase_params.items():
         lr = cfg.lr if phase == "generator" else cfg.lr_d
-        optims[phase] = torch.optim.Adam(net.phase_parameters(phase), lr=lr, betas=cfg.betas)
+        optims[phase] = torch.optim.Adam(params, lr=lr, betas=cfg.betas)
         scheds[phase] = torch.optim.lr_scheduler.LambdaLR(
             optims[phase], lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
         )
@@ -329,8 +330,7 @@ def _train(
                 batch["image"] = batch["image"].contiguous(memory_format=memory_format)
             gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, 1))
             noise = Noise(local, device, gen, cfg.batch_size, dist.rank * local)
-            for phase in net.phases:
-                params = net.phase_parameters(phase)
+            for phase, params in phase_params.items():
                 _only_phase(net, params)
                 optims[phase].zero_grad(set_to_none=True)
                 with autocast:
@@ -365,9 +365,9 @@ def _train(
             if dist.is_main and (step % cfg.sample_every == 0 or step == total):
                 _write_samples(run_dir, _sampler(net, ema), cfg, step)
             if at_ckpt or stopping:
-                state_now = _state(step, docs, net, optims, scheds, ema, scaler)
                 if dist.is_main:
-                    saved_path = ckpt.save_checkpoint(run_dir, state_now, cfg.keep_checkpoints)
+                    snapshot = _state(step, docs, net, optims, scheds, ema, scaler)
+                    saved_path = ckpt.save_checkpoint(run_dir, snapshot, cfg.keep_checkpoints)
                 dist.barrier()
             if stopping:
                 if log is not None:
