@@ -252,10 +252,10 @@ def _train(
     total = cfg.steps
     if cfg.epochs is not None:
         total = max(1, math.ceil(cfg.epochs * len(dataset) / cfg.batch_size))
+    amp = _amp(cfg, device)
     if not resume:
         run_dir = new_run_dir(out, mcfg.variant, mcfg.dims) if dist.is_main else out
         run_dir = _shared_path(run_dir, dist)
-    amp = _amp(cfg, device)
 
     # ---- model, optimisers, EMA --------------------------------------------------
     torch.manual_seed(cfg.seed)

@@ -192,6 +192,9 @@ def test_bad_training_requests_fail_before_training(caches, tmp_path):
         train(caches[2], blocker / "runs")
     with pytest.raises(InputError, match="--resume: no run with a checkpoint here"):
         train(caches[2], tmp_path / "empty", resume=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="amp fp16 needs CUDA"):
+            train(caches[2], tmp_path, config=TrainConfig(amp="fp16", batch_size=4))
     with pytest.raises(ConfigError, match="unknown preset 'gpu-xl'"):
         train(caches[2], tmp_path, preset="gpu-xl")
     assert not list(tmp_path.glob("0000*"))  # nothing was started
