@@ -13,12 +13,15 @@ import sys
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from medaug import __version__
 from medaug.errors import MedaugError
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 app = typer.Typer(
     name="medaug",
@@ -583,6 +586,171 @@ def _train_progress(quiet: bool):
 
     with progress:
         yield (lambda start, total: progress.update(task, completed=start, total=total), on_log)
+
+
+class Mode(str, Enum):
+    prior = "prior"
+    perturb = "perturb"
+    interpolate = "interpolate"
+
+
+class OutFormat(str, Enum):
+    nifti = "nifti"
+    dicom = "dicom"
+    both = "both"
+
+
+class Export(str, Enum):
+    nnunet = "nnunet"
+
+
+@app.command()
+def synth(
+    input: Annotated[
+        Path | None,
+        typer.Option(help="Real labelled scans (to fit on, perturb, interpolate, compare)."),
+    ] = None,
+    n: Annotated[int, typer.Option("--n", help="Number of synthetic cases.")] = 100,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("synthetic"),
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint or run folder; without it a generator is fitted first."),
+    ] = None,
+    mode: Annotated[Mode, typer.Option(help="Where latents come from.")] = Mode.prior,
+    strength: Annotated[
+        float, typer.Option(help="perturb: latent step, in prior standard deviations.")
+    ] = 0.5,
+    format: Annotated[OutFormat, typer.Option("--format", help="Image files.")] = OutFormat.nifti,
+    seg: Annotated[bool, typer.Option("--seg", help="Also write labels as DICOM SEG.")] = False,
+    stack: Annotated[
+        bool, typer.Option("--stack", help="2D models: write volumes of stacked slices.")
+    ] = False,
+    slices: Annotated[
+        int | None, typer.Option(min=1, help="--stack prior: slices per volume [real median].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed, same cases.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Latents per decoder call.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Training steps when fitting [2000].")
+    ] = None,
+    dims: Annotated[Dims, typer.Option(help="Fitting: 2D slices or 3D volumes.")] = Dims.two,
+    variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant.vaegan,
+    export: Annotated[
+        Export | None, typer.Option(help="Also write a training set for another tool.")
+    ] = None,
+    export_dir: Annotated[
+        Path | None, typer.Option(help="--export: where (default OUT/nnunet_raw).")
+    ] = None,
+    dataset_id: Annotated[int, typer.Option(min=1, max=999, help="nnU-Net dataset id.")] = 501,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier synthesis in OUT.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Synthesize labelled scans: NIfTI (and DICOM), a datalist, a manifest, a preview."""
+    from medaug.synth import synthesize
+    from medaug.train import TrainingStopped
+
+    if n < 1:
+        _fail(f"--n must be at least 1, got {n}")
+    err = _console(stderr=True)
+    quiet = quiet or as_json
+    try:
+        with _synth_progress(quiet) as (t_start, t_log, on_total, advance):
+            result = synthesize(
+                out,
+                n,
+                input=input,
+                model=model,
+                mode=mode.value,
+                fmt=format.value,
+                seg=seg,
+                seed=seed,
+                strength=strength,
+                stack=stack,
+                slices=slices,
+                batch_size=batch_size,
+                device=device,
+                steps=steps,
+                dims=int(dims.value),
+                variant=variant.value,
+                overwrite=overwrite,
+                on_event=None if quiet else err.print,
+                on_start=lambda todo, _done: on_total(todo),
+                on_case=advance,
+                train_callbacks={"on_start": t_start, "on_log": t_log},
+            )
+            exported = None
+            if export is not None:
+                from medaug.synth.export import export_nnunet
+
+                exported = export_nnunet(out, export_dir or out / "nnunet_raw", dataset_id)
+    except TrainingStopped as exc:
+        typer.echo(f"medaug: {exc}", err=True)
+        raise typer.Exit(exc.exit_code) from None
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        doc = {"out": str(result.out), "n": result.n, "written": result.written}
+        doc |= {"seconds": round(result.seconds, 2), "checkpoint": str(result.checkpoint)}
+        doc |= {"nnunet": str(exported) if exported else None}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = _console()
+    resumed = result.n - result.written
+    console.print(
+        f"Wrote {result.written} synthetic cases in {result.seconds:.1f} s "
+        f"({result.cases_per_second:.1f} cases/s)"
+        + (f"; {resumed} were there from an earlier run" if resumed else "")
+    )
+    console.print(f"  cases    -> {result.out / 'images'}, {result.out / 'labels'}")
+    if format.value != "nifti":
+        console.print(f"  DICOM    -> {result.out / 'dicom'}")
+    console.print(f"  datalist -> {result.out / 'dataset.json'} (MONAI load_decathlon_datalist)")
+    console.print(f"  manifest -> {result.out / 'manifest.json'}")
+    console.print(f"  preview  -> {result.out / 'preview.png'}")
+    if result.fitted:
+        console.print(f"  model    -> {result.checkpoint}")
+    if exported:
+        console.print(f"  nnU-Net  -> {exported}")
+
+
+@contextmanager
+def _synth_progress(quiet: bool):
+    """One live display for fitting (if any) then synthesis: yields
+    (train on_start, train on_log, synthesis on_total(total), advance(case))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=quiet,
+    )
+    tasks: dict[str, TaskID] = {}
+
+    def task(name: str) -> TaskID:
+        if name not in tasks:
+            tasks[name] = progress.add_task(name, total=None, info="")
+        return tasks[name]
+
+    def on_log(stats: dict) -> None:
+        info = f"{_loss_text(stats)}  {stats.get('samples_per_s', 0):g}/s"
+        progress.update(task("fitting"), completed=stats["step"], info=info)
+
+    with progress:
+        yield (
+            lambda start, total: progress.update(task("fitting"), completed=start, total=total),
+            on_log,
+            lambda total: progress.update(task("synthesizing"), total=total),
+            lambda _case: progress.advance(task("synthesizing")),
+        )
 
 
 @app.command()

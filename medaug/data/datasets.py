@@ -75,6 +75,15 @@ class Cache:
             affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, z]) + affine[:3, 3]
         return affine
 
+    def content_hash(self, case_id: str) -> str:
+        """SHA-256 of a case's cached image: the same scan preprocessed with the same
+        config gives the same hash, whatever its path (used to recognise training
+        cases in another copy of the data)."""
+        import hashlib
+
+        image = np.ascontiguousarray(self.array(case_id, "image"))
+        return hashlib.sha256(image.tobytes()).hexdigest()
+
     def __getstate__(self) -> dict[str, Any]:
         # memory maps are reopened in each worker instead of being pickled as arrays
         return {**self.__dict__, "_maps": {}}

@@ -77,3 +77,27 @@ def load_split(cache: str | os.PathLike[str], fold: int = 0) -> tuple[list[str],
     if not 0 <= fold < len(splits):
         raise ConfigError(f"fold {fold} does not exist; {path} has {len(splits)} split(s)")
     return list(splits[fold]["train"]), list(splits[fold]["val"])
+
+
+def split_record(cache: Any, fold: int = 0) -> dict[str, Any]:
+    """Which cases (and patients) of a cache a model trains on, by content hash.
+
+    Stored in every checkpoint, so that a later step (memorization check, leakage
+    check) can recognise the training cases in a fresh preprocessing of the scans.
+
+    Returns:
+        ``{"fold", "train": [{"case", "patient", "sha256"}...], "val": [...]}``.
+    """
+    train, val = load_split(cache.root, fold)
+
+    def side(cases: list[str]) -> list[dict[str, str]]:
+        return [
+            {
+                "case": c,
+                "patient": str(cache.records[c].get("patient", c)),
+                "sha256": cache.content_hash(c),
+            }
+            for c in cases
+        ]
+
+    return {"fold": fold, "train": side(train), "val": side(val)}

@@ -119,10 +119,15 @@ def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
 
 
 def from_sitk(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y, z) array and RAS affine of a SimpleITK image (a view, no copy)."""
+    """(x, y, z) array and RAS affine of a SimpleITK image.
+
+    The array is a copy: a view of the image's buffer (``GetArrayViewFromImage``)
+    would point at freed memory once a temporary image (``from_sitk(reader.Execute())``)
+    is garbage-collected.
+    """
     import SimpleITK as sitk
 
-    array = sitk.GetArrayViewFromImage(image).transpose(2, 1, 0)
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0)
     direction = np.array(image.GetDirection(), dtype=np.float64).reshape(3, 3)
     lps = np.eye(4)
     lps[:3, :3] = direction * np.array(image.GetSpacing())

@@ -6,7 +6,8 @@ file is written to a temporary name and renamed, so a killed run never leaves a
 truncated checkpoint behind.
 
 Contents: ``format``, ``medaug_version``, ``step``, ``model_config``,
-``train_config``, ``preprocess_config``, ``fingerprint`` (JSON), ``model`` and ``ema``
+``train_config``, ``preprocess_config``, ``fingerprint``, ``split`` (the training and
+validation cases by content hash; JSON), ``model`` and ``ema``
 state dicts, ``optimizers`` / ``schedulers`` per phase, ``scaler``, ``rng``.
 """
 
@@ -51,12 +52,18 @@ def save_checkpoint(run_dir: str | os.PathLike[str], state: dict[str, Any], keep
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint file (or the newest in a run folder) without running code."""
+    """Read a checkpoint file without running code. A run folder gives its newest
+    checkpoint; a folder of runs (``--out`` of ``medaug train``) its newest run's."""
     path = Path(path)
     if path.is_dir():
+        from medaug.train.runs import runs_in
+
         found = list_checkpoints(path)
         if not found:
-            raise InputError(path, "no checkpoint in this run folder (checkpoints/step_*.pt)")
+            runs = [r for r in runs_in(path) if list_checkpoints(r)]
+            found = list_checkpoints(runs[-1]) if runs else []
+        if not found:
+            raise InputError(path, "no checkpoint here (checkpoints/step_*.pt of a run folder)")
         path = found[-1]
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
@@ -73,8 +80,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
 
 def configs(state: dict[str, Any]) -> dict[str, Any]:
     """The JSON documents of a checkpoint, parsed."""
-    keys = ("model_config", "train_config", "preprocess_config", "fingerprint")
-    return {k: json.loads(state[k]) for k in keys}
+    keys = ("model_config", "train_config", "preprocess_config", "fingerprint", "split")
+    return {k: json.loads(state[k]) if k in state else None for k in keys}
 
 
 def load_model(path: str | os.PathLike[str], ema: bool = True, device: Any = "cpu"):

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from medaug import __version__
+from medaug.data.splits import split_record
 from medaug.errors import ConfigError, InputError, MedaugError
 from medaug.models import GenerativeModel, ModelConfig, Noise, build_model, model_config
 from medaug.train import checkpoint as ckpt
@@ -290,6 +291,7 @@ def _train(
         "train_config": cfg.replace(steps=total).to_dict(),
         "preprocess_config": pp.to_dict(),
         "fingerprint": _fingerprint(cache_dir),
+        "split": split_record(cache, cfg.fold),
     }
     if dist.is_main:
         _write_config(run_dir, docs, cache_dir, dist.world)

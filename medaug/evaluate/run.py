@@ -1,0 +1,346 @@
+"""``evaluate``: how close are the synthetic cases to real ones, how varied, how new.
+
+Real scans are preprocessed with the synthesis manifest's config, so both sides sit
+on the same grid. The unit of comparison is what the generator makes: an axial slice
+for 2D models (stacked volumes are cut into slices), a volume for 3D models.
+
+Real cases are split into the generator's training cases and held-out cases by the
+content hashes its checkpoint recorded; model-based metrics (reconstruction, ELBO,
+KL, importance-weighted log-likelihood) use held-out cases, and the memorization
+check compares each synthetic item's distance to the training set with the distances
+of held-out items to it.
+
+Likelihoods assume a Laplace image likelihood with scale :data:`LAPLACE_SCALE` (in
+the [-1, 1] intensity unit, fixed so that variants compare) and a categorical label
+likelihood on the generated class probabilities; they are in nats per item.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medaug.errors import ConfigError, InputError
+from medaug.evaluate import metrics as M
+
+#: Laplace scale of the image likelihood, in [-1, 1] units (0.05 = 10 HU in the
+#: default 400 HU window).
+LAPLACE_SCALE = 0.05
+#: Items compared per side at most (seeded subsample).
+MAX_ITEMS = 512
+EVALUATION = "evaluation.json"
+
+
+def evaluate(
+    real: str | os.PathLike[str],
+    synthetic: str | os.PathLike[str],
+    *,
+    model: str | os.PathLike[str] | None = None,
+    iw_samples: int = 16,
+    feature_steps: int = 200,
+    seed: int = 0,
+    device: str | None = None,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Measure a synthesis folder against real scans; writes ``evaluation.json`` there.
+
+    Args:
+        real: real scans (any layout medaug reads) or a medaug cache.
+        synthetic: a folder written by ``medaug synth``.
+        model: the generator's checkpoint for model-based metrics; default the one
+            fitted in the synthesis folder, if any.
+        iw_samples: k of the importance-weighted log-likelihood.
+        feature_steps: training steps of the feature extractor.
+        seed: subsampling, pairs and the feature extractor.
+        device: ``cpu``, ``cuda``...; default CUDA when available.
+        on_event: called with one-line notes.
+
+    Returns:
+        the evaluation document (also written to ``synthetic/evaluation.json``).
+    """
+    from medaug.io.atomic import atomic_path
+    from medaug.train.distributed import pick_device
+
+    note = on_event or (lambda _msg: None)
+    synth_dir = Path(synthetic)
+    manifest = _manifest(synth_dir)
+    from medaug.preprocess.config import PreprocessConfig
+
+    config = PreprocessConfig.from_dict(manifest["preprocess_config"], source="manifest.json")
+    dev = pick_device(device or "auto")
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+
+    note("reading the synthetic cases")
+    s_img, s_lab = _subsample(*_synthetic_items(synth_dir, manifest, config), rng)
+    note("preprocessing the real scans onto the synthetic grid")
+    cache = _real_cache(Path(real), synth_dir / "evaluation" / "real-cache", config)
+    train_ids, held_ids, split_note = _split(cache, manifest)
+    r_img, r_lab = _subsample(*_cache_items(cache, cache.case_ids), rng)
+    t_img, t_lab = _subsample(*_cache_items(cache, train_ids), rng)
+    h_img, h_lab = _cache_items(cache, held_ids) if held_ids else (None, None)
+
+    doc: dict[str, Any] = {
+        "synthetic": str(synth_dir),
+        "items": {"unit": "slice" if config.dims == 2 else "volume", "synthetic": len(s_img)},
+        "split": split_note,
+    }
+    doc["items"] |= {
+        "real": len(r_img),
+        "train": len(t_img),
+        "heldout": 0 if h_img is None else len(h_img),
+    }
+    target = config.target_class
+    spacing = config.spacing_mm[: config.dims]
+    width = config.hu_window[1] - config.hu_window[0]
+
+    # ---- distribution distances --------------------------------------------------------
+    size = 32 if config.dims == 2 else 16
+    doc["mmd_pixels"] = M.mmd(M.downsample(r_img, size), M.downsample(s_img, size))
+    note(f"training the feature extractor ({feature_steps} steps)")
+    from medaug.evaluate.features import SegmentationFeatures
+
+    feats = SegmentationFeatures(config.dims, len(config.labels) + 1, feature_steps, seed, dev)
+    feats.fit(t_img, t_lab)
+    f_real, f_synth, f_train = feats(r_img), feats(s_img), feats(t_img)
+    mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-6
+    z = lambda f: (f - mean) / std  # noqa: E731
+    doc["mmd_features"] = M.mmd(z(f_real), z(f_synth))
+    doc["feature_extractor"] = (
+        f"BasicUNet{list((8, 16, 32, 64))} encoder trained {feature_steps} steps to segment "
+        "the target on the real training items; pooled activations, standardised"
+    )
+
+    # ---- diversity, labels, HU ------------------------------------------------------------
+    doc["diversity_ms_ssim"] = {
+        "synthetic": M.diversity(s_img, seed=seed),
+        "real": M.diversity(r_img, seed=seed),
+    }
+    doc["labels"] = M.compare_labels(
+        M.label_stats(r_lab, target, spacing), M.label_stats(s_lab, target, spacing)
+    )
+    classes = {name: k + 1 for k, name in enumerate(config.labels)}
+    from medaug.preprocess.transforms import unit_to_hu
+
+    doc["hu"] = {
+        "real": M.hu_by_class(unit_to_hu(r_img, config.hu_window), r_lab, classes),
+        "synthetic": M.hu_by_class(unit_to_hu(s_img, config.hu_window), s_lab, classes),
+    }
+
+    # ---- memorization ------------------------------------------------------------------------
+    if h_img is not None and len(h_img) and len(t_img):
+        mem = M.memorization(z(f_synth), z(f_train), z(feats(h_img)))
+        doc["memorization"] = {"distance": "feature (standardised, Euclidean)", **mem}
+    else:
+        doc["memorization"] = {"skipped": "no held-out real cases: " + split_note}
+
+    # ---- model-based: reconstruction, ELBO, KL, IWLL ------------------------------------------
+    ckpt = model or _fitted_checkpoint(synth_dir, manifest)
+    ref_img, ref_lab = (h_img, h_lab) if h_img is not None and len(h_img) else (r_img, r_lab)
+    doc["model"] = _model_metrics(ckpt, ref_img, ref_lab, width, iw_samples, seed, dev, note)
+    doc["model"]["cases"] = "held-out real" if ref_img is h_img else "all real (none held out)"
+    doc["seconds"] = round(time.perf_counter() - t0, 1)
+    doc = _plain(doc)
+    with atomic_path(synth_dir / EVALUATION) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def _manifest(synth_dir: Path) -> dict[str, Any]:
+    from medaug.synth.output import MANIFEST
+
+    path = synth_dir / MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(synth_dir, "not a medaug synthesis folder (no manifest.json)") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable manifest ({exc})") from None
+    if not doc.get("cases"):
+        raise InputError(path, "holds no synthetic cases")
+    return doc
+
+
+def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarray, np.ndarray]:
+    """All synthetic items in [-1, 1] with their labels: (N, X, Y) or (N, X, Y, Z)."""
+    from medaug.io.nifti import read_nifti
+    from medaug.preprocess.transforms import hu_to_unit
+
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for rec in manifest["cases"]:
+        label = read_nifti(synth_dir / rec["label"], None)[0].astype(np.uint8)
+        if str(rec["image"]).endswith(".nii.gz"):
+            hu = read_nifti(synth_dir / rec["image"])[0]
+        else:
+            from medaug.io import load
+
+            hu = load(synth_dir / rec["image"], with_label=False).image
+        image = hu_to_unit(hu, config.hu_window).astype(np.float32)
+        if config.dims == 2:
+            images.extend(np.moveaxis(image, -1, 0))
+            labels.extend(np.moveaxis(label, -1, 0))
+        else:
+            images.append(image)
+            labels.append(label)
+    return np.stack(images), np.stack(labels)
+
+
+def _real_cache(real: Path, cache_dir: Path, config):
+    from medaug.data import Cache
+    from medaug.preprocess import preprocess
+
+    if (real / "index.json").exists():
+        cache = Cache(real)
+        if cache.config.to_dict() != config.to_dict():
+            raise ConfigError(f"{real}: a cache made with another config than the synthetic cases")
+        return cache
+    if not real.exists():
+        raise InputError(real, "no such file or folder")
+    result = preprocess(real, cache_dir, config)
+    if not result.done:
+        raise InputError(real, "no labelled scans usable for comparison")
+    return Cache(cache_dir)
+
+
+def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
+    """(training cases, held-out cases, how they were told apart)."""
+    split = manifest.get("split") or {}
+    train = {c["sha256"] for c in split.get("train", [])}
+    if not train:
+        return list(cache.case_ids), [], "the checkpoint records no training split"
+    hashes = {c: cache.content_hash(c) for c in cache.case_ids}
+    train_ids = [c for c, h in hashes.items() if h in train]
+    held = [c for c, h in hashes.items() if h not in train]
+    if not train_ids:
+        return list(cache.case_ids), [], "none of these real cases is one the generator trained on"
+    return train_ids, held, f"{len(train_ids)} training and {len(held)} held-out real cases"
+
+
+def _cache_items(cache, case_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for c in case_ids:
+        image = np.asarray(cache.array(c, "image"), dtype=np.float32)  # (Z, X, Y)
+        label = np.asarray(cache.array(c, "label"))
+        if cache.config.dims == 2:
+            images.extend(image)
+            labels.extend(label)
+        else:
+            images.append(np.moveaxis(image, 0, -1))
+            labels.append(np.moveaxis(label, 0, -1))
+    return np.stack(images), np.stack(labels)
+
+
+def _subsample(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
+    if len(images) <= MAX_ITEMS:
+        return images, labels
+    pick = np.sort(rng.choice(len(images), MAX_ITEMS, replace=False))
+    return images[pick], labels[pick]
+
+
+def _fitted_checkpoint(synth_dir: Path, manifest: dict) -> Path | None:
+    """The checkpoint in ``synth_dir/model`` whose hash the manifest names, if any."""
+    from medaug.synth.sampler import file_sha256
+
+    want = manifest.get("checkpoint", {}).get("sha256")
+    for path in sorted((synth_dir / "model").glob("*/checkpoints/step_*.pt")):
+        if file_sha256(path) == want:
+            return path
+    return None
+
+
+def _model_metrics(ckpt, images, labels, width, k, seed, device, note) -> dict[str, Any]:
+    if ckpt is None:
+        return {"skipped": "no checkpoint (pass --model)"}
+    from medaug.models.networks import GaussianEncoder
+    from medaug.train.checkpoint import load_model
+
+    model, _ = load_model(ckpt, device=device)
+    if not model.has_encoder:
+        return {"variant": model.name, "skipped": f"{model.name} has no encoder"}
+    note(f"reconstructing {len(images)} held-out items with the {model.name} model")
+    gen = torch.Generator().manual_seed(seed)
+    recon_l1: list[float] = []
+    ssims: list[float] = []
+    elbos: list[float] = []
+    kls: list[float] = []
+    iwll: list[float] = []
+    gaussian = isinstance(getattr(model, "encoder", None), GaussianEncoder)
+    with torch.no_grad():
+        for start in range(0, len(images), 16):
+            img = torch.from_numpy(images[start : start + 16])[:, None].to(device)
+            lab = torch.from_numpy(labels[start : start + 16].astype(np.int64))[:, None].to(device)
+            x = model.inputs({"image": img, "label": lab})
+            mu, logvar = model.encode(x)
+            rec = model.decode(mu)[:, :1]
+            recon_l1.extend(((rec - img).abs().mean(dim=tuple(range(1, img.ndim)))).cpu().numpy())
+            ssims.extend(M.ssim(rec[:, 0].cpu().numpy(), img[:, 0].cpu().numpy()))
+            kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
+            eps = torch.randn(mu.shape, generator=gen).to(device)
+            ll = _log_likelihood(model, mu + (0.5 * logvar).exp() * eps, img, lab)
+            kls.extend(kl.cpu().numpy())
+            elbos.extend((ll - kl).cpu().numpy())
+            if gaussian:
+                iwll.extend(_iwll(model, mu, logvar, img, lab, k, gen).cpu().numpy())
+    out = {
+        "variant": model.name,
+        "reconstruction_l1_hu": float(np.mean(recon_l1)) * width / 2,
+        "reconstruction_ssim": float(np.mean(ssims)),
+        "elbo_nats": float(np.mean(elbos)),
+        "kl_nats": float(np.mean(kls)),
+        "likelihood": f"Laplace(scale {LAPLACE_SCALE}) image x categorical label",
+    }
+    if gaussian:
+        out[f"iwll_nats_k{k}"] = float(np.mean(iwll))
+    else:
+        out["iwll"] = "not defined: the posterior is implicit (no density)"
+    return out
+
+
+def _log_likelihood(model, z, img, lab) -> torch.Tensor:
+    """log p(image, label | z) per item: Laplace image, categorical label."""
+    logits = model.decode_logits(z)
+    c = model.config.image_channels
+    mean = torch.tanh(logits[:, :1].float())
+    b = LAPLACE_SCALE
+    dims = tuple(range(1, img.ndim))
+    image_ll = (-(mean - img).abs() / b - math.log(2 * b)).sum(dim=dims)
+    logp = torch.log_softmax(logits[:, c:].float(), dim=1)
+    label_ll = logp.gather(1, lab).sum(dim=dims)
+    return image_ll + label_ll
+
+
+def _iwll(model, mu, logvar, img, lab, k, gen) -> torch.Tensor:
+    """Importance-weighted log p(x) with k posterior samples (Burda et al. 2016)."""
+    terms = []
+    std = (0.5 * logvar).exp()
+    for _ in range(k):
+        eps = torch.randn(mu.shape, generator=gen).to(mu.device)
+        z = mu + std * eps
+        log_prior = (-0.5 * z.square() - 0.5 * math.log(2 * math.pi)).sum(dim=1)
+        log_q = (-0.5 * eps.square() - 0.5 * math.log(2 * math.pi) - 0.5 * logvar).sum(dim=1)
+        terms.append(_log_likelihood(model, z, img, lab) + log_prior - log_q)
+    return torch.logsumexp(torch.stack(terms), dim=0) - math.log(k)
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready: numpy scalars to Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+__all__ = ["EVALUATION", "evaluate"]

@@ -1,0 +1,11 @@
+"""Synthesis: sample image + label pairs from a trained generator and write them as
+NIfTI, DICOM and training lists.
+
+``Synthesizer`` samples in memory; ``synthesize`` writes a whole output folder."""
+
+from __future__ import annotations
+
+from medaug.synth.run import SynthResult, synthesize
+from medaug.synth.sampler import MODES, SynthCase, Synthesizer
+
+__all__ = ["MODES", "SynthCase", "SynthResult", "Synthesizer", "synthesize"]

@@ -1,0 +1,91 @@
+"""Training sets for other tools, made from a synthesis folder.
+
+``export_nnunet`` writes an nnU-Net v2 raw dataset mixing real and synthetic cases.
+Real cases are taken from the synthesis folder's ``cache/`` (the real scans on the
+model grid, mapped back to HU), so real and synthetic cases share spacing, field of
+view and orientation; when the generator's checkpoint records its training split, only
+those training cases are exported, never its held-out ones.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from medaug.errors import InputError
+from medaug.io.atomic import atomic_path
+from medaug.io.nifti import write_volume
+
+
+def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> Path:
+    """Write ``dest/DatasetNNN_medaug`` (imagesTr with ``_0000``, labelsTr, dataset.json).
+
+    Returns:
+        the dataset folder.
+    """
+    from medaug.data import Cache
+    from medaug.preprocess.config import PreprocessConfig
+    from medaug.preprocess.pipeline import invert
+    from medaug.synth.output import MANIFEST
+
+    synth_dir = Path(synth_dir)
+    try:
+        manifest = json.loads((synth_dir / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(synth_dir / MANIFEST, f"no readable synthesis manifest ({exc})") from None
+    config = PreprocessConfig.from_dict(manifest["preprocess_config"], source=MANIFEST)
+    folder = Path(dest) / f"Dataset{dataset_id:03d}_medaug"
+    with atomic_path(folder) as tmp:
+        (tmp / "imagesTr").mkdir(parents=True)
+        (tmp / "labelsTr").mkdir()
+        for rec in manifest["cases"]:
+            if not rec.get("image", "").endswith(".nii.gz"):
+                raise InputError(
+                    synth_dir, "nnU-Net export needs NIfTI images (--format nifti|both)"
+                )
+            shutil.copyfile(
+                synth_dir / rec["image"], tmp / "imagesTr" / f"{rec['case']}_0000.nii.gz"
+            )
+            shutil.copyfile(synth_dir / rec["label"], tmp / "labelsTr" / f"{rec['case']}.nii.gz")
+        real = 0
+        if (synth_dir / "cache" / "index.json").exists():
+            cache = Cache(synth_dir / "cache")
+            for case_id in training_cases(cache, manifest):
+                scan = invert(
+                    np.moveaxis(np.asarray(cache.array(case_id, "image"), np.float32), 0, -1),
+                    config,
+                    label=np.moveaxis(np.asarray(cache.array(case_id, "label")), 0, -1),
+                    affine=cache.affine(case_id),
+                )
+                name = f"real_{case_id.rsplit('_', 1)[-1]}"
+                hu = np.clip(np.rint(scan.image), -32768, 32767).astype(np.int16)
+                write_volume(hu, scan.affine, tmp / "imagesTr" / f"{name}_0000.nii.gz")
+                assert scan.label is not None
+                write_volume(scan.label, scan.affine, tmp / "labelsTr" / f"{name}.nii.gz")
+                real += 1
+        doc = {
+            "name": f"Dataset{dataset_id:03d}_medaug",
+            "description": f"{real} real and {len(manifest['cases'])} synthetic cases (medaug)",
+            "channel_names": {"0": "CT"},
+            "labels": {"background": 0, **manifest["classes"]},
+            "numTraining": real + len(manifest["cases"]),
+            "file_ending": ".nii.gz",
+        }
+        (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n")
+    return folder
+
+
+def training_cases(cache, manifest: dict) -> list[str]:
+    """The real cases a generator may be mixed with: its training side when its
+    checkpoint recorded one (matched by content hash), else every case."""
+    split = manifest.get("split") or {}
+    train = {c["sha256"] for c in split.get("train", [])}
+    if not train:
+        return list(cache.case_ids)
+    return [c for c in cache.case_ids if cache.content_hash(c) in train]
+
+
+__all__ = ["export_nnunet", "training_cases"]

@@ -1,0 +1,196 @@
+"""The synthesis output folder: its files, its manifest, and resuming into it.
+
+Layout (``OUT``)::
+
+    images/synth_0000.nii.gz     HU, int16
+    labels/synth_0000.nii.gz     class map, uint8
+    dicom/synth_0000/            a CT series per case (--format dicom|both)
+    dicom/synth_0000_seg.dcm     the label as DICOM SEG (--seg)
+    dataset.json                 Decathlon/MONAI datalist of the synthetic cases
+    manifest.json                version, checkpoint hash, settings, every case's parameters
+    preview.png                  synthetic slices (top) next to real ones (bottom)
+    cache/                       the real scans on the model grid (when --input is given)
+    model/                       the generator fitted here (when no --model was given)
+    .synth/cases/synth_0000.json a case's record, written after its files
+
+A case counts as written only once its record exists, so a killed run redoes the
+half-written case and no other; the manifest is rebuilt from the records at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import medaug
+from medaug.errors import ConfigError, InputError
+from medaug.io.atomic import atomic_path, is_temporary
+
+MANIFEST = "manifest.json"
+DATALIST = "dataset.json"
+PREVIEW = "preview.png"
+RECORDS = Path(".synth") / "cases"
+#: Entries this module writes; ``--overwrite`` removes exactly these.
+OWN = ("images", "labels", "dicom", DATALIST, MANIFEST, PREVIEW, ".synth", "model", "cache")
+#: Entries other commands add to a synthesis folder (evaluate, report).
+LATER = ("evaluation.json", "report.html", "evaluation")
+
+
+def records(out: Path) -> dict[int, dict[str, Any]]:
+    """The complete cases in ``out``: case index -> record."""
+    folder = out / RECORDS
+    found = {}
+    if folder.is_dir():
+        for path in sorted(folder.glob("synth_*.json")):
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # a damaged record: the case is redone
+            found[int(rec["index"])] = rec
+    return found
+
+
+def prepare(
+    out: Path, settings: dict[str, Any], n: int, overwrite: bool, early: bool = False
+) -> dict[int, dict]:
+    """Make ``out`` ready for ``n`` cases made with ``settings``.
+
+    With ``early`` (before the model is known) only the given settings are compared
+    and a complete folder is not yet refused.
+
+    Returns:
+        the records of cases already written with the same settings (a resumed run).
+
+    Raises:
+        InputError: ``out`` holds other results (different settings, all ``n`` cases
+            already, or files medaug did not write) and ``overwrite`` is off.
+    """
+    if overwrite:
+        clear(out)
+    if not out.exists():
+        return {}
+    if not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    manifest = out / MANIFEST
+    if manifest.exists():
+        try:
+            doc = json.loads(manifest.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(manifest, f"unreadable manifest ({exc}); use --overwrite") from None
+        old = doc.get("settings", {})
+        keys = set(settings) if early else set(old) | set(settings)
+        changed = [k for k in sorted(keys) if old.get(k) != settings.get(k)]
+        if changed:
+            what = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in changed[:3])
+            raise InputError(
+                out, f"holds synthetic cases made with other settings ({what}); use --overwrite"
+            )
+        done = records(out)
+        if not early and len(done) >= n and all(i in done for i in range(n)):
+            raise InputError(
+                out,
+                f"already holds {len(done)} cases made with these settings; use --overwrite "
+                "to make them again, or a larger --n to add more",
+            )
+        return done
+    foreign = [p.name for p in out.iterdir() if p.name not in OWN and not is_temporary(p)]
+    if foreign:
+        raise InputError(
+            out,
+            f"is not empty ({', '.join(sorted(foreign)[:3])}...); use another --out or --overwrite",
+        )
+    return {}
+
+
+def clear(out: Path) -> None:
+    """Remove what synthesis (and evaluate/report) wrote in ``out``, nothing else."""
+    if not out.is_dir():
+        return
+    for name in (*OWN, *LATER):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for path in out.iterdir():
+        if is_temporary(path):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def write_json(path: Path, doc: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def write_record(out: Path, record: dict[str, Any]) -> None:
+    write_json(out / RECORDS / f"{record['case']}.json", record)
+
+
+def manifest(
+    out: Path,
+    settings: dict[str, Any],
+    info: dict[str, Any],
+    n: int,
+    done: dict[int, dict[str, Any]],
+) -> dict[str, Any]:
+    """Write ``manifest.json``: settings, provenance and the records of cases < n."""
+    cases = [done[i] for i in sorted(done) if i < n]
+    doc = {
+        "medaug_version": medaug.__version__,
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "settings": settings,
+        **info,
+        "n": n,
+        "complete": len(cases) == n,
+        "cases": cases,
+    }
+    write_json(out / MANIFEST, doc)
+    return doc
+
+
+def datalist(out: Path, doc: dict[str, Any], classes: dict[str, int]) -> Path:
+    """``dataset.json`` in the Medical Segmentation Decathlon form, which
+    ``monai.data.load_decathlon_datalist(path, data_list_key="training")`` reads."""
+    dims = 3
+    training = [{"image": f"./{c['image']}", "label": f"./{c['label']}"} for c in doc["cases"]]
+    data = {
+        "name": "medaug synthetic",
+        "description": f"{len(training)} synthetic CT cases made by medaug {medaug.__version__}",
+        "reference": "medaug (synthetic data, no patient)",
+        "licence": "synthetic",
+        "release": medaug.__version__,
+        "tensorImageSize": f"{dims}D",
+        "modality": {"0": "CT"},
+        "labels": {"0": "background", **{str(v): k for k, v in classes.items()}},
+        "numTraining": len(training),
+        "numTest": 0,
+        "training": training,
+        "test": [],
+    }
+    path = out / DATALIST
+    write_json(path, data)
+    return path
+
+
+def label_voxels(label: np.ndarray, classes: dict[str, int]) -> dict[str, int]:
+    return {name: int((label == k).sum()) for name, k in classes.items()}
+
+
+def check_settings(n: int, mode: str, fmt: str, strength: float, batch_size: int) -> None:
+    if n < 1:
+        raise ConfigError(f"--n must be at least 1, got {n}")
+    if fmt not in ("nifti", "dicom", "both"):
+        raise ConfigError(f"--format must be nifti, dicom or both, got {fmt!r}")
+    if strength < 0:
+        raise ConfigError(f"--strength must be >= 0, got {strength}")
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
+    from medaug.synth.sampler import MODES
+
+    if mode not in MODES:
+        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")

@@ -1,0 +1,365 @@
+"""Synthetic image + label pairs from a trained generator, in memory.
+
+A :class:`Synthesizer` turns case numbers into cases. Everything random about case
+``i`` (its latent draws, its source case, its slice, its interpolation weight) comes
+from generators seeded with ``(seed, i)`` alone, so the same seed gives the same
+cases whatever the batch size, and a resumed run makes exactly the cases a whole run
+would have made.
+
+Modes:
+
+- ``prior``: ``z ~ N(0, I)``.
+- ``perturb``: real case ``i mod R`` is encoded and decoded at
+  ``mu + strength * eps`` (``eps ~ N(0, I)``, in units of the prior's scale), so the
+  anatomy stays near a real one and its label comes along.
+- ``interpolate``: two distinct real cases ``a``, ``b`` and ``t ~ U(0.2, 0.8)``;
+  decoded at ``(1 - t) mu_a + t mu_b``. The ends are left out: ``t`` near 0 or 1
+  would give near-copies of a real case.
+
+A 2D model makes one slice per case, or with ``stack`` a volume of slices decoded
+along one latent path: for ``prior`` a smooth path through random anchors (one every
+:data:`ANCHOR_EVERY` slices, spherical interpolation in between); for ``perturb`` the
+source's slices shifted by one shared ``eps``; for ``interpolate`` slice ``k`` of
+``a`` paired with the slice at the same relative height of ``b``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from medaug.errors import ConfigError
+from medaug.preprocess import transforms as T
+from medaug.preprocess.pipeline import grid_affine
+
+Mode = Literal["prior", "perturb", "interpolate"]
+MODES: tuple[str, ...] = ("prior", "perturb", "interpolate")
+#: Slices between two random anchors of a stacked 2D prior sample.
+ANCHOR_EVERY = 8
+#: Interpolation weights are drawn from this range (no near-copies of the ends).
+T_RANGE = (0.2, 0.8)
+
+
+@dataclass
+class SynthCase:
+    """One synthetic case on the model grid.
+
+    Attributes:
+        index: the case number (its name is ``synth_0000`` for 0).
+        image: (X, Y, Z) float32 Hounsfield units.
+        label: (X, Y, Z) uint8 class map.
+        affine: (4, 4) RAS affine (the config's spacing, centred on the origin).
+        params: how it was made (mode, source case indices, slice, t, strength).
+    """
+
+    index: int
+    image: np.ndarray
+    label: np.ndarray
+    affine: np.ndarray
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return case_name(self.index)
+
+
+def case_name(index: int) -> str:
+    return f"synth_{index:04d}"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Synthesizer:
+    """Sample image + label pairs from a checkpoint (no files written).
+
+    Args:
+        checkpoint: a checkpoint file or a run folder (its newest checkpoint).
+        real: a cache of real cases preprocessed with the model's config; needed by
+            ``perturb`` and ``interpolate``.
+        device: ``cpu``, ``cuda``, ``cuda:1``...; default CUDA when available.
+        ema: use the EMA weights where the run kept them.
+
+    Example:
+        >>> synth = Synthesizer("runs/00003-vaegan-2d")             # doctest: +SKIP
+        >>> pairs = synth.sample(8, seed=0)                          # doctest: +SKIP
+        >>> pairs[0]["image"].shape, pairs[0]["label"].dtype          # doctest: +SKIP
+        (torch.Size([1, 64, 64, 1]), torch.uint8)
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | os.PathLike[str],
+        *,
+        real: Any = None,
+        device: str | torch.device | None = None,
+        ema: bool = True,
+    ):
+        from medaug.train.checkpoint import configs, load_checkpoint, load_model
+        from medaug.train.distributed import pick_device
+
+        state = load_checkpoint(checkpoint)
+        self.checkpoint = Path(state["path"])
+        self.step = int(state["step"])
+        #: the training / validation cases of the checkpoint, by content hash (or None)
+        self.split: dict[str, Any] | None = configs(state)["split"]
+        del state
+        self.device = pick_device(str(device or "auto"))
+        self.model, self.config = load_model(self.checkpoint, ema=ema, device=self.device)
+        self.sha256 = file_sha256(self.checkpoint)
+        self.real = real
+        if real is not None and real.config.to_dict() != self.config.to_dict():
+            raise ConfigError(
+                f"{real.root}: real cases preprocessed with another config than the model's"
+            )
+        self._posteriors: dict[tuple[str, int | None], torch.Tensor] = {}
+
+    @property
+    def dims(self) -> int:
+        return self.model.dims
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """Class name -> value in the label maps (background is 0)."""
+        return {name: k + 1 for k, name in enumerate(self.config.labels)}
+
+    def real_cases(self) -> list[str]:
+        return [] if self.real is None else self.real.case_ids
+
+    def check_mode(self, mode: str) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode == "prior":
+            return
+        if not self.model.has_encoder:
+            raise ConfigError(
+                f"--mode {mode} encodes real cases, and a {self.model.name} model has no "
+                "encoder; use --mode prior or a model with one (vae, vaegan, aae, avb, gvae)"
+            )
+        need = 2 if mode == "interpolate" else 1
+        if len(self.real_cases()) < need:
+            raise ConfigError(
+                f"--mode {mode} needs {need} real labelled case(s) under --input, "
+                f"found {len(self.real_cases())}"
+            )
+
+    # ---- plans: everything random about case i, from (seed, i) ---------------------
+    def plan(
+        self,
+        index: int,
+        *,
+        mode: str = "prior",
+        seed: int = 0,
+        strength: float = 0.5,
+        stack: bool = False,
+        slices: int = 32,
+    ) -> dict[str, Any]:
+        """How case ``index`` is made; a plain dict that goes into the manifest."""
+        rng = np.random.default_rng([seed, index])
+        params: dict[str, Any] = {"mode": mode, "seed": [seed, index]}
+        stacked = self.dims == 2 and stack
+        cases = self.real_cases()
+        if mode == "prior":
+            if stacked:
+                params["slices"] = slices
+        elif mode == "perturb":
+            src = index % len(cases)
+            params.update(source=_case_index(cases[src]), strength=strength)
+            if self.dims == 2 and not stack:
+                params["slice"] = self._pick_slice(cases[src], rng.random())
+        else:
+            a, b = rng.choice(len(cases), size=2, replace=False)
+            t = float(rng.uniform(*T_RANGE))
+            params.update(source=[_case_index(cases[a]), _case_index(cases[b])], t=round(t, 6))
+            if self.dims == 2 and not stack:
+                u = rng.random()
+                params["slice"] = [self._pick_slice(cases[a], u), self._pick_slice(cases[b], u)]
+        return params
+
+    def _pick_slice(self, case_id: str, u: float) -> int:
+        """A target slice of a real case at relative height ``u`` (any slice if none)."""
+        rec = self.real.records[case_id]
+        on = rec["target_slices"] or list(range(rec["shape"][2]))
+        return int(on[min(len(on) - 1, int(u * len(on)))])
+
+    # ---- latents ----------------------------------------------------------------------
+    def latents(self, params: dict[str, Any]) -> torch.Tensor:
+        """``(S, *latent_shape)``: one latent per output slice (S = 1 for one image)."""
+        seed, index = params["seed"]
+        gen = torch.Generator().manual_seed(_seed64(seed, index))
+        shape = self.model.latent_shape
+        mode = params["mode"]
+        if mode == "prior":
+            s = params.get("slices")
+            if s is None:
+                return torch.randn((1, *shape), generator=gen)
+            anchors = torch.randn((math.ceil((s - 1) / ANCHOR_EVERY) + 1, *shape), generator=gen)
+            return _anchor_path(anchors, s)
+        eps = torch.randn(shape, generator=gen)
+        if mode == "perturb":
+            mu = self._posterior(_case_id(params["source"]), params.get("slice"))
+            return mu + params["strength"] * eps
+        a, b = (_case_id(k) for k in params["source"])
+        slices = params.get("slice")
+        mu_a = self._posterior(a, None if slices is None else slices[0])
+        mu_b = self._posterior(b, None if slices is None else slices[1])
+        if mu_b.shape[0] != mu_a.shape[0]:  # stacked: pair slices by relative height
+            pick = torch.linspace(0, mu_b.shape[0] - 1, mu_a.shape[0]).round().long()
+            mu_b = mu_b[pick]
+        t = params["t"]
+        return (1 - t) * mu_a + t * mu_b
+
+    @torch.no_grad()
+    def _posterior(self, case_id: str, z: int | None) -> torch.Tensor:
+        """Posterior means of a real case: its volume (3D), one slice, or all slices."""
+        zs: list[int | None] = [None]
+        if self.dims == 2:
+            zs = [z] if z is not None else list(range(self.real.records[case_id]["shape"][2]))
+        missing = [k for k in zs if (case_id, k) not in self._posteriors]
+        if missing:
+            batch = self._real_batch(case_id, missing)
+            mu, _ = self.model.encode(self.model.inputs(batch))
+            for k, m in zip(missing, mu.float().cpu(), strict=True):
+                self._posteriors[(case_id, k)] = m
+        return torch.stack([self._posteriors[(case_id, k)] for k in zs])
+
+    def _real_batch(self, case_id: str, zs: list[int | None]) -> dict[str, torch.Tensor]:
+        image = np.asarray(self.real.array(case_id, "image"), dtype=np.float32)  # (Z, X, Y)
+        label = np.asarray(self.real.array(case_id, "label"))
+        if self.dims == 3:
+            img = torch.from_numpy(np.moveaxis(image, 0, -1).copy())[None, None]
+            lab = torch.from_numpy(np.moveaxis(label, 0, -1).copy())[None, None]
+        else:
+            c = self.config.context_slices
+            rows = [np.clip(np.arange(k - c, k + c + 1), 0, image.shape[0] - 1) for k in zs]
+            img = torch.from_numpy(np.stack([image[r] for r in rows]))
+            lab = torch.from_numpy(np.stack([label[k] for k in zs]))[:, None]
+        return {"image": img.to(self.device), "label": lab.to(self.device).long()}
+
+    # ---- decoding ----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, plans: list[dict[str, Any]], batch_size: int = 16) -> list[SynthCase]:
+        """Decode the cases of ``plans`` (``batch_size`` latents per decoder call)."""
+        zs = [self.latents(p) for p in plans]
+        flat = torch.cat(zs) if zs else torch.empty(0)
+        outs = []
+        amp = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
+        for start in range(0, flat.shape[0], batch_size):
+            with amp:
+                x = self.model.decode(flat[start : start + batch_size].to(self.device))
+            image, label = self.model.to_pair(x.float())
+            centre = image.shape[1] // 2  # 2.5D models: the middle channel is the slice
+            outs.append((image[:, centre].cpu().numpy(), label[:, 0].cpu().numpy()))
+        images = np.concatenate([o[0] for o in outs]) if outs else np.empty(0)
+        labels = np.concatenate([o[1] for o in outs]) if outs else np.empty(0)
+        cases, start = [], 0
+        for params, z in zip(plans, zs, strict=True):
+            n = z.shape[0]
+            img, lab = images[start : start + n], labels[start : start + n]
+            start += n
+            if self.dims == 2:  # (S, X, Y) slices -> (X, Y, S)
+                img, lab = np.moveaxis(img, 0, -1), np.moveaxis(lab, 0, -1)
+            else:
+                img, lab = img[0], lab[0]
+            hu = T.unit_to_hu(img.astype(np.float32), self.config.hu_window)
+            cases.append(
+                SynthCase(
+                    index=params["seed"][1],
+                    image=hu.astype(np.float32),
+                    label=lab.astype(np.uint8),
+                    affine=grid_affine(self.config, hu.shape),
+                    params=params,
+                )
+            )
+        return cases
+
+    def sample(
+        self,
+        n: int,
+        *,
+        mode: str = "prior",
+        seed: int = 0,
+        strength: float = 0.5,
+        stack: bool = False,
+        slices: int = 32,
+        batch_size: int = 16,
+        start: int = 0,
+    ) -> list[dict[str, Any]]:
+        """``n`` pairs as MONAI-style dicts of MetaTensors, in memory.
+
+        Returns:
+            ``[{"image": (1, X, Y, Z) float32 HU, "label": (1, X, Y, Z) uint8,
+            "params": {...}}, ...]``; each tensor's ``affine`` is the grid's RAS affine.
+        """
+        from monai.data import MetaTensor
+
+        if n < 1:
+            raise ConfigError(f"n must be at least 1, got {n}")
+        self.check_mode(mode)
+        plans = [
+            self.plan(i, mode=mode, seed=seed, strength=strength, stack=stack, slices=slices)
+            for i in range(start, start + n)
+        ]
+        return [
+            {
+                "image": MetaTensor(torch.from_numpy(c.image)[None], affine=_tensor(c.affine)),
+                "label": MetaTensor(torch.from_numpy(c.label)[None], affine=_tensor(c.affine)),
+                "params": c.params,
+            }
+            for c in self.generate(plans, batch_size)
+        ]
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+def _seed64(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _case_index(case_id: str) -> int:
+    return int(case_id.rsplit("_", 1)[-1])
+
+
+def _case_id(index: int) -> str:
+    return f"case_{index:04d}"
+
+
+def _anchor_path(anchors: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` latents along a smooth path through ``anchors`` (spherical interpolation,
+    which keeps the path at the norm the prior gives its samples)."""
+    out = []
+    for k in range(n):
+        pos = k / ANCHOR_EVERY
+        i = min(int(pos), anchors.shape[0] - 2) if anchors.shape[0] > 1 else 0
+        if anchors.shape[0] == 1:
+            out.append(anchors[0])
+            continue
+        out.append(_slerp(anchors[i], anchors[i + 1], pos - i))
+    return torch.stack(out)
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    af, bf = a.flatten(), b.flatten()
+    cos = torch.dot(af, bf) / (af.norm() * bf.norm() + 1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if omega.abs() < 1e-6:
+        return (1 - t) * a + t * b
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
+__all__ = ["MODES", "Mode", "SynthCase", "Synthesizer", "case_name", "file_sha256"]
