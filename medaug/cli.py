@@ -717,6 +717,76 @@ def synth(
         console.print(f"  nnU-Net  -> {exported}")
 
 
+@app.command()
+def evaluate(
+    real: Annotated[Path, typer.Option(help="Real labelled scans (or a medaug cache).")],
+    synthetic: Annotated[Path, typer.Option(help="A folder written by `medaug synth`.")],
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Generator checkpoint for the model metrics [the one fitted there]."),
+    ] = None,
+    iw_samples: Annotated[
+        int, typer.Option(min=1, help="k of the importance-weighted likelihood.")
+    ] = 16,
+    feature_steps: Annotated[
+        int, typer.Option(min=1, help="Training steps of the feature extractor.")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Subsampling, pairs, feature extractor.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Measure synthetic cases against real ones; writes evaluation.json and report.html."""
+    from medaug.evaluate import evaluate as run
+    from medaug.report import metric_rows, write_report
+
+    err = _console(stderr=True)
+    try:
+        doc = run(
+            real,
+            synthetic,
+            model=model,
+            iw_samples=iw_samples,
+            feature_steps=feature_steps,
+            seed=seed,
+            device=device,
+            on_event=None if as_json else lambda msg: err.print(f"[dim]{msg}[/dim]"),
+        )
+        report = write_report(synthetic)
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{synthetic}: {doc['items']['synthetic']} synthetic {doc['items']['unit']}s"
+    )
+    for column in ("metric", "synthetic", "real / reading"):
+        table.add_column(column)
+    for row in metric_rows(doc):
+        table.add_row(*row)
+    console = _console()
+    console.print(table)
+    console.print(f"  evaluation -> {synthetic / 'evaluation.json'}")
+    console.print(f"  report     -> {report}")
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A synthesis folder or a training run folder.")],
+    out: Annotated[Path | None, typer.Option(help="HTML file [FOLDER/report.html].")] = None,
+) -> None:
+    """Write one HTML page with the preview grids, loss curves and metrics table."""
+    from medaug.report import write_report
+
+    try:
+        path = write_report(folder, out)
+    except MedaugError as exc:
+        _fail(str(exc))
+    typer.echo(f"report -> {path}")
+
+
 @contextmanager
 def _synth_progress(quiet: bool):
     """One live display for fitting (if any) then synthesis: yields
@@ -758,19 +828,35 @@ def demo(
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("medaug-demo"),
     patients: Annotated[int, typer.Option(min=1)] = 8,
     seed: Annotated[int, typer.Option()] = 0,
-    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 200,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
+    n: Annotated[int, typer.Option("--n", min=1, help="Synthetic cases.")] = 100,
 ) -> None:
-    """Run the main job on built-in data: phantom cohort -> inspect -> preprocess -> train."""
+    """Run the main job on built-in data: phantom -> train -> synth -> evaluate -> report."""
     phantom(out / "phantom", patients=patients, seed=seed)  # TCIA layout, 128x128x48
     inspect(out / "phantom")
     typer.echo("")
     preprocess(out / "phantom", out / "cache", seed=seed, preview=True)  # 2D, 64x64
     typer.echo("")
     train(out / "cache", out=out / "runs", steps=steps, batch_size=16, seed=seed)
+    typer.echo("")
+    runs = out / "runs"
+    synth_out = out / "synthetic"
+    # perturb: a short CPU training run gives good posteriors long before a good prior
+    synth(
+        input=out / "phantom",
+        n=n,
+        out=synth_out,
+        model=runs,
+        mode=Mode.perturb,
+        seed=seed,
+        overwrite=True,
+    )
+    typer.echo("")
+    evaluate(real=out / "phantom", synthetic=synth_out, model=runs, feature_steps=150, seed=seed)
     typer.echo(
-        f"\nLook at {out / 'cache' / 'preview.png'} and the run's samples/ folder; "
-        f"`medaug train {out / 'cache'} --out {out / 'runs'} --steps 2000 --resume` trains on. "
-        "Synthesis arrives with the next release."
+        f"\nLook at {synth_out / 'preview.png'} (synthetic above real) and "
+        f"{synth_out / 'report.html'} (metrics, losses, samples). More cases: "
+        f"`medaug synth --input {out / 'phantom'} --model {runs} --n 500 --out DIR`."
     )
 
 
