@@ -326,7 +326,7 @@ def _progress(what: str, quiet: bool = False):
         TimeElapsedColumn(),
         console=_console(stderr=True),
         transient=True,
-        disable=quiet,
+        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
     )
     task = progress.add_task(what, total=None)
     with progress:
@@ -576,7 +576,7 @@ def _train_progress(quiet: bool):
         TimeRemainingColumn(),
         console=_console(stderr=True),
         transient=True,
-        disable=quiet,
+        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
     )
     task = progress.add_task("training", total=None, info="")
 
@@ -801,7 +801,7 @@ def _synth_progress(quiet: bool):
         TimeElapsedColumn(),
         console=_console(stderr=True),
         transient=True,
-        disable=quiet,
+        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
     )
     tasks: dict[str, TaskID] = {}
 
@@ -830,6 +830,9 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
     steps: Annotated[int, typer.Option(min=1, help="Training steps.")] = 300,
     n: Annotated[int, typer.Option("--n", min=1, help="Synthetic cases.")] = 100,
+    feature_steps: Annotated[
+        int, typer.Option(min=1, help="Training steps of evaluate's feature extractor.")
+    ] = 150,
 ) -> None:
     """Run the main job on built-in data: phantom -> train -> synth -> evaluate -> report."""
     phantom(out / "phantom", patients=patients, seed=seed)  # TCIA layout, 128x128x48
@@ -852,7 +855,13 @@ def demo(
         overwrite=True,
     )
     typer.echo("")
-    evaluate(real=out / "phantom", synthetic=synth_out, model=runs, feature_steps=150, seed=seed)
+    evaluate(
+        real=out / "phantom",
+        synthetic=synth_out,
+        model=runs,
+        feature_steps=feature_steps,
+        seed=seed,
+    )
     typer.echo(
         f"\nLook at {synth_out / 'preview.png'} (synthetic above real) and "
         f"{synth_out / 'report.html'} (metrics, losses, samples). More cases: "

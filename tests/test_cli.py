@@ -36,7 +36,16 @@ def test_help_is_fast_and_lists_commands() -> None:
     start = time.perf_counter()
     result = run_cli("--help")
     assert result.returncode == 0
-    for command in ("phantom", "inspect", "convert", "demo"):
+    for command in (
+        "phantom",
+        "inspect",
+        "convert",
+        "train",
+        "synth",
+        "evaluate",
+        "report",
+        "demo",
+    ):
         assert command in result.stdout
     assert time.perf_counter() - start < 20  # generous: only a guard against heavy imports
     version = run_cli("--version")
@@ -179,3 +188,21 @@ def test_bad_options(tmp_path: Path) -> None:
     result = run_cli("phantom", tmp_path, "--patients", "0")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert_clean_failure(run_cli("phantom", tmp_path, "--shape", "4", "64", "64"), "--shape")
+
+
+@pytest.mark.slow
+def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_path: Path) -> None:
+    args = ("--patients", "3", "--steps", "4", "--n", "4", "--feature-steps", "5")
+    result = run_cli("demo", "--out", tmp_path / "d", *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    synth = tmp_path / "d" / "synthetic"
+    assert len(list((synth / "images").glob("synth_*.nii.gz"))) == 4
+    manifest = json.loads((synth / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["settings"]["mode"] == "perturb"
+    evaluation = json.loads((synth / "evaluation.json").read_text())
+    assert evaluation["items"]["synthetic"] == 4 and "mmd_pixels" in evaluation
+    page = (synth / "report.html").read_text()
+    assert "<table>" in page and "data:image/png;base64," in page
+    assert (
+        str(synth / "preview.png") in result.stdout and str(synth / "report.html") in result.stdout
+    )
