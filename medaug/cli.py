@@ -650,11 +650,13 @@ def synth(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Synthesize labelled scans: NIfTI (and DICOM), a datalist, a manifest, a preview."""
+    if n < 1:
+        _fail(f"--n must be at least 1, got {n}")
+    if export is not None and format == OutFormat.dicom:
+        _fail("--export nnunet needs NIfTI images: use --format nifti or both")
     from medaug.synth import synthesize
     from medaug.train import TrainingStopped
 
-    if n < 1:
-        _fail(f"--n must be at least 1, got {n}")
     err = _console(stderr=True)
     quiet = quiet or as_json
     try:
@@ -705,9 +707,11 @@ def synth(
         f"({result.cases_per_second:.1f} cases/s)"
         + (f"; {resumed} were there from an earlier run" if resumed else "")
     )
-    console.print(f"  cases    -> {result.out / 'images'}, {result.out / 'labels'}")
+    if format.value != "dicom":
+        console.print(f"  images   -> {result.out / 'images'}")
     if format.value != "nifti":
         console.print(f"  DICOM    -> {result.out / 'dicom'}")
+    console.print(f"  labels   -> {result.out / 'labels'}")
     console.print(f"  datalist -> {result.out / 'dataset.json'} (MONAI load_decathlon_datalist)")
     console.print(f"  manifest -> {result.out / 'manifest.json'}")
     console.print(f"  preview  -> {result.out / 'preview.png'}")

@@ -29,7 +29,7 @@ import numpy as np
 
 import medaug
 from medaug.errors import ConfigError, InputError
-from medaug.io.atomic import atomic_path, is_temporary
+from medaug.io.atomic import TMP_MARK, atomic_path, is_temporary
 
 MANIFEST = "manifest.json"
 DATALIST = "dataset.json"
@@ -90,6 +90,8 @@ def prepare(
             raise InputError(
                 out, f"holds synthetic cases made with other settings ({what}); use --overwrite"
             )
+        if not early:
+            remove_temporaries(out)  # a killed run's half-written files
         done = records(out)
         if not early and len(done) >= n and all(i in done for i in range(n)):
             raise InputError(
@@ -119,6 +121,14 @@ def clear(out: Path) -> None:
             path.unlink()
     for path in out.iterdir():
         if is_temporary(path):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def remove_temporaries(out: Path) -> None:
+    """Delete the temporary files and folders a killed run left anywhere under ``out``
+    (the completed cases' final names are untouched)."""
+    for path in sorted(out.rglob(f"*{TMP_MARK}*"), key=lambda p: len(p.parts), reverse=True):
+        if is_temporary(path) and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 

@@ -125,6 +125,7 @@ class Synthesizer:
                 f"{real.root}: real cases preprocessed with another config than the model's"
             )
         self._posteriors: dict[tuple[str, int | None], torch.Tensor] = {}
+        self._sources: list[str] | None = None
 
     @property
     def dims(self) -> int:
@@ -136,7 +137,16 @@ class Synthesizer:
         return {name: k + 1 for k, name in enumerate(self.config.labels)}
 
     def real_cases(self) -> list[str]:
-        return [] if self.real is None else self.real.case_ids
+        """The real cases ``perturb`` and ``interpolate`` start from: the generator's
+        training cases when its checkpoint recorded them (a held-out patient must not
+        reach a synthetic training set through a near-copy), else every real case."""
+        if self.real is None:
+            return []
+        if self._sources is None:
+            from medaug.synth.export import training_cases
+
+            self._sources = training_cases(self.real, {"split": self.split})
+        return self._sources
 
     def check_mode(self, mode: str) -> None:
         if mode not in MODES:
@@ -150,9 +160,10 @@ class Synthesizer:
             )
         need = 2 if mode == "interpolate" else 1
         if len(self.real_cases()) < need:
+            which = "of the generator's training cases" if self.split else "labelled cases"
             raise ConfigError(
-                f"--mode {mode} needs {need} real labelled case(s) under --input, "
-                f"found {len(self.real_cases())}"
+                f"--mode {mode} starts from real cases and needs {need} {which} under "
+                f"--input; found {len(self.real_cases())}"
             )
 
     # ---- plans: everything random about case i, from (seed, i) ---------------------

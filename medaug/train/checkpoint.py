@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
             raise InputError(path, "no checkpoint here (checkpoints/step_*.pt of a run folder)")
         path = found[-1]
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about foreign pickles before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise InputError(path, "no such checkpoint") from None
     except Exception as exc:  # torch raises several types for a damaged or foreign file
