@@ -15,7 +15,6 @@ correlated noise, which is what CT noise looks like.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,7 +22,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
-from medaug.io.atomic import atomic_path
+from medaug.io.atomic import write_json
 from medaug.io.scan import Scan
 
 # Tissue ids in paint order; the pancreas label is where the final id is PANCREAS.
@@ -367,8 +366,8 @@ def write_cohort(
         written.append(target)
         manifest["patients"].append({"case": name, "image": str(target.relative_to(out))})  # type: ignore[attr-defined]
     if fmt == "nifti":
-        _write_json(out / "dataset.json", _decathlon_json(out, written))
-    _write_json(out / "phantom.json", manifest)
+        write_json(out / "dataset.json", _decathlon_json(out, written))
+    write_json(out / "phantom.json", manifest)
     return written
 
 
@@ -385,8 +384,3 @@ def _decathlon_json(out: Path, images: list[Path]) -> dict[str, object]:
         ],
         "test": [],
     }
-
-
-def _write_json(path: Path, data: object) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from medaug.errors import ConfigError, InputError
-from medaug.io.atomic import atomic_path
+from medaug.io.atomic import write_json
 
 
 def make_splits(
@@ -60,8 +60,7 @@ def make_splits(
 
 
 def save_splits(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(path, doc)
 
 
 def load_split(cache: str | os.PathLike[str], fold: int = 0) -> tuple[list[str], list[str]]:

@@ -66,7 +66,7 @@ def evaluate(
     Returns:
         the evaluation document (also written to ``synthetic/evaluation.json``).
     """
-    from medaug.io.atomic import atomic_path
+    from medaug.io.atomic import write_json
     from medaug.train.distributed import pick_device
 
     note = on_event or (lambda _msg: None)
@@ -149,8 +149,7 @@ def evaluate(
     doc["model"]["cases"] = "held-out real" if ref_img is h_img else "all real (none held out)"
     doc["seconds"] = round(time.perf_counter() - t0, 1)
     doc = _plain(doc)
-    with atomic_path(synth_dir / EVALUATION) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    write_json(synth_dir / EVALUATION, doc)
     return doc
 
 

@@ -8,6 +8,7 @@ its final name.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -43,6 +44,14 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike[str], doc: object) -> Path:
+    """Write ``doc`` as indented JSON (with a final newline), atomically."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    return path
 
 
 def is_temporary(path: Path) -> bool:

@@ -35,7 +35,7 @@ import numpy as np
 
 from medaug import __version__
 from medaug.errors import ConfigError, InputError, MedaugError
-from medaug.io.atomic import atomic_path
+from medaug.io.atomic import atomic_path, write_json
 from medaug.io.scan import Scan, ScanRef
 from medaug.preprocess import transforms as T
 from medaug.preprocess.config import PreprocessConfig
@@ -450,7 +450,7 @@ def preprocess(
     fp_doc = fingerprint([r.stats for r in results if r.stats], config)
     fp_doc["skipped"] = {r.case_id: r.skipped for r in results if r.skipped}
     out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "fingerprint.json", fp_doc)
+    write_json(out / "fingerprint.json", fp_doc)
     config.save(out / "config.json")
     result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes)
     if plan_only:
@@ -478,7 +478,7 @@ def preprocess(
         "skipped": {r.case_id: r.skipped for r in results if r.skipped},
         "seconds": round(result.seconds, 2),
     }
-    _write_json(index_path, index)
+    write_json(index_path, index)
     return result
 
 
@@ -542,8 +542,3 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
     for p in (out / CASES).glob("case_*"):
         if p.name.split(".")[0].removesuffix("_image").removesuffix("_label") not in keep:
             p.unlink()
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")

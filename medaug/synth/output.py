@@ -29,7 +29,7 @@ import numpy as np
 
 import medaug
 from medaug.errors import ConfigError, InputError
-from medaug.io.atomic import TMP_MARK, atomic_path, is_temporary
+from medaug.io.atomic import TMP_MARK, is_temporary, write_json
 
 MANIFEST = "manifest.json"
 DATALIST = "dataset.json"
@@ -130,11 +130,6 @@ def remove_temporaries(out: Path) -> None:
     for path in sorted(out.rglob(f"*{TMP_MARK}*"), key=lambda p: len(p.parts), reverse=True):
         if is_temporary(path) and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-
-
-def write_json(path: Path, doc: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
 
 
 def write_record(out: Path, record: dict[str, Any]) -> None:
