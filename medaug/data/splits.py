@@ -100,3 +100,24 @@ def split_record(cache: Any, fold: int = 0) -> dict[str, Any]:
         ]
 
     return {"fold": fold, "train": side(train), "val": side(val)}
+
+
+def recorded_sides(cache: Any, split: dict[str, Any] | None) -> tuple[list[str], list[str]] | None:
+    """A cache's cases on the two sides of a checkpoint's recorded split.
+
+    Returns:
+        ``(training cases, all other cases)`` matched by content hash, or None when
+        no training cases are recorded.
+    """
+    train = {c["sha256"] for c in (split or {}).get("train", [])}
+    if not train:
+        return None
+    inside = {c: cache.content_hash(c) in train for c in cache.case_ids}
+    return [c for c, t in inside.items() if t], [c for c, t in inside.items() if not t]
+
+
+def training_cases(cache: Any, split: dict[str, Any] | None) -> list[str]:
+    """The real cases a generator may be mixed with or start from: its training side
+    when its checkpoint recorded one, else every case of the cache."""
+    sides = recorded_sides(cache, split)
+    return list(cache.case_ids) if sides is None else sides[0]

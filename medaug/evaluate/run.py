@@ -212,13 +212,12 @@ def _real_cache(real: Path, cache_dir: Path, config):
 
 def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
     """(training cases, held-out cases, how they were told apart)."""
-    split = manifest.get("split") or {}
-    train = {c["sha256"] for c in split.get("train", [])}
-    if not train:
+    from medaug.data.splits import recorded_sides
+
+    sides = recorded_sides(cache, manifest.get("split"))
+    if sides is None:
         return list(cache.case_ids), [], "the checkpoint records no training split"
-    hashes = {c: cache.content_hash(c) for c in cache.case_ids}
-    train_ids = [c for c, h in hashes.items() if h in train]
-    held = [c for c, h in hashes.items() if h not in train]
+    train_ids, held = sides
     if not train_ids:
         return list(cache.case_ids), [], "none of these real cases is one the generator trained on"
     return train_ids, held, f"{len(train_ids)} training and {len(held)} held-out real cases"
@@ -260,6 +259,7 @@ def _fitted_checkpoint(synth_dir: Path, manifest: dict) -> Path | None:
 def _model_metrics(ckpt, images, labels, width, k, seed, device, note) -> dict[str, Any]:
     if ckpt is None:
         return {"skipped": "no checkpoint (pass --model)"}
+    from medaug.models.losses import kl_normal
     from medaug.models.networks import GaussianEncoder
     from medaug.train.checkpoint import load_model
 
@@ -283,7 +283,7 @@ def _model_metrics(ckpt, images, labels, width, k, seed, device, note) -> dict[s
             rec = model.decode(mu)[:, :1]
             recon_l1.extend(((rec - img).abs().mean(dim=tuple(range(1, img.ndim)))).cpu().numpy())
             ssims.extend(M.ssim(rec[:, 0].cpu().numpy(), img[:, 0].cpu().numpy()))
-            kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(dim=1)
+            kl = kl_normal(mu, logvar)
             eps = torch.randn(mu.shape, generator=gen).to(device)
             ll = _log_likelihood(model, mu + (0.5 * logvar).exp() * eps, img, lab)
             kls.extend(kl.cpu().numpy())

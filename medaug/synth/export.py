@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medaug.data.splits import training_cases
 from medaug.errors import InputError
 from medaug.io.atomic import atomic_path
 from medaug.io.nifti import write_volume
@@ -53,7 +54,7 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
         real = 0
         if (synth_dir / "cache" / "index.json").exists():
             cache = Cache(synth_dir / "cache")
-            for case_id in training_cases(cache, manifest):
+            for case_id in training_cases(cache, manifest.get("split")):
                 scan = invert(
                     np.moveaxis(np.asarray(cache.array(case_id, "image"), np.float32), 0, -1),
                     config,
@@ -78,14 +79,4 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
     return folder
 
 
-def training_cases(cache, manifest: dict) -> list[str]:
-    """The real cases a generator may be mixed with: its training side when its
-    checkpoint recorded one (matched by content hash), else every case."""
-    split = manifest.get("split") or {}
-    train = {c["sha256"] for c in split.get("train", [])}
-    if not train:
-        return list(cache.case_ids)
-    return [c for c in cache.case_ids if cache.content_hash(c) in train]
-
-
-__all__ = ["export_nnunet", "training_cases"]
+__all__ = ["export_nnunet"]

@@ -143,9 +143,9 @@ class Synthesizer:
         if self.real is None:
             return []
         if self._sources is None:
-            from medaug.synth.export import training_cases
+            from medaug.data.splits import training_cases
 
-            self._sources = training_cases(self.real, {"split": self.split})
+            self._sources = training_cases(self.real, self.split)
         return self._sources
 
     def check_mode(self, mode: str) -> None:
