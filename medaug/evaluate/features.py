@@ -56,7 +56,8 @@ class SegmentationFeatures:
         for _ in range(self.steps):
             pick = rng.choice(len(images), size=batch, replace=False)
             x = self._tensor(images[pick])
-            y = torch.from_numpy(labels[pick].astype(np.int64))[:, None].to(self.device)
+            y = torch.from_numpy(labels[pick].astype(np.float32))[:, None]
+            y = F.interpolate(y, size=x.shape[2:], mode="nearest").long().to(self.device)
             loss = loss_fn(self.net(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -79,18 +80,19 @@ class SegmentationFeatures:
         return np.concatenate(out).astype(np.float64)
 
     def _tensor(self, items: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))[:, None].to(
-            self.device
-        )
+        """Items as a (N, 1, ...) batch on a grid the net can take: BasicUNet halves
+        four times, so every side is resized up to a multiple of 16 and at least 32
+        (the deepest level then keeps 2 voxels per side for its instance norm)."""
+        x = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))[:, None]
+        size = [max(32, -(-s // 16) * 16) for s in x.shape[2:]]
+        if size != list(x.shape[2:]):
+            mode = "bilinear" if x.ndim == 4 else "trilinear"
+            x = F.interpolate(x, size=size, mode=mode, align_corners=False)
+        return x.to(self.device)
 
 
 def _global_mean(h: torch.Tensor) -> torch.Tensor:
     return F.adaptive_avg_pool2d(h, 1).flatten(1) if h.ndim == 4 else h.mean(dim=(2, 3, 4))
 
 
-def grid_fits(shape: tuple[int, ...]) -> bool:
-    """BasicUNet halves four times: every side must be divisible by 16."""
-    return all(s % 16 == 0 for s in shape)
-
-
-__all__ = ["SegmentationFeatures", "grid_fits"]
+__all__ = ["SegmentationFeatures"]

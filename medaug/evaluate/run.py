@@ -204,7 +204,9 @@ def _real_cache(real: Path, cache_dir: Path, config):
         return cache
     if not real.exists():
         raise InputError(real, "no such file or folder")
-    result = preprocess(real, cache_dir, config)
+    # evaluate's own scratch cache: another --real than last time rebuilds it (cases
+    # are still reused by key) instead of refusing with a flag evaluate does not have
+    result = preprocess(real, cache_dir, config, overwrite=True)
     if not result.done:
         raise InputError(real, "no labelled scans usable for comparison")
     return Cache(cache_dir)

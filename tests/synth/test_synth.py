@@ -776,3 +776,31 @@ def test_a_complete_folder_is_refused_unless_overwrite(world: World, tmp_path: P
     doc = manifest(out)
     assert doc["complete"] is True and len(doc["cases"]) == 2
     assert nib.load(str(out / "images" / "synth_0001.nii.gz")).shape == (16, 16, 1)
+
+
+# ---- evaluate and report ------------------------------------------------------------
+
+
+def test_evaluate_splits_by_the_checkpoint_and_accepts_another_real_folder(
+    world: World, prior2d, tmp_path: Path
+):
+    from medaug.evaluate import evaluate
+    from medaug.report import write_report
+
+    out = tmp_path / "synth"
+    shutil.copytree(prior2d.out, out)
+    doc = evaluate(world.cohort, out, model=world.vaegan2, feature_steps=2, device="cpu")
+    assert doc["split"] == "3 training and 1 held-out real cases"
+    assert doc["items"]["unit"] == "slice" and doc["items"]["synthetic"] == 6
+    assert 0.0 <= doc["memorization"]["flagged_fraction"] <= 1.0
+    model = doc["model"]
+    assert model["variant"] == "vaegan" and model["cases"] == "held-out real"
+    assert model["kl_nats"] > 0 and np.isfinite(model["iwll_nats_k16"])
+    assert json.loads((out / "evaluation.json").read_text())["split"] == doc["split"]
+    # the same scans under another path: evaluate's scratch cache is rebuilt, not refused
+    moved = tmp_path / "moved"
+    shutil.copytree(world.cohort, moved)
+    again = evaluate(moved, out, model=world.vaegan2, feature_steps=2, device="cpu")
+    assert again["split"] == doc["split"]
+    page = write_report(out).read_text()
+    assert "<table>" in page and "memorization" in page
