@@ -97,22 +97,16 @@ def synthesis_preview(
 ) -> Path:
     """``out/preview.png``: synthetic slices (the target's largest cross-section of
     the first ``n`` cases) above real slices of the model's grid, labels outlined."""
-    from medaug.io.nifti import read_nifti
     from medaug.preprocess.transforms import hu_to_unit
+    from medaug.synth.output import read_case
 
     out = Path(out)
     target = config.target_class
     scale = max(1, 256 // max(config.grid[:2]) // 2)
     synthetic = []
     for rec in manifest["cases"][:n]:
-        label = read_nifti(out / rec["label"], None)[0]
+        hu, label = read_case(out, rec)
         z = best_slice(label, target)
-        if "dicom" in rec and not str(rec["image"]).endswith(".nii.gz"):
-            from medaug.io import load
-
-            hu = load(out / rec["dicom"], with_label=False).image
-        else:
-            hu = read_nifti(out / rec["image"])[0]
         image = hu_to_unit(hu[:, :, z].astype(np.float32), config.hu_window)
         synthetic.append(overlay(image, label[:, :, z], scale))
     sections = [("synthetic", synthetic)]

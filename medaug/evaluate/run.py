@@ -17,7 +17,6 @@ likelihood on the generated class probabilities; they are in nats per item.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -71,7 +70,9 @@ def evaluate(
 
     note = on_event or (lambda _msg: None)
     synth_dir = Path(synthetic)
-    manifest = _manifest(synth_dir)
+    from medaug.synth.output import read_manifest
+
+    manifest = read_manifest(synth_dir)
     from medaug.preprocess.config import PreprocessConfig
 
     config = PreprocessConfig.from_dict(manifest["preprocess_config"], source="manifest.json")
@@ -153,36 +154,15 @@ def evaluate(
     return doc
 
 
-def _manifest(synth_dir: Path) -> dict[str, Any]:
-    from medaug.synth.output import MANIFEST
-
-    path = synth_dir / MANIFEST
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(synth_dir, "not a medaug synthesis folder (no manifest.json)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"unreadable manifest ({exc})") from None
-    if not doc.get("cases"):
-        raise InputError(path, "holds no synthetic cases")
-    return doc
-
-
 def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarray, np.ndarray]:
     """All synthetic items in [-1, 1] with their labels: (N, X, Y) or (N, X, Y, Z)."""
-    from medaug.io.nifti import read_nifti
     from medaug.preprocess.transforms import hu_to_unit
+    from medaug.synth.output import read_case
 
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for rec in manifest["cases"]:
-        label = read_nifti(synth_dir / rec["label"], None)[0].astype(np.uint8)
-        if str(rec["image"]).endswith(".nii.gz"):
-            hu = read_nifti(synth_dir / rec["image"])[0]
-        else:
-            from medaug.io import load
-
-            hu = load(synth_dir / rec["image"], with_label=False).image
+        hu, label = read_case(synth_dir, rec)
         image = hu_to_unit(hu, config.hu_window).astype(np.float32)
         if config.dims == 2:
             images.extend(np.moveaxis(image, -1, 0))

@@ -30,13 +30,10 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
     from medaug.data import Cache
     from medaug.preprocess.config import PreprocessConfig
     from medaug.preprocess.pipeline import invert
-    from medaug.synth.output import MANIFEST
+    from medaug.synth.output import MANIFEST, read_manifest
 
     synth_dir = Path(synth_dir)
-    try:
-        manifest = json.loads((synth_dir / MANIFEST).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(synth_dir / MANIFEST, f"no readable synthesis manifest ({exc})") from None
+    manifest = read_manifest(synth_dir)
     config = PreprocessConfig.from_dict(manifest["preprocess_config"], source=MANIFEST)
     folder = Path(dest) / f"Dataset{dataset_id:03d}_medaug"
     with atomic_path(folder) as tmp:

@@ -124,6 +124,35 @@ def clear(out: Path) -> None:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def read_manifest(out: Path) -> dict[str, Any]:
+    """The manifest of a synthesis folder that holds at least one case."""
+    path = out / MANIFEST
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(out, "not a medaug synthesis folder (no manifest.json)") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(path, f"unreadable manifest ({exc})") from None
+    if not doc.get("cases"):
+        raise InputError(path, "holds no synthetic cases")
+    return doc
+
+
+def read_case(out: Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A written case: ``(X, Y, Z)`` float32 HU image (NIfTI, else its DICOM series)
+    and uint8 label."""
+    from medaug.io.nifti import read_nifti
+
+    label = read_nifti(out / record["label"], None)[0].astype(np.uint8)
+    if str(record["image"]).endswith(".nii.gz"):
+        hu = read_nifti(out / record["image"])[0]
+    else:
+        from medaug.io import load
+
+        hu = load(out / record["image"], with_label=False).image
+    return hu, label
+
+
 def remove_temporaries(out: Path) -> None:
     """Delete the temporary files and folders a killed run left anywhere under ``out``
     (the completed cases' final names are untouched)."""
