@@ -55,9 +55,7 @@ def records(out: Path) -> dict[int, dict[str, Any]]:
     return found
 
 
-def prepare(
-    out: Path, settings: dict[str, Any], n: int, overwrite: bool, early: bool = False
-) -> dict[int, dict]:
+def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) -> dict[int, dict]:
     """Make ``out`` ready for ``n`` cases made with ``settings``.
 
     With ``early`` (before the model is known) only the given settings are compared
@@ -68,10 +66,8 @@ def prepare(
 
     Raises:
         InputError: ``out`` holds other results (different settings, all ``n`` cases
-            already, or files medaug did not write) and ``overwrite`` is off.
+            already, or files medaug did not write); :func:`clear` it first to replace them.
     """
-    if overwrite:
-        clear(out)
     if not out.exists():
         return {}
     if not out.is_dir():
@@ -119,9 +115,7 @@ def clear(out: Path) -> None:
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-    for path in out.iterdir():
-        if is_temporary(path):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    remove_temporaries(out)
 
 
 def read_manifest(out: Path) -> dict[str, Any]:

@@ -141,7 +141,7 @@ def synthesize(
         output.clear(out)
     elif out.exists():  # refuse before fitting when the folder holds other results
         known = {"mode": mode, "seed": seed, "format": fmt, "seg": seg}
-        output.prepare(out, known, n, overwrite=False, early=True)
+        output.prepare(out, known, n, early=True)
 
     # ---- the real cases on the model grid, and the model -------------------------------
     real = None
@@ -169,7 +169,7 @@ def synthesize(
         "format": fmt,
         "seg": seg,
     }
-    done = output.prepare(out, settings, n, overwrite=False)
+    done = output.prepare(out, settings, n)
     if done:
         note(f"resuming: {len([i for i in done if i < n])} of {n} cases already written")
     info = _info(synth, model, real)

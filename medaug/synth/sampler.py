@@ -107,7 +107,7 @@ class Synthesizer:
         device: str | torch.device | None = None,
         ema: bool = True,
     ):
-        from medaug.train.checkpoint import configs, load_checkpoint, load_model
+        from medaug.train.checkpoint import configs, load_checkpoint, model_from_state
         from medaug.train.distributed import pick_device
 
         state = load_checkpoint(checkpoint)
@@ -115,9 +115,9 @@ class Synthesizer:
         self.step = int(state["step"])
         #: the training / validation cases of the checkpoint, by content hash (or None)
         self.split: dict[str, Any] | None = configs(state)["split"]
-        del state
         self.device = pick_device(str(device or "auto"))
-        self.model, self.config = load_model(self.checkpoint, ema=ema, device=self.device)
+        self.model, self.config = model_from_state(state, ema=ema, device=self.device)
+        del state
         self.sha256 = file_sha256(self.checkpoint)
         self.real = real
         if real is not None and real.config.to_dict() != self.config.to_dict():

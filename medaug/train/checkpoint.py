@@ -103,10 +103,14 @@ def load_model(path: str | os.PathLike[str], ema: bool = True, device: Any = "cp
         >>> model, pp = load_model("runs/00003-vaegan-2d")              # doctest: +SKIP
         >>> image, label = model.to_pair(model.sample(8))               # doctest: +SKIP
     """
+    return model_from_state(load_checkpoint(path), ema, device)
+
+
+def model_from_state(state: dict[str, Any], ema: bool = True, device: Any = "cpu"):
+    """:func:`load_model` for a checkpoint already read with :func:`load_checkpoint`."""
     from medaug.models import ModelConfig, build_model
     from medaug.preprocess.config import PreprocessConfig
 
-    state = load_checkpoint(path)
     docs = configs(state)
     model = build_model(ModelConfig.from_dict(docs["model_config"]))
     weights = state["ema"] if ema and state.get("ema") else state["model"]
