@@ -98,7 +98,7 @@ def _cases(cache: Cache, cases: Sequence[str] | None) -> list[str]:
     return list(cases)
 
 
-def _case_number(case_id: str) -> int:
+def case_number(case_id: str) -> int:
     """``case_0003`` -> 3 (discovery names every case so)."""
     return int(case_id.removeprefix("case_"))
 
@@ -187,7 +187,7 @@ class SliceDataset(_CacheDataset):
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(stack)),
             "label": self._label(label),
-            "case": _case_number(case_id),
+            "case": case_number(case_id),
             "case_id": case_id,
             "slice": z,
         }
@@ -253,7 +253,7 @@ class VolumeDataset(_CacheDataset):
         item = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(1, 2, 0)))[None],
             "label": self._label(label.transpose(1, 2, 0)),
-            "case": _case_number(case_id),
+            "case": case_number(case_id),
             "case_id": case_id,
         }
         return self._finish(item)

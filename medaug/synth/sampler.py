@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from medaug.data.datasets import case_number
 from medaug.errors import ConfigError
 from medaug.preprocess import transforms as T
 from medaug.preprocess.pipeline import grid_affine
@@ -187,13 +188,13 @@ class Synthesizer:
                 params["slices"] = slices
         elif mode == "perturb":
             src = index % len(cases)
-            params.update(source=_case_index(cases[src]), strength=strength)
+            params.update(source=case_number(cases[src]), strength=strength)
             if self.dims == 2 and not stack:
                 params["slice"] = self._pick_slice(cases[src], rng.random())
         else:
             a, b = rng.choice(len(cases), size=2, replace=False)
             t = float(rng.uniform(*T_RANGE))
-            params.update(source=[_case_index(cases[a]), _case_index(cases[b])], t=round(t, 6))
+            params.update(source=[case_number(cases[a]), case_number(cases[b])], t=round(t, 6))
             if self.dims == 2 and not stack:
                 u = rng.random()
                 params["slice"] = [self._pick_slice(cases[a], u), self._pick_slice(cases[b], u)]
@@ -341,10 +342,6 @@ def _seed64(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _case_index(case_id: str) -> int:
-    return int(case_id.rsplit("_", 1)[-1])
-
-
 def _case_id(index: int) -> str:
     return f"case_{index:04d}"
 
@@ -352,13 +349,12 @@ def _case_id(index: int) -> str:
 def _anchor_path(anchors: torch.Tensor, n: int) -> torch.Tensor:
     """``n`` latents along a smooth path through ``anchors`` (spherical interpolation,
     which keeps the path at the norm the prior gives its samples)."""
+    if anchors.shape[0] == 1:  # a one-slice stack
+        return anchors[:n]
     out = []
     for k in range(n):
         pos = k / ANCHOR_EVERY
-        i = min(int(pos), anchors.shape[0] - 2) if anchors.shape[0] > 1 else 0
-        if anchors.shape[0] == 1:
-            out.append(anchors[0])
-            continue
+        i = min(int(pos), anchors.shape[0] - 2)
         out.append(_slerp(anchors[i], anchors[i + 1], pos - i))
     return torch.stack(out)
 
