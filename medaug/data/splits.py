@@ -78,16 +78,23 @@ def load_split(cache: str | os.PathLike[str], fold: int = 0) -> tuple[list[str],
     return list(splits[fold]["train"]), list(splits[fold]["val"])
 
 
-def split_record(cache: Any, fold: int = 0) -> dict[str, Any]:
+def split_record(
+    cache: Any, fold: int = 0, cases: tuple[list[str], list[str]] | None = None
+) -> dict[str, Any]:
     """Which cases (and patients) of a cache a model trains on, by content hash.
 
     Stored in every checkpoint, so that a later step (memorization check, leakage
     check) can recognise the training cases in a fresh preprocessing of the scans.
 
+    Args:
+        cache: an open ``Cache``.
+        fold: the split of the cache's ``splits.json``...
+        cases: ...or explicit ``(train, val)`` case ids (``fold`` is then None).
+
     Returns:
         ``{"fold", "train": [{"case", "patient", "sha256"}...], "val": [...]}``.
     """
-    train, val = load_split(cache.root, fold)
+    train, val = cases if cases is not None else load_split(cache.root, fold)
 
     def side(cases: list[str]) -> list[dict[str, str]]:
         return [
@@ -99,7 +106,7 @@ def split_record(cache: Any, fold: int = 0) -> dict[str, Any]:
             for c in cases
         ]
 
-    return {"fold": fold, "train": side(train), "val": side(val)}
+    return {"fold": None if cases else fold, "train": side(train), "val": side(val)}
 
 
 def recorded_sides(cache: Any, split: dict[str, Any] | None) -> tuple[list[str], list[str]] | None:

@@ -52,11 +52,16 @@ def save_checkpoint(run_dir: str | os.PathLike[str], state: dict[str, Any], keep
     return path
 
 
-def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: Any = "cpu", kind: str = "generator"
+) -> dict[str, Any]:
     """Read a checkpoint file without running code. A run folder gives its newest
-    checkpoint; a folder of runs (``--out`` of ``medaug train``) its newest run's."""
+    checkpoint; a folder of runs (``--out`` of ``medaug train``) its newest run's.
+
+    ``kind`` is what the file must hold: a ``generator`` (``medaug train``) or a
+    ``segmenter`` (``medaug segment train``); both share this safe format."""
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and kind == "generator":
         from medaug.train.runs import runs_in
 
         found = list_checkpoints(path)
@@ -77,6 +82,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = "cpu") -> 
         raise InputError(path, f"not a readable medaug checkpoint ({first[:120]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError(path, f"not a medaug checkpoint of format {FORMAT}")
+    if state.get("kind", "generator") != kind:
+        raise InputError(path, f"a medaug {state.get('kind')} checkpoint, not a {kind}")
     state["path"] = str(path)
     return state
 

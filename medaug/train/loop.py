@@ -15,7 +15,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,7 @@ def prepare_data(
     return cache
 
 
-def _dataset(cache_dir: Path, fold: int, dims: int | None):
+def _dataset(cache_dir: Path, fold: int, dims: int | None, cases):
     from medaug.data import Cache, SliceDataset, VolumeDataset, load_split
 
     cache = Cache(cache_dir)
@@ -146,7 +146,9 @@ def _dataset(cache_dir: Path, fold: int, dims: int | None):
             f"{cache_dir}: a cache made for {cdims}D given to a {dims}D model "
             f"(make one with `medaug preprocess ... --dims {dims}`)"
         )
-    train_cases, _ = load_split(cache_dir, fold)
+    train_cases = list(cases[0]) if cases is not None else load_split(cache_dir, fold)[0]
+    if not train_cases:
+        raise ConfigError(f"{cache_dir}: no training cases in this split")
     if cdims == 2:
         ds = SliceDataset(cache, train_cases)
         return cache, ds, ds.sample_weights()
@@ -163,6 +165,7 @@ def train(
     config: TrainConfig | None = None,
     model_overrides: dict[str, Any] | None = None,
     resume: bool = False,
+    cases: tuple[Sequence[str], Sequence[str]] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
     on_event: Callable[[str], None] | None = None,
@@ -180,6 +183,9 @@ def train(
         model_overrides: ModelConfig fields to change (loss weights, sizes).
         resume: continue the newest run in ``out`` from its newest checkpoint; it
             must hold the same variant, dims and grid. ``config.steps`` may extend it.
+        cases: explicit ``(training, held-out)`` case ids of the cache instead of
+            ``config.fold`` of its ``splits.json`` (the gain experiment trains one
+            generator per subset of patients); both sides go into the checkpoint.
         on_start: called with (first step, total steps) on the main process.
         on_log: called with each stats record on the main process.
         on_event: called with warnings (collapse signs) on the main process.
@@ -199,7 +205,7 @@ def train(
     dist = Distributed.from_env(cfg.device)
     try:
         return _train(
-            data, out, model, dims, preset, cfg, model_overrides or {}, resume, dist,
+            data, out, model, dims, preset, cfg, model_overrides or {}, resume, cases, dist,
             on_start, on_log, on_event, on_step,
         )  # fmt: skip
     finally:
@@ -207,8 +213,8 @@ def train(
 
 
 def _train(
-    data, out, model, dims, preset, cfg, overrides, resume, dist, on_start, on_log, on_event,
-    on_step,
+    data, out, model, dims, preset, cfg, overrides, resume, cases, dist, on_start, on_log,
+    on_event, on_step,
 ) -> TrainResult:  # fmt: skip
     t_start = time.perf_counter()
     device = dist.device
@@ -220,7 +226,9 @@ def _train(
             on_event(msg)
 
     cache_dir = prepare_data(data, out, dims, dist)
-    cache, dataset, weights = _dataset(cache_dir, cfg.fold, dims)
+    if cases is not None:
+        cases = (list(cases[0]), list(cases[1]))
+    cache, dataset, weights = _dataset(cache_dir, cfg.fold, dims, cases)
     pp = cache.config
     if isinstance(model, ModelConfig):
         mcfg = model
@@ -291,7 +299,7 @@ def _train(
         "train_config": cfg.replace(steps=total).to_dict(),
         "preprocess_config": pp.to_dict(),
         "fingerprint": _fingerprint(cache_dir),
-        "split": split_record(cache, cfg.fold),
+        "split": split_record(cache, cfg.fold, cases),
     }
     if dist.is_main:
         _write_config(run_dir, docs, cache_dir, dist.world)
