@@ -646,12 +646,30 @@ def synth(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier synthesis in OUT.")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="K/N",
+            help="Write only part K of N (0-based) of the cases; join with synth-merge.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
     """Synthesize labelled scans: NIfTI (and DICOM), a datalist, a manifest, a preview."""
     if n < 1:
         _fail(f"--n must be at least 1, got {n}")
+    part: tuple[int, int] | None = None
+    if shard is not None:
+        k, _, count = shard.partition("/")
+        if not (k.isdigit() and count.isdigit()):
+            _fail(f"--shard {shard}: expected K/N, e.g. 0/8 for the first of 8 parts")
+        part = (int(k), int(count))
+        if export is not None:
+            _fail(
+                "--export with --shard would export one part; export the merged folder "
+                "(medaug.synth.export.export_nnunet)"
+            )
     if export is not None and format == OutFormat.dicom:
         _fail("--export nnunet needs NIfTI images: use --format nifti or both")
     from medaug.synth import synthesize
@@ -679,6 +697,7 @@ def synth(
                 dims=int(dims.value),
                 variant=variant.value,
                 overwrite=overwrite,
+                shard=part,
                 on_event=None if quiet else err.print,
                 on_start=lambda todo, _done: on_total(todo),
                 on_case=advance,
@@ -698,6 +717,7 @@ def synth(
         doc = {"out": str(result.out), "n": result.n, "written": result.written}
         doc |= {"seconds": round(result.seconds, 2), "checkpoint": str(result.checkpoint)}
         doc |= {"nnunet": str(exported) if exported else None}
+        doc |= {"shard": list(part), "indices": result.manifest["indices"]} if part else {}
         typer.echo(json.dumps(doc, indent=2))
         return
     console = _console()
@@ -719,6 +739,47 @@ def synth(
         console.print(f"  model    -> {result.checkpoint}")
     if exported:
         console.print(f"  nnU-Net  -> {exported}")
+    if part:
+        start, stop = result.manifest["indices"]
+        console.print(
+            f"  shard {part[0]}/{part[1]}: cases {start}..{stop - 1} of {n}; join the shards "
+            "with `medaug synth-merge OUT SHARD_DIR...`"
+        )
+
+
+@app.command("synth-merge")
+def synth_merge(
+    out: Annotated[Path, typer.Argument(help="The merged synthesis folder.")],
+    shards: Annotated[
+        list[Path], typer.Argument(help="Folders written by `medaug synth --shard K/N`.")
+    ],
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace an earlier synthesis in OUT.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """Join the shard folders of `medaug synth --shard K/N` jobs into one folder."""
+    from medaug.synth.merge import merge
+
+    try:
+        result = merge(out, shards, overwrite=overwrite)
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        doc = {"out": str(result.out), "n": result.n, "shards": [str(s) for s in result.shards]}
+        doc |= {"linked": result.linked, "copied": result.copied}
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    console = _console()
+    resumed = result.n - result.linked
+    console.print(
+        f"Merged {len(result.shards)} shards: {result.n} cases in {result.out}"
+        + (f" ({result.copied} files copied, not linked)" if result.copied else "")
+        + (f"; {resumed} were there from an earlier merge" if resumed else "")
+    )
+    console.print(f"  datalist -> {result.out / 'dataset.json'}")
+    console.print(f"  manifest -> {result.out / 'manifest.json'}")
+    console.print(f"  preview  -> {result.out / 'preview.png'}")
 
 
 @app.command()

@@ -15,6 +15,10 @@ Layout (``OUT``)::
 
 A case counts as written only once its record exists, so a killed run redoes the
 half-written case and no other; the manifest is rebuilt from the records at the end.
+
+A shard (``settings["shard"] == [k, N]``) holds only the cases of
+:func:`shard_range`; its manifest adds their ``indices`` and counts as complete when
+they are all there. :mod:`medaug.synth.merge` joins complete shards into one folder.
 """
 
 from __future__ import annotations
@@ -39,6 +43,20 @@ RECORDS = Path(".synth") / "cases"
 OWN = ("images", "labels", "dicom", DATALIST, MANIFEST, PREVIEW, ".synth", "model", "cache")
 #: Entries other commands add to a synthesis folder (evaluate, report).
 LATER = ("evaluation.json", "report.html", "evaluation")
+
+
+def shard_range(n: int, shard: tuple[int, int] | list[int] | None) -> range:
+    """The case indices of shard ``(k, N)`` of ``n`` cases: the k-th of N contiguous,
+    disjoint ranges that together cover ``range(n)`` (all of it when ``shard`` is None).
+
+    Example:
+        >>> [list(shard_range(5, (k, 3))) for k in range(3)]
+        [[0], [1, 2], [3, 4]]
+    """
+    if shard is None:
+        return range(n)
+    k, count = shard
+    return range(k * n // count, (k + 1) * n // count)
 
 
 def records(out: Path) -> dict[int, dict[str, Any]]:
@@ -89,7 +107,8 @@ def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) ->
         if not early:
             remove_temporaries(out)  # a killed run's half-written files
         done = records(out)
-        if not early and len(done) >= n and all(i in done for i in range(n)):
+        wanted = shard_range(n, settings.get("shard"))
+        if not early and all(i in done for i in wanted):
             raise InputError(
                 out,
                 f"already holds {len(done)} cases made with these settings; use --overwrite "
@@ -166,15 +185,18 @@ def manifest(
     n: int,
     done: dict[int, dict[str, Any]],
 ) -> dict[str, Any]:
-    """Write ``manifest.json``: settings, provenance and the records of cases < n."""
-    cases = [done[i] for i in sorted(done) if i < n]
+    """Write ``manifest.json``: settings, provenance and the records of cases < n (of
+    a shard: of its cases, whose index range ``[start, stop)`` it adds as ``indices``)."""
+    wanted = shard_range(n, settings.get("shard"))
+    cases = [done[i] for i in sorted(done) if i in wanted]
     doc = {
         "medaug_version": medaug.__version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "settings": settings,
         **info,
         "n": n,
-        "complete": len(cases) == n,
+        **({"indices": [wanted.start, wanted.stop]} if "shard" in settings else {}),
+        "complete": len(cases) == len(wanted),
         "cases": cases,
     }
     write_json(out / MANIFEST, doc)

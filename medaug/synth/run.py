@@ -75,6 +75,7 @@ def synthesize(
     dims: int = 2,
     variant: str = "vaegan",
     overwrite: bool = False,
+    shard: tuple[int, int] | None = None,
     writers: int | None = None,
     on_event: Callable[[str], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
@@ -86,9 +87,9 @@ def synthesize(
     Args:
         out: output folder (see :mod:`medaug.synth.output` for its layout).
         n: number of cases.
-        input: real scans (any layout ``medaug inspect`` reads); needed to fit a
-            model, for ``perturb`` / ``interpolate``, and for the real half of the
-            preview.
+        input: real scans (any layout ``medaug inspect`` reads, or a cache made with
+            the model's config); needed to fit a model, for ``perturb`` /
+            ``interpolate``, and for the real half of the preview.
         model: checkpoint file or run folder; without it a ``variant`` generator is
             fitted on ``input`` (``steps`` steps, CPU preset on a CPU, GPU preset on
             CUDA) and saved under ``out/model``.
@@ -106,6 +107,12 @@ def synthesize(
         dims: 2 or 3, the generator fitted when no ``model`` is given.
         variant: the variant fitted when no ``model`` is given.
         overwrite: remove an earlier synthesis in ``out`` first.
+        shard: ``(k, N)``: write only the k-th of N contiguous parts of ``range(n)``
+            (:func:`medaug.synth.output.shard_range`), for N jobs that
+            :func:`medaug.synth.merge.merge` joins into one folder. Case ``i`` is
+            still drawn from ``(seed, i)`` and named ``synth_{i:04d}``, so the shards
+            together hold exactly the cases of one unsharded run. Needs ``model``
+            (shards fitting their own generators would not agree).
         writers: writer threads (default: up to 4).
         on_event: called with one-line notes (fitting, resuming).
         on_start: called with (cases to write now, cases already there).
@@ -137,10 +144,13 @@ def synthesize(
         )
     if mode != "prior" and input is None:
         raise ConfigError(f"--mode {mode} starts from real cases: give --input")
+    if shard is not None:
+        _check_shard(shard, n, model)
+    shard_of = {"shard": [int(shard[0]), int(shard[1])]} if shard is not None else {}
     if overwrite:
         output.clear(out)
     elif out.exists():  # refuse before fitting when the folder holds other results
-        known = {"mode": mode, "seed": seed, "format": fmt, "seg": seg}
+        known = {"mode": mode, "seed": seed, "format": fmt, "seg": seg, **shard_of}
         output.prepare(out, known, n, early=True)
 
     # ---- the real cases on the model grid, and the model -------------------------------
@@ -168,17 +178,20 @@ def synthesize(
         "slices": slices if stack and mode == "prior" else None,
         "format": fmt,
         "seg": seg,
+        **shard_of,
     }
+    wanted = output.shard_range(n, shard)
     done = output.prepare(out, settings, n)
     if done:
-        note(f"resuming: {len([i for i in done if i < n])} of {n} cases already written")
+        have = len([i for i in done if i in wanted])
+        note(f"resuming: {have} of {len(wanted)} cases already written")
     info = _info(synth, model, real)
     output.manifest(out, settings, info, n, done)
 
     # ---- sample and write ----------------------------------------------------------------
-    todo = [i for i in range(n) if i not in done]
+    todo = [i for i in wanted if i not in done]
     if on_start:
-        on_start(len(todo), n - len(todo))
+        on_start(len(todo), len(wanted) - len(todo))
     t0 = time.perf_counter()
     plan: dict[str, Any] = dict(mode=mode, seed=seed, strength=strength, stack=stack, slices=slices)
     per_call = max(1, batch_size // slices) if stack else batch_size
@@ -204,7 +217,20 @@ def synthesize(
     from medaug.report import synthesis_preview
 
     synthesis_preview(out, doc, synth.config, real)
-    return SynthResult(out, n, len(todo), seconds, synth.checkpoint, fitted, doc)
+    return SynthResult(out, len(doc["cases"]), len(todo), seconds, synth.checkpoint, fitted, doc)
+
+
+def _check_shard(shard: tuple[int, int], n: int, model) -> None:
+    k, count = shard
+    if not (isinstance(k, int) and isinstance(count, int) and 0 <= k < count):
+        raise ConfigError(f"--shard {k}/{count}: expected K/N with 0 <= K < N")
+    if count > n:
+        raise ConfigError(f"--shard {k}/{count}: more shards than cases (--n {n})")
+    if model is None:
+        raise ConfigError(
+            "--shard needs --model: every shard must sample the same generator "
+            "(fit one first, or run `medaug synth` without --shard)"
+        )
 
 
 def _finish(future: Future, done: dict[int, dict[str, Any]], on_case) -> None:
@@ -275,9 +301,16 @@ def _planned(model: str | os.PathLike[str] | None, dims: int):
 
 
 def _real_cache(input: Path, cache: Path, pp, note, fitting: bool):
-    """Preprocess the real scans with the model's config (reused when done before)."""
+    """Preprocess the real scans with the model's config (reused when done before);
+    a cache made with that config is used as it is."""
     from medaug.data import Cache
     from medaug.preprocess import preprocess
+
+    if (input / "index.json").exists():
+        given = Cache(input)
+        if given.config.to_dict() != pp.to_dict():
+            raise ConfigError(f"{input}: a cache made with another config than the model's")
+        return given
 
     note(f"preprocessing the real scans onto the model grid -> {cache}")
     result = preprocess(input, cache, pp)
