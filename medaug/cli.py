@@ -888,6 +888,212 @@ def _synth_progress(quiet: bool):
         )
 
 
+segment_app = typer.Typer(
+    help="Train and score a MONAI U-Net on real (and synthetic) pairs.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(segment_app, name="segment")
+
+
+class Augment(str, Enum):
+    none = "none"
+    classical = "classical"
+
+
+class GainMode(str, Enum):
+    prior = "prior"
+    perturb = "perturb"
+
+
+def _note(quiet: bool):
+    err = _console(stderr=True)
+    return None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
+
+
+def _print_scores(doc: dict, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("case", "Dice", "HD95 mm", "surface Dice", "target voxels"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for row in doc["cases"]:
+        hd = "–" if row["hd95_mm"] is None else f"{row['hd95_mm']:.1f}"
+        table.add_row(
+            row["case"], f"{row['dice']:.3f}", hd, f"{row['surface_dice']:.3f}",
+            str(row["target_voxels"]),
+        )  # fmt: skip
+    hd = "–" if doc["hd95_mm"] is None else f"{doc['hd95_mm']:.1f}"
+    table.add_row("mean", f"{doc['dice']:.3f}", hd, f"{doc['surface_dice']:.3f}", "", style="bold")
+    _console().print(table)
+
+
+@segment_app.command("train")
+def segment_train(
+    data: Annotated[Path, typer.Argument(help="A medaug cache, or labelled scans.")],
+    out: Annotated[Path, typer.Option(help="Output folder (segmenter.pt, JSON).")],
+    dims: Annotated[Dims | None, typer.Option(help="2 or 3 for scans [2].")] = None,
+    synthetic: Annotated[
+        Path | None, typer.Option(help="A `medaug synth` folder to mix in.")
+    ] = None,
+    ratio: Annotated[
+        float | None,
+        typer.Option(help="Share of synthetic items per batch, in [0, 1) [0.5 with --synthetic]."),
+    ] = None,
+    augment: Annotated[Augment, typer.Option(help="Classical augmentation.")] = Augment.none,
+    steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 500,
+    batch_size: Annotated[int, typer.Option(min=1, help="Items per step.")] = 16,
+    fold: Annotated[int, typer.Option(min=0, help="Split of the cache's splits.json.")] = 0,
+    seed: Annotated[int, typer.Option(help="Weights, item draws, augmentation.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Train a U-Net (DiceCE) on the cache's training split; score its held-out split."""
+    from medaug.segment import SegmentConfig, train_segmenter
+
+    try:
+        cfg = SegmentConfig(
+            steps=steps,
+            batch_size=batch_size,
+            augment=augment.value,
+            ratio=(0.5 if synthetic is not None else 0.0) if ratio is None else ratio,
+            seed=seed,
+            device=device,
+        )
+        result = train_segmenter(
+            data,
+            out,
+            config=cfg,
+            synthetic=synthetic,
+            dims=None if dims is None else int(dims.value),
+            fold=fold,
+            on_event=_note(quiet or as_json),
+        )
+    except MedaugError as exc:
+        _fail(str(exc))
+    fitted = result.fitted
+    if as_json:
+        typer.echo(
+            json.dumps({"checkpoint": str(result.checkpoint), "evaluation": result.evaluation})
+        )
+        return
+    console = _console()
+    console.print(
+        f"Trained {fitted.steps} steps in {fitted.seconds:.0f} s: {fitted.items_real} real and "
+        f"{fitted.items_synthetic} synthetic items"
+    )
+    if result.evaluation is not None:
+        _print_scores(result.evaluation, "held-out cases")
+    console.print(f"  segmenter -> {result.checkpoint}")
+
+
+@segment_app.command("eval")
+def segment_eval(
+    model: Annotated[Path, typer.Argument(help="segmenter.pt or its folder.")],
+    data: Annotated[Path, typer.Argument(help="A medaug cache, or labelled scans.")],
+    out: Annotated[Path | None, typer.Option(help="Where evaluation.json goes.")] = None,
+    include_training: Annotated[
+        bool, typer.Option(help="Also score the cases the segmenter trained on.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Score a segmenter: per-case Dice, 95% Hausdorff distance and surface Dice."""
+    from medaug.segment import evaluate_segmenter
+
+    try:
+        doc = evaluate_segmenter(
+            model, data, out=out, device=device, include_training=include_training,
+            on_event=_note(quiet or as_json),
+        )  # fmt: skip
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    _print_scores(doc, f"{data}: {len(doc['cases'])} case(s) with the target")
+
+
+@app.command()
+def gain(
+    input: Annotated[Path, typer.Option(help="Labelled scans (or a medaug cache).")],
+    out: Annotated[Path, typer.Option(help="The experiment's folder.")] = Path("gain"),
+    model: Annotated[
+        Path | None,
+        typer.Option(help="One generator for every regime [train one per regime]."),
+    ] = None,
+    train_cases: Annotated[
+        list[str] | None,
+        typer.Option(help="Real training patients per regime, e.g. 2 4 all (repeat or comma)."),
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="Segmenter seeds per arm.")] = 3,
+    folds: Annotated[int | None, typer.Option(help="K-fold over patients [one split].")] = None,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of patients for testing (one split).")
+    ] = 0.2,
+    steps: Annotated[int, typer.Option(min=1, help="Segmenter steps, every arm.")] = 500,
+    batch_size: Annotated[int, typer.Option(min=1, help="Segmenter items per step.")] = 16,
+    ratio: Annotated[float, typer.Option(help="Synthetic share in the +synth arms.")] = 0.5,
+    synth_only: Annotated[bool, typer.Option(help="Also run a synthetic-only arm.")] = False,
+    synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
+    mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
+    generator_steps: Annotated[int, typer.Option(min=1, help="Steps per generator.")] = 1000,
+    variant: Annotated[
+        Variant, typer.Option(help="Generator trained per regime.")
+    ] = Variant.vaegan,
+    config: Annotated[
+        Path | None, typer.Option(help="Preprocessing YAML/JSON for scans [2D defaults].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Split, patient order, generators, first seed.")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print gain.json instead.")] = False,
+) -> None:
+    """Measure whether synthetic pairs raise segmentation Dice (real vs classical vs synthetic).
+
+    Writes gain.json, gain.md (the table) and gain.png (Dice against real patients)."""
+    from medaug.segment import SegmentConfig
+    from medaug.segment.gain import ARMS, DEFAULT_ARMS, run_gain
+
+    try:
+        pp = None
+        if config is not None:
+            from medaug.preprocess import PreprocessConfig
+
+            pp = PreprocessConfig.load(config)
+        arms = [*DEFAULT_ARMS, *([ARMS[-1]] if synth_only else [])]
+        doc = run_gain(
+            input,
+            out,
+            model=model,
+            train_patients=train_cases or ["2", "4", "all"],
+            seeds=seeds,
+            folds=folds,
+            test_fraction=test_fraction,
+            arms=arms,
+            segment=SegmentConfig(steps=steps, batch_size=batch_size),
+            ratio=ratio,
+            synth_n=synth_n,
+            synth_mode=mode.value,
+            generator_steps=generator_steps,
+            variant=variant.value,
+            preprocess_config=pp,
+            seed=seed,
+            device=device,
+            on_event=_note(quiet or as_json),
+        )
+    except MedaugError as exc:
+        _fail(str(exc))
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo((out / "gain.md").read_text())
+    for name, file in (("table", "gain.md"), ("plot", "gain.png"), ("runs", "gain.json")):
+        typer.echo(f"  {name:5} -> {out / file}")
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Working folder.")] = Path("medaug-demo"),
@@ -898,8 +1104,20 @@ def demo(
     feature_steps: Annotated[
         int, typer.Option(min=1, help="Training steps of evaluate's feature extractor.")
     ] = 150,
+    gain_steps: Annotated[
+        int, typer.Option(min=1, help="Segmenter steps per run of the gain experiment.")
+    ] = 150,
+    gain_seeds: Annotated[
+        int, typer.Option(min=1, help="Seeds per arm of the gain experiment.")
+    ] = 3,
+    gain_cases: Annotated[
+        list[str] | None, typer.Option(help="Real patients per gain regime [2 4].")
+    ] = None,
+    generator_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of each generator the gain experiment trains.")
+    ] = 300,
 ) -> None:
-    """Run the main job on built-in data: phantom -> train -> synth -> evaluate -> report."""
+    """Run the main job on built-in data: phantom -> train -> synth -> evaluate -> gain."""
     phantom(out / "phantom", patients=patients, seed=seed)  # TCIA layout, 128x128x48
     inspect(out / "phantom")
     typer.echo("")
@@ -930,7 +1148,19 @@ def demo(
     typer.echo(
         f"\nLook at {synth_out / 'preview.png'} (synthetic above real) and "
         f"{synth_out / 'report.html'} (metrics, losses, samples). More cases: "
-        f"`medaug synth --input {out / 'phantom'} --model {runs} --n 500 --out DIR`."
+        f"`medaug synth --input {out / 'phantom'} --model {runs} --n 500 --out DIR`.\n"
+    )
+    typer.echo("Do synthetic pairs raise segmentation Dice? (a generator per regime, trained")
+    typer.echo("on that regime's patients only; the same U-Net steps in every arm)\n")
+    gain(
+        input=out / "cache",
+        out=out / "gain",
+        train_cases=gain_cases or ["2", "4"],
+        seeds=gain_seeds,
+        steps=gain_steps,
+        mode=GainMode.perturb,
+        generator_steps=generator_steps,
+        seed=seed,
     )
 
 

@@ -259,6 +259,43 @@ def loss_curves(stats: list[dict], path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
+    """``gain.png``: test Dice against the number of real training patients, one line
+    per arm, with the 95% interval over runs as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from medaug.io.atomic import atomic_path
+
+    rows = doc["summary"]
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    regimes = sorted({r["regime"] for r in rows})
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    width = 0.06 * (max(regimes) - min(regimes) or 1)
+    for k, arm in enumerate(arms):
+        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["regime"])
+        x = np.array([r["regime"] for r in mine], dtype=float) + (k - (len(arms) - 1) / 2) * width
+        y = np.array([r["dice"]["mean"] for r in mine])
+        ci = [r["dice"]["ci95"] or [r["dice"]["mean"]] * 2 for r in mine]
+        err = np.array([[m - lo for m, (lo, _) in zip(y, ci, strict=True)],
+                        [hi - m for m, (_, hi) in zip(y, ci, strict=True)]])  # fmt: skip
+        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, label=arm)
+    ax.set_xticks(regimes)
+    ax.set_xlabel("real training patients")
+    ax.set_ylabel("test Dice (mean, 95% CI)")
+    ax.set_title("Segmentation Dice by training data", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_report(
     folder: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
 ) -> Path:

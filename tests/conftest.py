@@ -72,3 +72,34 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
         cwd=cwd,
         timeout=300,
     )
+
+
+@pytest.fixture(scope="session")
+def pairs_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Four phantom patients, their 2D cache on a 16x16 grid (one held-out patient), a
+    tiny VAE-GAN trained on the training side and eight synthetic prior cases from it
+    (read-only). Keys: cohort, cache, checkpoint, synthetic."""
+    from medaug.preprocess import PreprocessConfig, preprocess
+    from medaug.synth.run import synthesize
+    from medaug.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("pairs")
+    cohort = root / "cohort"
+    write_cohort(cohort, patients=4, seed=0, fmt="dicom", config=SMALL)
+    cache = preprocess(
+        cohort, root / "cache", PreprocessConfig(grid_2d=(16, 16)), val_fraction=0.25
+    )
+    cfg = TrainConfig(
+        steps=4, batch_size=4, log_every=2, checkpoint_every=4, sample_every=4, warmup_steps=2,
+        n_samples=4,
+    )  # fmt: skip
+    result = train(cache.out, root / "runs", model="vaegan", config=cfg, model_overrides=TINY_MODEL)
+    assert result.checkpoint is not None
+    synth = root / "synthetic"
+    synthesize(synth, 8, model=result.checkpoint, device="cpu")
+    return {
+        "cohort": cohort,
+        "cache": cache.out,
+        "checkpoint": result.checkpoint,
+        "synthetic": synth,
+    }

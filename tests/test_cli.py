@@ -42,11 +42,16 @@ def test_help_is_fast_and_lists_commands() -> None:
         "convert",
         "train",
         "synth",
+        "synth-merge",
         "evaluate",
         "report",
+        "segment",
+        "gain",
         "demo",
     ):
         assert command in result.stdout
+    segment = run_cli("segment", "--help")
+    assert segment.returncode == 0 and "train" in segment.stdout and "eval" in segment.stdout
     assert time.perf_counter() - start < 20  # generous: only a guard against heavy imports
     version = run_cli("--version")
     assert version.returncode == 0 and version.stdout.startswith("medaug 0.")
@@ -193,7 +198,8 @@ def test_bad_options(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_path: Path) -> None:
     args = ("--patients", "3", "--steps", "4", "--n", "4", "--feature-steps", "5")
-    result = run_cli("demo", "--out", tmp_path / "d", *args, cwd=tmp_path)
+    gain = ("--gain-steps", "2", "--gain-seeds", "2", "--gain-cases", "1", "--generator-steps", "2")
+    result = run_cli("demo", "--out", tmp_path / "d", *args, *gain, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     synth = tmp_path / "d" / "synthetic"
     assert len(list((synth / "images").glob("synth_*.nii.gz"))) == 4
@@ -206,3 +212,11 @@ def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_pa
     assert (
         str(synth / "preview.png") in result.stdout and str(synth / "report.html") in result.stdout
     )
+    # it ends with the gain table: one regime, the four arms, two seeds each
+    table = result.stdout[result.stdout.index("| real patients | arm |") :]
+    assert [line.split(" | ")[1] for line in table.splitlines()[2:6]] == [
+        "real", "real+classical", "real+synth", "real+classical+synth",
+    ]  # fmt: skip
+    assert (tmp_path / "d" / "gain" / "gain.png").exists()
+    doc = json.loads((tmp_path / "d" / "gain" / "gain.json").read_text())
+    assert len(doc["runs"]) == 4 * 2 and doc["settings"]["synth_mode"] == "perturb"

@@ -1,11 +1,14 @@
-"""Training data: cached slice and volume datasets, patient-level splits, and the
-built-in phantom cohort."""
+"""Training data: cached slice and volume datasets, synthetic datasets and their mix
+with real ones, patient-level splits, and the built-in phantom cohort."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Cache", "SliceDataset", "VolumeDataset", "load_split", "make_splits"]
+__all__ = [
+    "Cache", "MixedDataset", "SliceDataset", "SyntheticDataset", "VolumeDataset", "load_split",
+    "make_splits", "mix",
+]  # fmt: skip
 
 
 def __getattr__(name: str) -> Any:
@@ -14,6 +17,10 @@ def __getattr__(name: str) -> Any:
         from medaug.data import datasets
 
         return getattr(datasets, name)
+    if name in ("SyntheticDataset", "MixedDataset", "mix"):
+        from medaug.data import synthetic
+
+        return getattr(synthetic, name)
     if name in ("load_split", "make_splits"):
         from medaug.data import splits
 

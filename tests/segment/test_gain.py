@@ -1,0 +1,188 @@
+"""medaug gain: the whole experiment on the phantom cohort with tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medaug.data import Cache
+from medaug.errors import ConfigError, InputError
+from medaug.preprocess import PreprocessConfig, preprocess
+from medaug.segment import SegmentConfig
+from medaug.segment.gain import ARMS, parse_train_patients, run_gain
+from medaug.train import TrainConfig, train
+from tests.conftest import SMALL, TINY_MODEL, run_cli
+from tests.synth.test_synth import one_error_line
+
+TINY = SegmentConfig(steps=3, batch_size=4, channels=(4, 8, 16), strides=(2, 2), res_units=0)
+PP = PreprocessConfig(grid_2d=(16, 16))
+GEN = dict(steps=4, batch_size=4, log_every=2, checkpoint_every=4, sample_every=4, warmup_steps=2,
+           n_samples=4)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from medaug.data.phantom import write_cohort
+
+    out = tmp_path_factory.mktemp("gain") / "cohort"
+    write_cohort(out, patients=4, seed=0, fmt="dicom", config=SMALL)
+    return out
+
+
+@pytest.fixture(scope="module")
+def experiment(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("gain") / "out"
+    doc = run_gain(
+        cohort, out, train_patients=[1, "all"], seeds=2, folds=2, segment=TINY, synth_n=6,
+        generator_steps=4, preprocess_config=PP, arms=ARMS, device="cpu",
+    )  # fmt: skip
+    return out, doc
+
+
+def test_gain_json_has_every_run_and_a_row_per_regime_and_arm(experiment):
+    out, doc = experiment
+    assert json.loads((out / "gain.json").read_text()) == doc
+    assert doc["settings"]["train_patients"] == [1, "all"]
+    runs = doc["runs"]
+    assert len(runs) == 2 * 2 * 5 * 2  # folds x regimes x arms x seeds
+    assert {(r["regime"], r["arm"]) for r in doc["summary"]} == {
+        (n, a) for n in (1, 2) for a in ARMS
+    }
+    for row in doc["summary"]:
+        assert row["runs"] == 4 and len(row["dice"]["ci95"]) == 2
+        assert row["dice"]["ci95"][0] <= row["dice"]["mean"] <= row["dice"]["ci95"][1]
+        if row["arm"] != "real":
+            assert row["vs_real"]["pairs"] == 4  # every patient is tested once
+    table = (out / "gain.md").read_text()
+    assert table.startswith("| real patients | arm | runs | Dice mean | sd | 95% CI |")
+    assert table.count("\n| 1 |") == 5 and table.count("\n| 2 |") == 5
+    with Image.open(out / "gain.png") as png:
+        assert png.size[0] > 400 and png.size[1] > 300
+
+
+def test_splits_are_by_patient_and_regimes_nest(experiment, cohort: Path):
+    out, doc = experiment
+    cache = Cache(out / "cache")
+    patient = {c: cache.records[c]["patient"] for c in cache.case_ids}
+    tested = []
+    for split in doc["splits"]:
+        test = set(split["test_patients"])
+        assert {patient[c] for c in split["test_cases"]} == test
+        small, full = split["regimes"]["1"], split["regimes"]["2"]
+        assert set(small) < set(full)
+        assert {patient[c] for c in full}.isdisjoint(test)
+        assert len({patient[c] for c in small}) == 1
+        tested += sorted(test)
+    assert sorted(tested) == sorted(set(patient.values()))  # 2 folds: each patient once
+
+
+def test_arms_are_step_matched_and_differ_only_in_their_data(experiment):
+    _, doc = experiment
+    runs = doc["runs"]
+    assert {(r["steps"], r["batch_size"]) for r in runs} == {(3, 4)}
+    for r in runs:
+        assert r["items_real"] + r["items_synthetic"] == 12
+        if r["arm"] in ("real", "real+classical"):
+            assert r["items_synthetic"] == 0
+        if r["arm"] == "synth-only":
+            assert r["items_real"] == 0
+    # one generator per fold and regime, trained on that regime's patients only
+    gens = doc["generators"]
+    assert {(g["fold"], g["regime"]) for g in gens} == {(f, n) for f in (0, 1) for n in (1, 2)}
+    assert all(g["training_patients"] == g["regime"] for g in gens)
+    assert all(g["leakage_check"].startswith("passed") for g in gens)
+
+
+def test_a_second_run_reuses_every_result(experiment, cohort: Path):
+    out, doc = experiment
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    again = run_gain(
+        cohort, out, train_patients=[1, "all"], seeds=2, folds=2, segment=TINY, synth_n=6,
+        generator_steps=4, preprocess_config=PP, arms=ARMS, device="cpu",
+    )  # fmt: skip
+    assert again["summary"] == doc["summary"]
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
+
+
+def generator_on(cache_dir: Path, cases: list[str], out: Path) -> Path:
+    cache = Cache(cache_dir)
+    others = [c for c in cache.case_ids if c not in cases]
+    result = train(cache_dir, out, model="vaegan", config=TrainConfig(**GEN),
+                   model_overrides=TINY_MODEL, cases=(cases, others))  # fmt: skip
+    assert result.checkpoint is not None
+    return result.checkpoint
+
+
+def test_a_generator_that_saw_a_test_patient_is_refused(experiment, cohort, tmp_path: Path):
+    out, doc = experiment
+    split = {"fold": 0, **doc["splits"][0]}
+    # trained on the same patients the one-split experiment below tests on
+    from medaug.data.splits import make_splits
+
+    cache = Cache(out / "cache")
+    patients = {c: cache.records[c]["patient"] for c in cache.case_ids}
+    test = make_splits(patients, 0.2, None, 0)["splits"][0]["val"]
+    leaky = generator_on(out / "cache", test + split["regimes"]["1"], tmp_path / "leaky")
+    with pytest.raises(ConfigError, match="trained on 1 test patient") as err:
+        run_gain(cohort, tmp_path / "g", model=leaky, train_patients=[1], seeds=1, segment=TINY,
+                 synth_n=4, preprocess_config=PP, device="cpu")  # fmt: skip
+    assert "leakage" in str(err.value)
+    clean = [c for c in cache.case_ids if c not in test]
+    ok = generator_on(out / "cache", clean, tmp_path / "clean")
+    doc2 = run_gain(cohort, tmp_path / "g2", model=ok, train_patients=[1], seeds=1, segment=TINY,
+                    synth_n=4, device="cpu")  # fmt: skip
+    assert doc2["generators"][0]["training_patients"] == len({patients[c] for c in clean})
+    assert "one given generator" in (tmp_path / "g2" / "gain.md").read_text()
+
+
+def test_a_generator_on_another_grid_is_refused(experiment, cohort, tmp_path: Path):
+    coarser = PreprocessConfig(grid_2d=(16, 16), spacing_mm=(2.0, 2.0, 2.5))
+    other = preprocess(cohort, tmp_path / "coarse", coarser)
+    ckpt = generator_on(other.out, Cache(other.out).case_ids[:2], tmp_path / "g")
+    with pytest.raises(ConfigError, match=r"different preprocessing grid \(spacing_mm"):
+        run_gain(cohort, tmp_path / "g", model=ckpt, train_patients=[1], segment=TINY,
+                 preprocess_config=PP, device="cpu")  # fmt: skip
+
+
+def test_a_test_set_without_target_is_refused(experiment, tmp_path: Path):
+    out, _ = experiment
+    cache = tmp_path / "cache"
+    shutil.copytree(out / "cache", cache)
+    for path in (cache / "cases").glob("*_label.npy"):
+        np.save(path, np.zeros_like(np.load(path)))
+    with pytest.raises(InputError, match="hold no pancreas voxels"):
+        run_gain(cache, tmp_path / "g", train_patients=[1], segment=TINY, device="cpu")
+
+
+def test_sweep_values_parse_and_bad_ones_are_refused():
+    assert parse_train_patients(["4,2", "all", "2"]) == [2, 4, "all"]
+    for bad in (["0"], ["two"], [""]):
+        with pytest.raises(ConfigError):
+            parse_train_patients(bad)
+
+
+@pytest.mark.parametrize("case", ["folds", "ratio", "too-many", "model-and-folds"])
+def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, case: str):
+    out, _ = experiment
+    base = ("gain", "--input", out / "cache", "--out", tmp_path / "g", "--steps", "2", "--quiet")
+    extra = {
+        "folds": ("--folds", "5"),
+        "ratio": ("--ratio", "1.0"),
+        "too-many": ("--train-cases", "9"),
+        "model-and-folds": ("--folds", "2", "--model", out / "cache"),
+    }[case]
+    line = one_error_line(run_cli(*base, *extra))
+    assert {
+        "folds": "--folds 5 needs at least 5 patients; the data have 4",
+        "ratio": "--ratio must be in [0, 1)",
+        "too-many": "--train-cases 9: fold 0 has only",
+        "model-and-folds": "--model gives one generator, and --folds needs one per fold",
+    }[case] in line
+    assert not (tmp_path / "g" / "gain.json").exists()
+    assert os.environ.get("MEDAUG_NOTHING") is None
