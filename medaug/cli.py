@@ -1158,7 +1158,7 @@ def demo(
         train_cases=gain_cases or ["2", "4"],
         seeds=gain_seeds,
         steps=gain_steps,
-        mode=GainMode.perturb,
+        mode=GainMode.prior,
         generator_steps=generator_steps,
         seed=seed,
     )

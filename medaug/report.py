@@ -283,11 +283,13 @@ def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
                         [hi - m for m, (_, hi) in zip(y, ci, strict=True)]])  # fmt: skip
         ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, label=arm)
     ax.set_xticks(regimes)
+    low = min(r["dice"]["mean"] for r in rows)
+    ax.set_ylim(max(0.0, low - 0.3), 1.0)  # Dice ends at 1; wider t intervals are cut here
     ax.set_xlabel("real training patients")
     ax.set_ylabel("test Dice (mean, 95% CI)")
     ax.set_title("Segmentation Dice by training data", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -219,4 +219,4 @@ def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_pa
     ]  # fmt: skip
     assert (tmp_path / "d" / "gain" / "gain.png").exists()
     doc = json.loads((tmp_path / "d" / "gain" / "gain.json").read_text())
-    assert len(doc["runs"]) == 4 * 2 and doc["settings"]["synth_mode"] == "perturb"
+    assert len(doc["runs"]) == 4 * 2 and doc["settings"]["synth_mode"] == "prior"
