@@ -37,6 +37,9 @@ LabelsOption = Annotated[
     Path | None, typer.Option(help="Folder of label NIfTI files matched by stem.")
 ]
 WorkersOption = Annotated[int | None, typer.Option(min=1, help="Processes (default: all cores).")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
 class Format(str, Enum):
@@ -945,9 +948,9 @@ def segment_train(
     batch_size: Annotated[int, typer.Option(min=1, help="Items per step.")] = 16,
     fold: Annotated[int, typer.Option(min=0, help="Split of the cache's splits.json.")] = 0,
     seed: Annotated[int, typer.Option(help="Weights, item draws, augmentation.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train a U-Net (DiceCE) on the cache's training split; score its held-out split."""
     from medaug.segment import SegmentConfig, train_segmenter
@@ -996,9 +999,9 @@ def segment_eval(
     include_training: Annotated[
         bool, typer.Option(help="Also score the cases the segmenter trained on.")
     ] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Score a segmenter: per-case Dice, 95% Hausdorff distance and surface Dice."""
     from medaug.segment import evaluate_segmenter
@@ -1047,8 +1050,8 @@ def gain(
         Path | None, typer.Option(help="Preprocessing YAML/JSON for scans [2D defaults].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split, patient order, generators, first seed.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")] = False,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print gain.json instead.")] = False,
 ) -> None:
     """Measure whether synthetic pairs raise segmentation Dice (real vs classical vs synthetic).

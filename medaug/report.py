@@ -239,8 +239,6 @@ def loss_curves(stats: list[dict], path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medaug.io.atomic import atomic_path
-
     keys = [
         k for k in stats[-1] if k.endswith("/loss") or k in ("generator/kl", "generator/pixel_l1")
     ]
@@ -252,9 +250,18 @@ def loss_curves(stats: list[dict], path: str | os.PathLike[str]) -> Path:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
+    return _save_figure(fig, path, dpi=100)
+
+
+def _save_figure(fig, path: str | os.PathLike[str], dpi: int) -> Path:
+    """Write a matplotlib figure as PNG under a temporary name, then close it."""
+    import matplotlib.pyplot as plt
+
+    from medaug.io.atomic import atomic_path
+
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
     return path
 
@@ -266,8 +273,6 @@ def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from medaug.io.atomic import atomic_path
 
     rows = doc["summary"]
     arms = list(dict.fromkeys(r["arm"] for r in rows))
@@ -291,11 +296,7 @@ def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, dpi=110)
 
 
 def write_report(

@@ -23,6 +23,21 @@ SMALL = PhantomConfig(shape=(64, 64, 12), fov_mm=400.0, slice_mm=2.5)
 TINY_MODEL = {"channels": (8, 8, 8), "latent_dim": 8, "disc_channels": 8, "disc_layers": 1}
 
 
+@pytest.fixture(scope="module")
+def one_thread_per_process():
+    """Two pytest workers share two cores; two OpenMP threads per process then turn a
+    16x16 decode from ~0.4 ms into ~100 ms. One torch thread here and in CLI
+    subprocesses (``pytestmark = pytest.mark.usefixtures("one_thread_per_process")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def dicom_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three phantom patients in the TCIA Pancreas-CT layout (read-only: copy to modify)."""

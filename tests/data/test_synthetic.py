@@ -16,6 +16,8 @@ from medaug.data import SliceDataset
 from medaug.errors import ConfigError, InputError
 from medaug.preprocess import PreprocessConfig, preprocess
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
+
 
 def test_the_top_level_names_are_the_modules(pairs_world):
     from medaug.data.synthetic import SyntheticDataset, mix

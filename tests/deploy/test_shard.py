@@ -19,7 +19,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -47,15 +46,7 @@ class World:
     shards: list[Path]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_per_process():
-    """Two pytest workers share two cores; one torch thread each keeps them apart."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 
 @pytest.fixture(scope="module")

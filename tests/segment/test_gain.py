@@ -20,6 +20,8 @@ from medaug.train import TrainConfig, train
 from tests.conftest import SMALL, TINY_MODEL, run_cli
 from tests.synth.test_synth import one_error_line
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
+
 TINY = SegmentConfig(steps=3, batch_size=4, channels=(4, 8, 16), strides=(2, 2), res_units=0)
 PP = PreprocessConfig(grid_2d=(16, 16))
 GEN = dict(steps=4, batch_size=4, log_every=2, checkpoint_every=4, sample_every=4, warmup_steps=2,

@@ -19,6 +19,8 @@ from medaug.train.checkpoint import load_checkpoint
 from tests.conftest import run_cli
 from tests.synth.test_synth import error_lines, one_error_line
 
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
+
 TINY = SegmentConfig(steps=3, batch_size=4, channels=(4, 8, 16), strides=(2, 2), res_units=0)
 
 

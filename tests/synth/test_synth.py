@@ -73,16 +73,7 @@ class World:
     vaegan3: Path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread_per_process():
-    """Two pytest workers share two cores; two OpenMP threads per process then turn a
-    16x16 decode from ~0.4 ms into ~100 ms. One thread here and in CLI subprocesses."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 
 @pytest.fixture(scope="module")
