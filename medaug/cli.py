@@ -458,17 +458,23 @@ def train(
     model: Annotated[Variant, typer.Option(help="Model variant.")] = Variant.vaegan,
     dims: Annotated[Dims | None, typer.Option(help="2 or 3; must match the cache.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of numbered run folders.")] = Path("runs"),
-    steps: Annotated[int | None, typer.Option(min=1, help="Optimisation steps [2000].")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Optimisation steps (default: 2000).")
+    ] = None,
     epochs: Annotated[
         float | None, typer.Option(min=0.0, help="Passes over the training split instead.")
     ] = None,
     preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.cpu,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Global batch over all processes [16].")
+        int | None, typer.Option(min=1, help="Global batch over all processes (default: 16).")
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Generator-side learning rate [2e-4].")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Generator-side learning rate (default: 2e-4).")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    amp: Annotated[Amp | None, typer.Option(help="Mixed precision [auto: bf16 on CUDA].")] = None,
+    amp: Annotated[
+        Amp | None, typer.Option(help="Mixed precision (default: auto: bf16 on CUDA).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Weights, batches and noise all follow it.")] = 0,
     fold: Annotated[int, typer.Option(min=0, help="Patient split of the cache to train on.")] = 0,
     workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
@@ -629,13 +635,14 @@ def synth(
         bool, typer.Option("--stack", help="2D models: write volumes of stacked slices.")
     ] = False,
     slices: Annotated[
-        int | None, typer.Option(min=1, help="--stack prior: slices per volume [real median].")
+        int | None,
+        typer.Option(min=1, help="--stack prior: slices per volume (default: real median)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same cases.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per decoder call.")] = 16,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Training steps when fitting [2000].")
+        int | None, typer.Option(min=1, help="Training steps when fitting (default: 2000).")
     ] = None,
     dims: Annotated[Dims, typer.Option(help="Fitting: 2D slices or 3D volumes.")] = Dims.two,
     variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant.vaegan,
@@ -791,7 +798,9 @@ def evaluate(
     synthetic: Annotated[Path, typer.Option(help="A folder written by `medaug synth`.")],
     model: Annotated[
         Path | None,
-        typer.Option(help="Generator checkpoint for the model metrics [the one fitted there]."),
+        typer.Option(
+            help="Generator checkpoint for the model metrics (default: the one fitted there)."
+        ),
     ] = None,
     iw_samples: Annotated[
         int, typer.Option(min=1, help="k of the importance-weighted likelihood.")
@@ -843,7 +852,9 @@ def evaluate(
 @app.command()
 def report(
     folder: Annotated[Path, typer.Argument(help="A synthesis folder or a training run folder.")],
-    out: Annotated[Path | None, typer.Option(help="HTML file [FOLDER/report.html].")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="HTML file (default: FOLDER/report.html).")
+    ] = None,
 ) -> None:
     """Write one HTML page with the preview grids, loss curves and metrics table."""
     from medaug.report import write_report
@@ -935,13 +946,15 @@ def _print_scores(doc: dict, title: str) -> None:
 def segment_train(
     data: Annotated[Path, typer.Argument(help="A medaug cache, or labelled scans.")],
     out: Annotated[Path, typer.Option(help="Output folder (segmenter.pt, JSON).")],
-    dims: Annotated[Dims | None, typer.Option(help="2 or 3 for scans [2].")] = None,
+    dims: Annotated[Dims | None, typer.Option(help="2 or 3 for scans (default: 2).")] = None,
     synthetic: Annotated[
         Path | None, typer.Option(help="A `medaug synth` folder to mix in.")
     ] = None,
     ratio: Annotated[
         float | None,
-        typer.Option(help="Share of synthetic items per batch, in [0, 1) [0.5 with --synthetic]."),
+        typer.Option(
+            help="Share of synthetic items per batch, in [0, 1) (default: 0.5 with --synthetic)."
+        ),
     ] = None,
     augment: Annotated[Augment, typer.Option(help="Classical augmentation.")] = Augment.none,
     steps: Annotated[int, typer.Option(min=1, help="Optimisation steps.")] = 500,
@@ -1025,14 +1038,16 @@ def gain(
     out: Annotated[Path, typer.Option(help="The experiment's folder.")] = Path("gain"),
     model: Annotated[
         Path | None,
-        typer.Option(help="One generator for every regime [train one per regime]."),
+        typer.Option(help="One generator for every regime (default: train one per regime)."),
     ] = None,
     train_cases: Annotated[
         list[str] | None,
         typer.Option(help="Real training patients per regime, e.g. 2 4 all (repeat or comma)."),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Segmenter seeds per arm.")] = 3,
-    folds: Annotated[int | None, typer.Option(help="K-fold over patients [one split].")] = None,
+    folds: Annotated[
+        int | None, typer.Option(help="K-fold over patients (default: one split).")
+    ] = None,
     test_fraction: Annotated[
         float, typer.Option(help="Share of patients for testing (one split).")
     ] = 0.2,
@@ -1047,7 +1062,7 @@ def gain(
         Variant, typer.Option(help="Generator trained per regime.")
     ] = Variant.vaegan,
     config: Annotated[
-        Path | None, typer.Option(help="Preprocessing YAML/JSON for scans [2D defaults].")
+        Path | None, typer.Option(help="Preprocessing YAML/JSON for scans (default: 2D defaults).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Split, patient order, generators, first seed.")] = 0,
     device: DeviceOption = "auto",
@@ -1114,7 +1129,7 @@ def demo(
         int, typer.Option(min=1, help="Seeds per arm of the gain experiment.")
     ] = 3,
     gain_cases: Annotated[
-        list[str] | None, typer.Option(help="Real patients per gain regime [2 4].")
+        list[str] | None, typer.Option(help="Real patients per gain regime (default: 2 4).")
     ] = None,
     generator_steps: Annotated[
         int, typer.Option(min=1, help="Steps of each generator the gain experiment trains.")
