@@ -317,7 +317,7 @@ def write_report(
     import tempfile
 
     from medaug.errors import InputError
-    from medaug.io.atomic import atomic_path
+    from medaug.io.atomic import write_text
     from medaug.train.runs import read_stats, runs_in
 
     folder = Path(folder)
@@ -378,7 +378,4 @@ def write_report(
         f"<!doctype html><html><head><meta charset='utf-8'><title>medaug report</title>"
         f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
     )
-    out = Path(path) if path else folder / "report.html"
-    with atomic_path(out) as tmp:
-        tmp.write_text(page)
-    return out
+    return write_text(Path(path) if path else folder / "report.html", page)

@@ -121,15 +121,6 @@ class SyntheticDataset(Dataset):
         }
         return self.transform(item) if self.transform is not None else item
 
-    def has_target(self) -> np.ndarray:
-        """True for items whose label holds the target class."""
-        target = self.config.target_class
-        out = []
-        for position, z in self.items:
-            label = self.arrays(position)[1]
-            out.append(bool(np.any((label[..., z] if z >= 0 else label) == target)))
-        return np.array(out, dtype=bool)
-
 
 def _case_affine(config: PreprocessConfig, shape: list[int]) -> np.ndarray:
     """The RAS affine ``medaug synth`` gives a case (the config's spacing, centred on
@@ -143,9 +134,11 @@ class MixedDataset(Dataset):
     """Real and synthetic items mixed at a ratio; see :func:`mix`.
 
     Item ``i`` is drawn from a generator seeded by ``(seed, i)``: synthetic with
-    probability ``ratio``, then uniformly among the synthetic items, or among the real
-    ones by ``real_weights``. Items are ``{"image", "label", "synthetic"}`` (1 for a
-    synthetic item), so real and synthetic items collate into one batch.
+    probability ``ratio`` (in [0, 1]; 1 draws only synthetic items, as the gain
+    experiment's synthetic-only arm does), then uniformly among the synthetic items,
+    or among the real ones by ``real_weights``. Items are
+    ``{"image", "label", "synthetic"}`` (1 for a synthetic item), so real and
+    synthetic items collate into one batch.
     """
 
     def __init__(
@@ -162,6 +155,8 @@ class MixedDataset(Dataset):
         n_real = len(real)  # type: ignore[arg-type]
         if n_real == 0:
             raise ConfigError("the real dataset is empty")
+        if not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"the synthetic ratio must be in [0, 1], got {ratio}")
         if ratio > 0 and (synthetic is None or len(synthetic) == 0):  # type: ignore[arg-type]
             raise ConfigError("a synthetic ratio above 0 needs a non-empty synthetic dataset")
         self.real, self.synthetic, self.ratio, self.seed = real, synthetic, float(ratio), seed

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaug.errors import ConfigError, InputError
 from medaug.evaluate import metrics as M
 
 #: Laplace scale of the image likelihood, in [-1, 1] units (0.05 = 10 HU in the
@@ -73,7 +72,7 @@ def evaluate(
     from medaug.synth.output import read_manifest
 
     manifest = read_manifest(synth_dir)
-    from medaug.preprocess.config import PreprocessConfig
+    from medaug.preprocess import PreprocessConfig, open_cache
 
     config = PreprocessConfig.from_dict(manifest["preprocess_config"], source="manifest.json")
     dev = pick_device(device or "auto")
@@ -83,7 +82,12 @@ def evaluate(
     note("reading the synthetic cases")
     s_img, s_lab = _subsample(*_synthetic_items(synth_dir, manifest, config), rng)
     note("preprocessing the real scans onto the synthetic grid")
-    cache = _real_cache(Path(real), synth_dir / "evaluation" / "real-cache", config)
+    # evaluate's own scratch cache: another --real than last time rebuilds it (cases
+    # are still reused by key) instead of refusing with a flag evaluate does not have
+    cache = open_cache(
+        real, synth_dir / "evaluation" / "real-cache", config,
+        against="the synthetic cases'", purpose=" for comparison",
+    )  # fmt: skip
     train_ids, held_ids, split_note = _split(cache, manifest)
     r_img, r_lab = _subsample(*_cache_items(cache, cache.case_ids), rng)
     t_img, t_lab = _subsample(*_cache_items(cache, train_ids), rng)
@@ -171,25 +175,6 @@ def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarra
             images.append(image)
             labels.append(label)
     return np.stack(images), np.stack(labels)
-
-
-def _real_cache(real: Path, cache_dir: Path, config):
-    from medaug.data import Cache
-    from medaug.preprocess import preprocess
-
-    if (real / "index.json").exists():
-        cache = Cache(real)
-        if cache.config.to_dict() != config.to_dict():
-            raise ConfigError(f"{real}: a cache made with another config than the synthetic cases")
-        return cache
-    if not real.exists():
-        raise InputError(real, "no such file or folder")
-    # evaluate's own scratch cache: another --real than last time rebuilds it (cases
-    # are still reused by key) instead of refusing with a flag evaluate does not have
-    result = preprocess(real, cache_dir, config, overwrite=True)
-    if not result.done:
-        raise InputError(real, "no labelled scans usable for comparison")
-    return Cache(cache_dir)
 
 
 def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:

@@ -46,12 +46,17 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_json(path: str | os.PathLike[str], doc: object) -> Path:
-    """Write ``doc`` as indented JSON (with a final newline), atomically."""
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
+        tmp.write_text(text)
     return path
+
+
+def write_json(path: str | os.PathLike[str], doc: object) -> Path:
+    """Write ``doc`` as indented JSON (with a final newline), atomically."""
+    return write_text(path, json.dumps(doc, indent=2) + "\n")
 
 
 def is_temporary(path: Path) -> bool:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from medaug.errors import MedaugError
-from medaug.io.atomic import atomic_path
+from medaug.io.atomic import write_json
 from medaug.io.discovery import Note, discover, display_path
 from medaug.io.scan import ScanRef
 from medaug.parallel import map_cases
@@ -87,11 +86,10 @@ def convert(
     cases = list(map_cases(_convert_one, jobs, workers, progress))
     result = Conversion(out, cases, found.notes)
     if any(c.image for c in cases):
-        with atomic_path(out / "conversion.json") as tmp:
-            record = {
-                "root": str(found.root),
-                "cases": [asdict(c) for c in cases],
-                "notes": [asdict(n) for n in found.notes],
-            }
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
+        record = {
+            "root": str(found.root),
+            "cases": [asdict(c) for c in cases],
+            "notes": [asdict(n) for n in found.notes],
+        }
+        write_json(out / "conversion.json", record)
     return result

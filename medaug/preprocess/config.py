@@ -173,10 +173,9 @@ class PreprocessConfig:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON (atomically)."""
-        from medaug.io.atomic import atomic_path
+        from medaug.io.atomic import write_json
 
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
 
 def _as_list(value: Any) -> list[Any]:

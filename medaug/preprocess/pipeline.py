@@ -380,6 +380,51 @@ def _process_case(job: tuple[ScanRef, PreprocessConfig, Path, str, bool, bool]) 
     return result
 
 
+def open_cache(
+    data: str | os.PathLike[str],
+    scratch: str | os.PathLike[str],
+    config: PreprocessConfig,
+    *,
+    against: str = "the one required",
+    purpose: str = "",
+    overwrite: bool = True,
+    note: Callable[[str], None] | None = None,
+):
+    """``data`` as an open :class:`~medaug.data.Cache` made with ``config``.
+
+    A cache is used as it is (its config must equal ``config``); scans are
+    preprocessed into ``scratch`` (cases reused by key when done before).
+
+    Args:
+        data: a cache from ``medaug preprocess`` or a folder of labelled scans.
+        scratch: where scans are preprocessed to.
+        config: the preprocessing the caller needs (a model's, a synthesis folder's).
+        against: whose config it is, for the error (``"the model's"``).
+        purpose: appended to the error when no scan is usable (``": fitting ..."``).
+        overwrite: rebuild ``scratch`` when it holds another input's cache (a
+            command's own scratch folder) instead of refusing.
+        note: called with a one-line note before preprocessing.
+    """
+    from medaug.data.datasets import Cache
+
+    data = Path(data)
+    if (data / "index.json").exists():
+        cache = Cache(data)
+        if cache.config.to_dict() != config.to_dict():
+            raise ConfigError(
+                f"{data}: a cache made with another preprocessing config than {against}"
+            )
+        return cache
+    if not data.exists():
+        raise InputError(data, "no such file or folder")
+    if note is not None:
+        note(f"preprocessing the scans onto the model grid -> {scratch}")
+    result = preprocess(data, scratch, config, overwrite=overwrite)
+    if not result.done:
+        raise InputError(data, "no labelled scans usable" + purpose)
+    return Cache(scratch)
+
+
 def preprocess(
     input: str | os.PathLike[str],
     out: str | os.PathLike[str],

@@ -159,14 +159,14 @@ def evaluate_segmenter(
     """
     from medaug.data.splits import recorded_sides
     from medaug.io.atomic import write_json
-    from medaug.segment.train import load_segmenter, open_cache
+    from medaug.segment.train import data_cache, load_segmenter
     from medaug.train.distributed import pick_device
 
     note = on_event or (lambda _msg: None)
     model = Path(model)
     net, cfg, pp, split = load_segmenter(model, pick_device(device))
     folder = Path(out) if out is not None else (model if model.is_dir() else model.parent)
-    cache = open_cache(data, folder / "cache-eval", None, note, config=pp)
+    cache = data_cache(data, folder / "cache-eval", None, note, config=pp)
     cases = list(cache.case_ids)
     sides = recorded_sides(cache, split)
     seen = 0

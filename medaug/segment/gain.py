@@ -244,8 +244,8 @@ def run_gain(
     Returns:
         the ``gain.json`` document.
     """
-    from medaug.io.atomic import write_json
-    from medaug.segment.train import open_cache
+    from medaug.io.atomic import write_json, write_text
+    from medaug.segment.train import data_cache
     from medaug.train.checkpoint import configs, load_checkpoint
 
     out = Path(out)
@@ -275,7 +275,7 @@ def run_gain(
         if preprocess_config is not None:
             check_grid(pp, preprocess_config, model)
         preprocess_config = pp
-    cache = open_cache(input, out / "cache", None, note, config=preprocess_config)
+    cache = data_cache(input, out / "cache", None, note, config=preprocess_config)
     sweep = parse_train_patients([str(v) for v in train_patients])
     plans = plan_folds(cache, sweep, folds, test_fraction, seed)
     note(
@@ -289,8 +289,6 @@ def run_gain(
     t0 = time.perf_counter()
     for plan in plans:
         fold = plan["fold"]
-        if given is not None:
-            check_generator(given, cache, plan["test_cases"])
         for regime, cases in plan["regimes"].items():
             folder = out / "folds" / f"fold{fold}" / f"n{regime}"
             synth = None
@@ -333,14 +331,14 @@ def run_gain(
             "segment": cfg.to_dict(),
         },
         "preprocess_config": cache.config.to_dict(),
-        "splits": [{k: v for k, v in p.items()} for p in plans],
+        "splits": plans,
         "generators": generators,
         "runs": runs,
         "summary": summarize(runs, arms),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(out / RESULT, doc)
-    _atomic_text(out / "gain.md", table(doc))
+    write_text(out / "gain.md", table(doc))
     from medaug.report import gain_plot
 
     gain_plot(doc, out / "gain.png")
@@ -354,14 +352,12 @@ def _generator(given, cache, plan, regime, cases, folder, variant, steps, seed, 
     from medaug.train.distributed import pick_device
     from medaug.train.runs import runs_in
 
-    if given is not None:
-        info = check_generator(given, cache, plan["test_cases"])
-        path = Path(given["path"])
-    else:
+    state = given
+    if state is None:
         gen_dir = folder / "generator"
         done = [r for r in runs_in(gen_dir) if list_checkpoints(r)]
-        found = list_checkpoints(done[-1])[-1] if done else None
-        if found is None or int(load_checkpoint(found)["step"]) < steps:
+        state = load_checkpoint(list_checkpoints(done[-1])[-1]) if done else None
+        if state is None or int(state["step"]) < steps:
             preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
             others = [c for c in cache.case_ids if c not in set(cases)]
             items = _items(cache, cases)
@@ -376,9 +372,9 @@ def _generator(given, cache, plan, regime, cases, folder, variant, steps, seed, 
             )  # fmt: skip
             if result.checkpoint is None:
                 raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
-            found = result.checkpoint
-        path = found
-        info = check_generator(load_checkpoint(path), cache, plan["test_cases"])
+            state = load_checkpoint(result.checkpoint)
+    info = check_generator(state, cache, plan["test_cases"])
+    path = Path(state["path"])
     from medaug.synth.sampler import file_sha256
 
     return {
@@ -401,20 +397,21 @@ def _synthesize(gen, out: Path, n: int, mode: str, seed: int, cache: Any, device
     from medaug.synth.output import MANIFEST
     from medaug.synth.run import synthesize
 
-    manifest = out / MANIFEST
-    if manifest.exists():
-        doc = json.loads(manifest.read_text())
-        if (
-            doc.get("complete")
-            and doc.get("n") == n
-            and doc["settings"].get("checkpoint_sha256") == gen["sha256"]
-            and doc["settings"].get("mode") == mode
-            and doc["settings"].get("seed") == seed
-        ):
-            return out
+    try:
+        doc = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        doc = {}
+    made = doc.get("settings", {})
+    same = (made.get("checkpoint_sha256"), made.get("mode"), made.get("seed")) == (
+        gen["sha256"], mode, seed,
+    )  # fmt: skip
+    if same and doc.get("complete") and doc.get("n") == n:
+        return out
     note(f"fold {gen['fold']}, {gen['regime']} patient(s): synthesizing {n} {mode} cases")
+    # the same generator and settings: a killed synthesis resumes with its written cases
+    resume = same and doc.get("n", 0) <= n
     synthesize(
-        out, n, model=gen["checkpoint"], mode=mode, seed=seed, overwrite=True,
+        out, n, model=gen["checkpoint"], mode=mode, seed=seed, overwrite=not resume,
         input=cache.root if mode == "perturb" else None, device=device,
     )  # fmt: skip
     return out
@@ -582,13 +579,6 @@ def table(doc: dict[str, Any]) -> str:
 
 def _p(p: float | None) -> str:
     return "–" if p is None else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from medaug.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
 
 
 __all__ = [

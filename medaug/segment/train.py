@@ -123,18 +123,13 @@ def fit(
     transforms: list[Any] = [_Binary(cache.config.target_class)]
     if cfg.augment == "classical":
         transforms.append(classical(dims))
-    transform = Compose(transforms)
-    if cfg.synthetic_only:
+    ratio = 1.0 if cfg.synthetic_only else cfg.ratio
+    if ratio > 0:
         check_compatible(real, synthetic)
-        data = MixedDataset(synthetic, None, 0.0, length=steps_items, seed=cfg.seed)
-    else:
-        if synthetic is not None and cfg.ratio > 0:
-            check_compatible(real, synthetic)
-        data = MixedDataset(
-            real, synthetic if cfg.ratio > 0 else None, cfg.ratio, length=steps_items,
-            seed=cfg.seed, real_weights=weights,
-        )  # fmt: skip
-    data.transform = transform
+    data = MixedDataset(
+        real, synthetic if ratio > 0 else None, ratio, length=steps_items, seed=cfg.seed,
+        real_weights=weights, transform=Compose(transforms),
+    )  # fmt: skip
     loader = DataLoader(
         data, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
         persistent_workers=False, pin_memory=device.type == "cuda",
@@ -171,8 +166,6 @@ def fit(
                 on_log(step, mean)
             running, counted = torch.zeros((), device=device), 0
     net.eval()
-    if cfg.synthetic_only:  # every item came from the "real" side of that mixture
-        n_synth, n_real = n_real, 0
     return Fitted(net, cfg.steps, n_real, n_synth, losses, time.perf_counter() - t0)
 
 
@@ -229,7 +222,7 @@ def train_segmenter(
     cfg = config or SegmentConfig()
     out = Path(out)
     note = on_event or (lambda _msg: None)
-    cache = open_cache(data, out / "cache", dims, note)
+    cache = data_cache(data, out / "cache", dims, note)
     train_cases, val_cases = load_split(cache.root, fold)
     synth = None
     if synthetic is not None:
@@ -302,29 +295,20 @@ def load_segmenter(path: str | os.PathLike[str], device: Any = "cpu"):
     return net.to(device).eval(), cfg, pp, json.loads(state["split"])
 
 
-def open_cache(data: str | os.PathLike[str], scratch: Path, dims: int | None, note, config=None):
-    """``data`` as an open cache: itself when it is one, else its scans preprocessed
-    into ``scratch`` (with ``config``, default ``PreprocessConfig(dims)``)."""
+def data_cache(data: str | os.PathLike[str], scratch: Path, dims: int | None, note, config=None):
+    """``data`` as an open cache (:func:`medaug.preprocess.open_cache`): a cache with
+    ``config`` (any config when None), or scans preprocessed into ``scratch`` with
+    ``config`` (default ``PreprocessConfig(dims)``)."""
     from medaug.data import Cache
-    from medaug.preprocess import PreprocessConfig, preprocess
+    from medaug.preprocess import PreprocessConfig, open_cache
 
-    data = Path(data)
-    if (data / "index.json").exists():
-        cache = Cache(data)
-        if dims is not None and dims != cache.config.dims:
-            raise ConfigError(f"{data}: a {cache.config.dims}D cache, but --dims {dims}")
-        if config is not None and config.to_dict() != cache.config.to_dict():
-            raise ConfigError(f"{data}: a cache made with another preprocessing than required")
-        return cache
-    if not data.exists():
-        raise InputError(data, "no such file or folder")
     if config is None:
-        config = PreprocessConfig(dims=3 if dims == 3 else 2)
-    note(f"preprocessing the scans -> {scratch}")
-    result = preprocess(data, scratch, config, overwrite=True)
-    if not result.done:
-        raise InputError(data, "no labelled scans usable for segmentation")
-    return Cache(scratch)
+        given = (Path(data) / "index.json").exists()
+        config = Cache(data).config if given else PreprocessConfig(dims=3 if dims == 3 else 2)
+    cache = open_cache(data, scratch, config, purpose=" for segmentation", note=note)
+    if dims is not None and dims != cache.config.dims:
+        raise ConfigError(f"{data}: a {cache.config.dims}D cache, but --dims {dims}")
+    return cache
 
 
 def _synthetic_info(synth: Any) -> dict[str, Any] | None:
@@ -339,6 +323,7 @@ __all__ = [
     "Fitted",
     "SegmentResult",
     "build_unet",
+    "data_cache",
     "fit",
     "load_segmenter",
     "train_segmenter",

@@ -156,7 +156,13 @@ def synthesize(
     # ---- the real cases on the model grid, and the model -------------------------------
     real = None
     if input is not None:
-        real = _real_cache(Path(input), out / "cache", pp, note, fitting=model is None)
+        from medaug.preprocess import open_cache
+
+        fitting = ": fitting a generator needs image + label pairs" if model is None else ""
+        real = open_cache(
+            input, out / "cache", pp, against="the model's", purpose=fitting, overwrite=False,
+            note=note,
+        )  # fmt: skip
     fitted = model is None
     if model is None:
         model = _fit(out, real, variant, steps, seed, device, note, train_callbacks or {})
@@ -298,29 +304,6 @@ def _planned(model: str | os.PathLike[str] | None, dims: int):
     docs = configs(load_checkpoint(model))
     pp = PreprocessConfig.from_dict(docs["preprocess_config"], source=str(model))
     return pp.dims, pp
-
-
-def _real_cache(input: Path, cache: Path, pp, note, fitting: bool):
-    """Preprocess the real scans with the model's config (reused when done before);
-    a cache made with that config is used as it is."""
-    from medaug.data import Cache
-    from medaug.preprocess import preprocess
-
-    if (input / "index.json").exists():
-        given = Cache(input)
-        if given.config.to_dict() != pp.to_dict():
-            raise ConfigError(f"{input}: a cache made with another config than the model's")
-        return given
-
-    note(f"preprocessing the real scans onto the model grid -> {cache}")
-    result = preprocess(input, cache, pp)
-    if not result.done:
-        raise InputError(
-            input,
-            "no labelled scans usable"
-            + (": fitting a generator needs image + label pairs" if fitting else ""),
-        )
-    return Cache(cache)
 
 
 def _fit(out: Path, real, variant: str, steps, seed: int, device, note, callbacks) -> Path:

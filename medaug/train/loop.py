@@ -549,7 +549,7 @@ def _fingerprint(cache_dir: Path) -> dict[str, Any]:
 
 
 def _write_config(run_dir: Path, docs: dict[str, Any], cache_dir: Path, world: int) -> None:
-    from medaug.io.atomic import atomic_path
+    from medaug.io.atomic import write_json
 
     doc = {
         "medaug_version": __version__,
@@ -559,8 +559,7 @@ def _write_config(run_dir: Path, docs: dict[str, Any], cache_dir: Path, world: i
         "train_config": docs["train_config"],
         "preprocess_config": docs["preprocess_config"],
     }
-    with atomic_path(run_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps(doc, indent=2))
+    write_json(run_dir / "config.json", doc)
 
 
 def _sampler(net: GenerativeModel, ema: Any) -> GenerativeModel:
