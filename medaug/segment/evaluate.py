@@ -166,7 +166,7 @@ def evaluate_segmenter(
     model = Path(model)
     net, cfg, pp, split = load_segmenter(model, pick_device(device))
     folder = Path(out) if out is not None else (model if model.is_dir() else model.parent)
-    cache = data_cache(data, folder / "cache-eval", None, note, config=pp)
+    cache = data_cache(data, folder / "cache-eval", None, note, pp, "the segmenter's")
     cases = list(cache.case_ids)
     sides = recorded_sides(cache, split)
     seen = 0

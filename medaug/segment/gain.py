@@ -275,7 +275,8 @@ def run_gain(
         if preprocess_config is not None:
             check_grid(pp, preprocess_config, model)
         preprocess_config = pp
-    cache = data_cache(input, out / "cache", None, note, config=preprocess_config)
+    whose = "the generator's (--model)" if given is not None else "the --config given"
+    cache = data_cache(input, out / "cache", None, note, preprocess_config, whose)
     sweep = parse_train_patients([str(v) for v in train_patients])
     plans = plan_folds(cache, sweep, folds, test_fraction, seed)
     note(
@@ -440,7 +441,8 @@ def _run(out, cache, plan, regime, cases, arm, cfg, seed, ratio, synth, note) ->
         "synthetic": None if synth is None or "synth" not in arm else synth.manifest["settings"],
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-    path = out / "runs" / f"fold{plan['fold']}-n{regime}-{arm}-seed{seed}.json"
+    # the key in the name: runs of other settings (steps, ratio...) stay beside these
+    path = out / "runs" / f"fold{plan['fold']}-n{regime}-{arm}-seed{seed}-{key}.json"
     if path.exists():
         try:
             done = json.loads(path.read_text())

@@ -295,7 +295,14 @@ def load_segmenter(path: str | os.PathLike[str], device: Any = "cpu"):
     return net.to(device).eval(), cfg, pp, json.loads(state["split"])
 
 
-def data_cache(data: str | os.PathLike[str], scratch: Path, dims: int | None, note, config=None):
+def data_cache(
+    data: str | os.PathLike[str],
+    scratch: Path,
+    dims: int | None,
+    note,
+    config=None,
+    against: str = "the one required",
+):
     """``data`` as an open cache (:func:`medaug.preprocess.open_cache`): a cache with
     ``config`` (any config when None), or scans preprocessed into ``scratch`` with
     ``config`` (default ``PreprocessConfig(dims)``)."""
@@ -305,7 +312,9 @@ def data_cache(data: str | os.PathLike[str], scratch: Path, dims: int | None, no
     if config is None:
         given = (Path(data) / "index.json").exists()
         config = Cache(data).config if given else PreprocessConfig(dims=3 if dims == 3 else 2)
-    cache = open_cache(data, scratch, config, purpose=" for segmentation", note=note)
+    cache = open_cache(
+        data, scratch, config, against=against, purpose=" for segmentation", note=note
+    )
     if dims is not None and dims != cache.config.dims:
         raise ConfigError(f"{data}: a {cache.config.dims}D cache, but --dims {dims}")
     return cache
