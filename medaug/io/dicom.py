@@ -587,9 +587,12 @@ def _series_key(h: SliceHeader) -> tuple[str, ...]:
     return key
 
 
-def _blank_warning(folder: str, members: Sequence[SliceHeader]) -> str | None:
+def _blank_warning(
+    where: Path, members: Sequence[SliceHeader], describe: Callable[[Path], str]
+) -> str | None:
     """One warning naming the identifying UIDs that are empty or missing in a series,
-    and what stood in for them; None when all are there."""
+    and what stood in for them (and the files, when only a few lack them); None when
+    all are there."""
     blank = [h for h in members if h.blank]
     if not blank:
         return None
@@ -612,8 +615,11 @@ def _blank_warning(folder: str, members: Sequence[SliceHeader]) -> str | None:
             "grouped by folder, study, frame of reference, series number, orientation "
             "and pixel grid"
         )
-    n_files = len({h.path for h in blank})
-    return f"{folder}: {n_files} file(s) {' and '.join(parts)}" + "".join(f"; {s}" for s in instead)
+    files = sorted({h.path for h in blank})
+    few = len(files) <= 3 and len(files) < len({h.path for h in members})  # else: all
+    which = f" ({', '.join(map(describe, files))})" if few else ""
+    said = f"{describe(where)}: {len(files)} file(s){which} {' and '.join(parts)}"
+    return said + "".join(f"; {s}" for s in instead)
 
 
 def group_series(
@@ -637,7 +643,7 @@ def group_series(
         members.sort(key=lambda h: (str(h.path), h.pixels.frame or 0))
         where = members[0].path if members[0].pixels.frame is not None else members[0].path.parent
         warnings = []
-        blank = _blank_warning(describe(where), members)
+        blank = _blank_warning(where, members, describe)
         if blank:
             warnings.append(blank)
         by_grid: dict[tuple[object, ...], list[SliceHeader]] = defaultdict(list)

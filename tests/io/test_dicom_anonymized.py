@@ -133,6 +133,20 @@ def test_missing_and_empty_uids_are_told_apart(write_series: WriteSeries) -> Non
     ]
 
 
+def test_a_few_files_with_empty_uids_are_named(write_series: WriteSeries) -> None:
+    folder, image, _ = write_series("few", file_pattern="{:03d}")
+    victim = files_in(folder)[6]
+    ds = pydicom.dcmread(victim)
+    ds.SOPClassUID = ""
+    ds.save_as(victim)
+    scan = load_one(folder)
+    np.testing.assert_array_equal(scan.image, image)
+    assert scan.warnings == [
+        "few: 1 file(s) (007) have empty SOPClassUID; "
+        "SOP class taken from the file meta (MediaStorageSOPClassUID)"
+    ]
+
+
 def write_phantom(folder: Path, index: int, series_number: int, study: str) -> np.ndarray:
     """Patient ``index`` as one series of study ``study`` with ``series_number``."""
     scan, _ = make_patient(index, seed=0, config=SMALL)
