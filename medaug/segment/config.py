@@ -3,18 +3,20 @@ every segmenter checkpoint and in ``gain.json``."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 from medaug.errors import ConfigError
+from medaug.settings import Settings
 
 AUGMENTS = ("none", "classical")
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
+class SegmentConfig(Settings):
     """Settings of one segmentation training run (MONAI ``UNet``, DiceCE loss)."""
+
+    SOURCE: ClassVar[str] = "segment config"
 
     steps: int = 500  # optimisation steps; the gain experiment's arms all run this many
     batch_size: int = 16  # items per step (slices in 2D, volumes in 3D)
@@ -34,18 +36,6 @@ class SegmentConfig:
     tolerance_mm: float = 2.0  # surface Dice: boundary distances within this count as agreeing
     sw_overlap: float = 0.25  # 3D: sliding-window overlap at inference
     log_every: int = 50  # steps between loss records
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "segment config") -> SegmentConfig:
-        from medaug.settings import from_mapping
-
-        return from_mapping(cls, doc, source)
-
-    def replace(self, **changes: Any) -> SegmentConfig:
-        return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
