@@ -43,6 +43,7 @@ import numpy as np
 import medaug
 from medaug.errors import ConfigError, InputError
 from medaug.segment.config import SegmentConfig
+from medaug.segment.plot import gain_plot
 
 ARMS = ("real", "real+classical", "real+synth", "real+classical+synth", "synth-only")
 DEFAULT_ARMS = ARMS[:4]
@@ -340,8 +341,6 @@ def run_gain(
     }
     write_json(out / RESULT, doc)
     write_text(out / "gain.md", table(doc))
-    from medaug.report import gain_plot
-
     gain_plot(doc, out / "gain.png")
     return json.loads((out / RESULT).read_text())  # as written: lists, not tuples
 

@@ -26,6 +26,7 @@ from typing import Any
 from medaug.errors import InputError
 from medaug.io.atomic import TMP_MARK, atomic_path, is_temporary
 from medaug.synth import output
+from medaug.synth.preview import synthesis_preview
 
 #: Manifest keys that differ between shards of one run (or only say when it was written).
 PER_SHARD = ("written", "settings", "indices", "complete", "cases")
@@ -260,7 +261,6 @@ def _preview(out: Path, doc: dict[str, Any], parts: list[_Shard]) -> None:
     cache of them (every shard preprocessed the same scans), when there is one."""
     from medaug.data import Cache
     from medaug.preprocess.config import PreprocessConfig
-    from medaug.report import synthesis_preview
 
     config = PreprocessConfig.from_dict(doc["preprocess_config"], source=str(out))
     real = None

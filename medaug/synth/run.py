@@ -23,6 +23,7 @@ import numpy as np
 
 from medaug.errors import ConfigError, InputError
 from medaug.synth import output
+from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import SynthCase, Synthesizer, case_name
 
 #: Slices of a stacked 2D case when there are no real cases to take a height from.
@@ -220,8 +221,6 @@ def synthesize(
 
     doc = output.manifest(out, settings, info, n, done)
     output.datalist(out, doc, synth.classes)
-    from medaug.report import synthesis_preview
-
     synthesis_preview(out, doc, synth.config, real)
     return SynthResult(out, len(doc["cases"]), len(todo), seconds, synth.checkpoint, fitted, doc)
 

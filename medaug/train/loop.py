@@ -31,7 +31,8 @@ from medaug.models import GenerativeModel, ModelConfig, Noise, build_model, mode
 from medaug.train import checkpoint as ckpt
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import Distributed
-from medaug.train.runs import StatsLog, check_writable, new_run_dir, pair_tiles, runs_in
+from medaug.train.runs import StatsLog, check_writable, new_run_dir, runs_in
+from medaug.viz import pair_tiles, save_grid
 
 
 class TrainingStopped(MedaugError):
@@ -568,8 +569,6 @@ def _sampler(net: GenerativeModel, ema: Any) -> GenerativeModel:
 
 
 def _write_samples(run_dir: Path, model: GenerativeModel, cfg: TrainConfig, step: int) -> None:
-    from medaug.report import save_grid
-
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     image, label = model.to_pair(model.sample(cfg.n_samples, gen))
@@ -579,8 +578,6 @@ def _write_samples(run_dir: Path, model: GenerativeModel, cfg: TrainConfig, step
 
 def _write_reals(run_dir: Path, model: GenerativeModel, dataset, cfg: TrainConfig) -> None:
     """``samples/reals.png``: training pairs drawn as the sampler draws them, to compare."""
-    from medaug.report import save_grid
-
     path = run_dir / "samples" / "reals.png"
     if path.exists():
         return

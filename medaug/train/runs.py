@@ -9,9 +9,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from medaug.errors import InputError
 
 _RUN = re.compile(r"^(\d{5})-([a-z0-9]+)-([23])d$")
@@ -84,17 +81,3 @@ def read_stats(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def pair_tiles(image: torch.Tensor, label: torch.Tensor, channel: int) -> list[np.ndarray]:
-    """Image ``(B, C, X, Y[, Z])`` and class map ``(B, 1, ...)`` -> overlay tiles of the
-    axial slice (centre slice of volumes), image channel ``channel``."""
-    from medaug.report import overlay
-
-    img = image.detach().float().cpu().numpy()
-    lab = label.detach().cpu().numpy()
-    if img.ndim == 5:
-        z = img.shape[-1] // 2
-        img, lab = img[..., z], lab[..., z]
-    scale = max(1, 256 // max(img.shape[2:]))
-    return [overlay(img[i, channel], lab[i, 0], scale) for i in range(img.shape[0])]
