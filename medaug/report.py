@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medaug.preprocess.cache import Cache
 from medaug.viz import overlay, pyplot, save_figure, save_grid
 
 
@@ -24,8 +25,6 @@ def cache_preview(
     than ``n`` cases, one more near the target's edge), so the picture answers "is
     the label on the organ, and is the window right?".
     """
-    from medaug.data.datasets import Cache
-
     c = Cache(cache)
     target = c.config.target_class
     picks: list[tuple[str, int]] = []

@@ -13,7 +13,11 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # torch is imported only when a dataset is asked for, not by the phantom CLI
-    if name in ("Cache", "SliceDataset", "VolumeDataset"):
+    if name == "Cache":
+        from medaug.preprocess.cache import Cache
+
+        return Cache
+    if name in ("SliceDataset", "VolumeDataset"):
         from medaug.data import datasets
 
         return getattr(datasets, name)
@@ -22,7 +26,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(synthetic, name)
     if name in ("load_split", "make_splits"):
-        from medaug.data import splits
+        from medaug.preprocess import splits
 
         return getattr(splits, name)
     raise AttributeError(f"module 'medaug.data' has no attribute {name!r}")

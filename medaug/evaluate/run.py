@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from medaug.evaluate import metrics as M
+from medaug.preprocess.splits import recorded_sides
 
 #: Laplace scale of the image likelihood, in [-1, 1] units (0.05 = 10 HU in the
 #: default 400 HU window).
@@ -179,8 +180,6 @@ def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarra
 
 def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
     """(training cases, held-out cases, how they were told apart)."""
-    from medaug.data.splits import recorded_sides
-
     sides = recorded_sides(cache, manifest.get("split"))
     if sides is None:
         return list(cache.case_ids), [], "the checkpoint records no training split"

@@ -7,17 +7,9 @@ model-grid sized), then resamples only the voxels of that grid from the source. 
 reorientation to RAS, the resampling and the crop are therefore exact, and their cost
 is set by the output size, not the scan size.
 
-Cache layout (``OUT``)::
-
-    index.json        cache key, config, one record per case (grid affine, shape,
-                      target slices, warnings), skipped cases and why
-    config.json       the PreprocessConfig (YAML/JSON readable)
-    fingerprint.json  the dataset fingerprint (what the data is)
-    splits.json       patient-level train/val splits
-    cases/case_0000.json, case_0000_image.npy, case_0000_label.npy
-
-Case arrays are stored slice-major ``(Z, X, Y)`` so that an axial slice is one
-contiguous block of a memory-mapped file.
+The cache's layout and its reader are :mod:`medaug.preprocess.cache`; this module
+writes it (``preprocess``) and opens one for a stage that needs real cases on a
+model's grid (``open_cache``).
 """
 
 from __future__ import annotations
@@ -35,16 +27,19 @@ import numpy as np
 
 from medaug import __version__
 from medaug.errors import ConfigError, InputError, MedaugError
+from medaug.io import load
 from medaug.io.atomic import atomic_path, write_json
+from medaug.io.discovery import discover, nothing_usable
 from medaug.io.scan import Scan, ScanRef
+from medaug.parallel import map_cases
 from medaug.preprocess import transforms as T
+from medaug.preprocess.cache import CASES, CONFIG, ENTRIES, FINGERPRINT, INDEX, Cache, case_paths
 from medaug.preprocess.config import PreprocessConfig
-from medaug.preprocess.fingerprint import CaseStats, case_stats
+from medaug.preprocess.fingerprint import CaseStats, case_stats, fingerprint
+from medaug.preprocess.splits import SPLITS, make_splits, save_splits
 
 #: Bumped when the cache files change meaning; part of every cache key.
 CACHE_FORMAT = 1
-INDEX = "index.json"
-CASES = "cases"
 
 
 @dataclass
@@ -319,11 +314,6 @@ def case_key(ref: ScanRef, settings: dict[str, Any]) -> str:
     return h.hexdigest()[:20]
 
 
-def _case_paths(out: Path, case_id: str) -> tuple[Path, Path, Path]:
-    d = out / CASES
-    return d / f"{case_id}.json", d / f"{case_id}_image.npy", d / f"{case_id}_label.npy"
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fp:
         np.save(fp, array)
@@ -335,11 +325,9 @@ def _process_case(job: tuple[ScanRef, PreprocessConfig, Path, str, bool, bool]) 
     The case's JSON is written last, so a case counts as done only when all its files
     are complete; a killed run redoes the cases without one.
     """
-    from medaug.io import load
-
     ref, config, out, key, plan_only, reuse = job
     result = CaseResult(ref.case_id, ref.patient, key)
-    meta_path, image_path, label_path = _case_paths(out, ref.case_id)
+    meta_path, image_path, label_path = case_paths(out, ref.case_id)
     if reuse and not plan_only and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
@@ -389,8 +377,8 @@ def open_cache(
     purpose: str = "",
     overwrite: bool = True,
     note: Callable[[str], None] | None = None,
-):
-    """``data`` as an open :class:`~medaug.data.Cache` made with ``config``.
+) -> Cache:
+    """``data`` as an open :class:`~medaug.preprocess.cache.Cache` made with ``config``.
 
     A cache is used as it is (its config must equal ``config``); scans are
     preprocessed into ``scratch`` (cases reused by key when done before).
@@ -405,10 +393,8 @@ def open_cache(
             command's own scratch folder) instead of refusing.
         note: called with a one-line note before preprocessing.
     """
-    from medaug.data.datasets import Cache
-
     data = Path(data)
-    if (data / "index.json").exists():
+    if Cache.exists(data):
         cache = Cache(data)
         if cache.config.to_dict() != config.to_dict():
             raise ConfigError(
@@ -466,10 +452,6 @@ def preprocess(
         ConfigError: ``out`` holds a cache of other inputs/settings (without
             ``overwrite``), or the splits cannot be made.
     """
-    from medaug.data.splits import make_splits, save_splits
-    from medaug.io.discovery import discover, nothing_usable
-    from medaug.preprocess.fingerprint import fingerprint
-
     start = time.perf_counter()
     config = config or PreprocessConfig()
     out = Path(out).expanduser().absolute()
@@ -488,15 +470,13 @@ def preprocess(
 
     if on_start:
         on_start(len(refs))
-    from medaug.parallel import map_cases
-
     jobs = [(ref, config, out, keys[ref.case_id], plan_only, not overwrite) for ref in refs]
     results = list(map_cases(_process_case, jobs, workers, progress))
     fp_doc = fingerprint([r.stats for r in results if r.stats], config)
     fp_doc["skipped"] = {r.case_id: r.skipped for r in results if r.skipped}
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "fingerprint.json", fp_doc)
-    config.save(out / "config.json")
+    write_json(out / FINGERPRINT, fp_doc)
+    config.save(out / CONFIG)
     result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes)
     if plan_only:
         result.seconds = time.perf_counter() - start
@@ -509,7 +489,7 @@ def preprocess(
             f"no scan could be preprocessed ({len(results)} skipped; the first: {first})",
         )
     patients = {r.case_id: r.patient for r in done}
-    save_splits(out / "splits.json", make_splits(patients, val_fraction, folds, seed))
+    save_splits(out / SPLITS, make_splits(patients, val_fraction, folds, seed))
     _remove_stale(out, {r.case_id for r in done})
     result.seconds = time.perf_counter() - start
     index = {
@@ -543,8 +523,7 @@ def _check_out(out: Path, index_path: Path, key: str, overwrite: bool, plan_only
                 "pass --overwrite to rebuild it, or choose another folder"
             )
         return
-    known = {CASES, "fingerprint.json", "config.json", "splits.json", "preview.png"}
-    strangers = [p.name for p in out.iterdir() if p.name not in known]
+    strangers = [p.name for p in out.iterdir() if p.name not in ENTRIES]
     if strangers:
         raise InputError(
             out, f"folder is not empty and is not a medaug cache ({strangers[0]}); choose another"
@@ -562,8 +541,6 @@ def _reuse(
     start: float,
 ) -> Preprocessing:
     """A finished cache with the same key: read its records, refresh the splits."""
-    from medaug.data.splits import make_splits, save_splits
-
     index = json.loads((out / INDEX).read_text())
     cases = [
         CaseResult(rec["case_id"], rec["patient"], key, record=rec, reused=True)
@@ -574,8 +551,8 @@ def _reuse(
     ]
     cases.sort(key=lambda c: c.case_id)
     patients = {c.case_id: c.patient for c in cases if c.record}
-    save_splits(out / "splits.json", make_splits(patients, val_fraction, folds, seed))
-    fp = json.loads((out / "fingerprint.json").read_text())
+    save_splits(out / SPLITS, make_splits(patients, val_fraction, folds, seed))
+    fp = json.loads((out / FINGERPRINT).read_text())
     return Preprocessing(
         out, config, cases, fp, time.perf_counter() - start, reused=True,
         notes=[f"{r.case_id}: {r.error}" for r in found if r.error],

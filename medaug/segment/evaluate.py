@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from medaug.errors import ConfigError, InputError
+from medaug.preprocess.splits import recorded_sides
 from medaug.segment.config import SegmentConfig
 
 
@@ -157,7 +158,6 @@ def evaluate_segmenter(
     Returns:
         the evaluation document (also written as ``evaluation.json``).
     """
-    from medaug.data.splits import recorded_sides
     from medaug.io.atomic import write_json
     from medaug.segment.train import data_cache, load_segmenter
     from medaug.train.distributed import pick_device

@@ -42,6 +42,7 @@ import numpy as np
 
 import medaug
 from medaug.errors import ConfigError, InputError
+from medaug.preprocess.splits import make_splits, recorded_sides
 from medaug.segment.config import SegmentConfig
 from medaug.segment.plot import gain_plot
 
@@ -87,8 +88,6 @@ def plan_folds(
         ConfigError: fewer patients than folds or than a regime needs.
         InputError: a fold whose test cases hold no target voxels.
     """
-    from medaug.data.splits import make_splits
-
     patients = {c: str(cache.records[c].get("patient", c)) for c in cache.case_ids}
     n_patients = len(set(patients.values()))
     if folds is not None and folds > n_patients:
@@ -152,7 +151,6 @@ def check_generator(state: dict[str, Any], cache: Any, test_cases: Sequence[str]
         ConfigError: another preprocessing grid, no recorded split, or a test patient
             among its training cases (leakage).
     """
-    from medaug.data.splits import recorded_sides
     from medaug.preprocess.config import PreprocessConfig
     from medaug.train.checkpoint import configs
 

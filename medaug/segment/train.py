@@ -24,6 +24,8 @@ import torch
 
 import medaug
 from medaug.errors import ConfigError, InputError
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.splits import split_record
 from medaug.segment.config import SegmentConfig
 
 CHECKPOINT = "segmenter.pt"
@@ -213,8 +215,6 @@ def train_segmenter(
     Returns:
         the written files and the held-out scores.
     """
-    from medaug.data import load_split
-    from medaug.data.splits import split_record
     from medaug.data.synthetic import SyntheticDataset
     from medaug.io.atomic import atomic_path, write_json
     from medaug.segment.evaluate import score
@@ -223,7 +223,7 @@ def train_segmenter(
     out = Path(out)
     note = on_event or (lambda _msg: None)
     cache = data_cache(data, out / "cache", dims, note)
-    train_cases, val_cases = load_split(cache.root, fold)
+    train_cases, val_cases = cache.split(fold)
     synth = None
     if synthetic is not None:
         if cfg.ratio == 0 and not cfg.synthetic_only:
@@ -306,12 +306,11 @@ def data_cache(
     """``data`` as an open cache (:func:`medaug.preprocess.open_cache`): a cache with
     ``config`` (any config when None), or scans preprocessed into ``scratch`` with
     ``config`` (default ``PreprocessConfig(dims)``)."""
-    from medaug.data import Cache
     from medaug.preprocess import PreprocessConfig, open_cache
 
     if config is None:
-        given = (Path(data) / "index.json").exists()
-        config = Cache(data).config if given else PreprocessConfig(dims=3 if dims == 3 else 2)
+        default = PreprocessConfig(dims=3 if dims == 3 else 2)
+        config = Cache(data).config if Cache.exists(data) else default
     cache = open_cache(
         data, scratch, config, against=against, purpose=" for segmentation", note=note
     )

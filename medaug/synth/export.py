@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medaug.data.splits import training_cases
 from medaug.errors import InputError
 from medaug.io.atomic import atomic_path
 from medaug.io.nifti import write_volume
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.splits import training_cases
 
 
 def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> Path:
@@ -27,7 +28,6 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
     Returns:
         the dataset folder.
     """
-    from medaug.data import Cache
     from medaug.preprocess.config import PreprocessConfig
     from medaug.preprocess.pipeline import invert
     from medaug.synth.output import MANIFEST, read_manifest
@@ -49,7 +49,7 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
             )
             shutil.copyfile(synth_dir / rec["label"], tmp / "labelsTr" / f"{rec['case']}.nii.gz")
         real = 0
-        if (synth_dir / "cache" / "index.json").exists():
+        if Cache.exists(synth_dir / "cache"):
             cache = Cache(synth_dir / "cache")
             for case_id in training_cases(cache, manifest.get("split")):
                 scan = invert(

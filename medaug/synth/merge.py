@@ -25,6 +25,7 @@ from typing import Any
 
 from medaug.errors import InputError
 from medaug.io.atomic import TMP_MARK, atomic_path, is_temporary
+from medaug.preprocess.cache import Cache
 from medaug.synth import output
 from medaug.synth.preview import synthesis_preview
 
@@ -259,13 +260,12 @@ def _link_file(src: Path, dst: Path) -> int:
 def _preview(out: Path, doc: dict[str, Any], parts: list[_Shard]) -> None:
     """``preview.png`` as synthesis draws it: the real cases from the first shard's
     cache of them (every shard preprocessed the same scans), when there is one."""
-    from medaug.data import Cache
     from medaug.preprocess.config import PreprocessConfig
 
     config = PreprocessConfig.from_dict(doc["preprocess_config"], source=str(out))
     real = None
     cache = parts[0].folder / "cache"
-    if doc.get("real_cases") and (cache / "index.json").exists():
+    if doc.get("real_cases") and Cache.exists(cache):
         real = Cache(cache)
     synthesis_preview(out, doc, config, real)
 

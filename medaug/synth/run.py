@@ -342,9 +342,7 @@ def _fit(out: Path, real, variant: str, steps, seed: int, device, note, callback
 
 def _items(real) -> int:
     """Training items of the cache's first split (slices in 2D, volumes in 3D)."""
-    from medaug.data import load_split
-
-    train_cases, _ = load_split(real.root, 0)
+    train_cases, _ = real.split(0)
     if real.config.dims == 3:
         return max(1, len(train_cases))
     return max(1, sum(real.records[c]["shape"][2] for c in train_cases))

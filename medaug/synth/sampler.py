@@ -35,10 +35,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from medaug.data.datasets import case_number
 from medaug.errors import ConfigError
 from medaug.preprocess import transforms as T
+from medaug.preprocess.cache import case_number
 from medaug.preprocess.pipeline import grid_affine
+from medaug.preprocess.splits import training_cases
 
 Mode = Literal["prior", "perturb", "interpolate"]
 MODES: tuple[str, ...] = ("prior", "perturb", "interpolate")
@@ -144,8 +145,6 @@ class Synthesizer:
         if self.real is None:
             return []
         if self._sources is None:
-            from medaug.data.splits import training_cases
-
             self._sources = training_cases(self.real, self.split)
         return self._sources
 

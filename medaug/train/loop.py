@@ -25,9 +25,10 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from medaug import __version__
-from medaug.data.splits import split_record
 from medaug.errors import ConfigError, InputError, MedaugError
 from medaug.models import GenerativeModel, ModelConfig, Noise, build_model, model_config
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.splits import split_record
 from medaug.train import checkpoint as ckpt
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import Distributed
@@ -124,7 +125,7 @@ def prepare_data(
     """A cache folder for ``data``: itself if it is one, else preprocess it (defaults)
     into ``out/cache-<dims>d`` (reused by later runs on the same scans)."""
     data = Path(data)
-    if (data / "index.json").exists():
+    if Cache.exists(data):
         return data
     if not data.exists():
         raise InputError(data, "no such file or folder")
@@ -138,7 +139,7 @@ def prepare_data(
 
 
 def _dataset(cache_dir: Path, fold: int, dims: int | None, cases):
-    from medaug.data import Cache, SliceDataset, VolumeDataset, load_split
+    from medaug.data.datasets import SliceDataset, VolumeDataset
 
     cache = Cache(cache_dir)
     cdims = cache.config.dims
@@ -147,7 +148,7 @@ def _dataset(cache_dir: Path, fold: int, dims: int | None, cases):
             f"{cache_dir}: a cache made for {cdims}D given to a {dims}D model "
             f"(make one with `medaug preprocess ... --dims {dims}`)"
         )
-    train_cases = list(cases[0]) if cases is not None else load_split(cache_dir, fold)[0]
+    train_cases = list(cases[0]) if cases is not None else cache.split(fold)[0]
     if not train_cases:
         raise ConfigError(f"{cache_dir}: no training cases in this split")
     if cdims == 2:
