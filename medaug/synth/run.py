@@ -25,6 +25,7 @@ from medaug.errors import ConfigError, InputError
 from medaug.synth import output
 from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import SynthCase, Synthesizer, case_name
+from medaug.train.checkpoint import Checkpoint
 
 #: Slices of a stacked 2D case when there are no real cases to take a height from.
 DEFAULT_SLICES = 32
@@ -62,7 +63,7 @@ def synthesize(
     n: int,
     *,
     input: str | os.PathLike[str] | None = None,
-    model: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | Checkpoint | None = None,
     mode: str = "prior",
     fmt: str = "nifti",
     seg: bool = False,
@@ -133,7 +134,8 @@ def synthesize(
         raise ConfigError("give --input scans to fit a generator on, or a --model checkpoint")
     if input is not None and not Path(input).exists():
         raise InputError(Path(input), "no such file or folder")
-    model_dims, pp = _planned(model, dims)
+    given = None if model is None else _checkpoint(model)
+    model_dims, pp = _planned(given, dims)
     if fmt != "nifti" and model_dims == 2 and not stack:
         raise ConfigError(
             "--format dicom writes whole volumes, and a 2D model makes single slices: "
@@ -164,10 +166,11 @@ def synthesize(
             input, out / "cache", pp, against="the model's", purpose=fitting, overwrite=False,
             note=note,
         )  # fmt: skip
-    fitted = model is None
-    if model is None:
-        model = _fit(out, real, variant, steps, seed, device, note, train_callbacks or {})
-    synth = Synthesizer(model, real=real, device=device)
+    fitted = given is None
+    if given is None:
+        path = _fit(out, real, variant, steps, seed, device, note, train_callbacks or {})
+        given = Checkpoint.load(path)
+    synth = Synthesizer(given, real=real, device=device)
     synth.check_mode(mode)
     if slices is None:
         depths = [real.records[c]["shape"][2] for c in real.case_ids] if real else []
@@ -192,7 +195,7 @@ def synthesize(
     if done:
         have = len([i for i in done if i in wanted])
         note(f"resuming: {have} of {len(wanted)} cases already written")
-    info = _info(synth, model, real)
+    info = _info(synth, real)
     output.manifest(out, settings, info, n, done)
 
     # ---- sample and write ----------------------------------------------------------------
@@ -290,19 +293,19 @@ class _CaseWriter:
         return rec
 
 
-def _planned(model: str | os.PathLike[str] | None, dims: int):
-    """The model's dims and preprocessing config, read before anything is done."""
+def _checkpoint(model: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
+    return model if isinstance(model, Checkpoint) else Checkpoint.load(model)
+
+
+def _planned(ckpt: Checkpoint | None, dims: int):
+    """The model's dims and preprocessing config, known before anything is done."""
     from medaug.preprocess.config import PreprocessConfig
 
-    if model is None:
+    if ckpt is None:
         if dims not in (2, 3):
             raise ConfigError(f"--dims must be 2 or 3, got {dims}")
         return dims, PreprocessConfig(dims=dims)  # type: ignore[arg-type]
-    from medaug.train.checkpoint import configs, load_checkpoint
-
-    docs = configs(load_checkpoint(model))
-    pp = PreprocessConfig.from_dict(docs["preprocess_config"], source=str(model))
-    return pp.dims, pp
+    return ckpt.preprocess.dims, ckpt.preprocess
 
 
 def _fit(out: Path, real, variant: str, steps, seed: int, device, note, callbacks) -> Path:
@@ -348,12 +351,12 @@ def _items(real) -> int:
     return max(1, sum(real.records[c]["shape"][2] for c in train_cases))
 
 
-def _info(synth: Synthesizer, model, real) -> dict[str, Any]:
+def _info(synth: Synthesizer, real) -> dict[str, Any]:
     """The manifest's provenance block (no paths or names of patients)."""
     mc = synth.model.config
     return {
         "checkpoint": {
-            "file": Path(model).name if Path(model).is_file() else synth.checkpoint.name,
+            "file": synth.checkpoint.name,
             "sha256": synth.sha256,
             "step": synth.step,
             "variant": mc.variant,

@@ -11,7 +11,6 @@ The host waits on the device only every ``log_every`` steps.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
@@ -248,11 +247,10 @@ def _train(
         raise ConfigError(f"model grid {mcfg.grid} does not match the cache grid {pp.grid}")
 
     # ---- resume or start a run ---------------------------------------------------
-    state: dict[str, Any] | None = None
+    state: ckpt.Checkpoint | None = None
     if resume:
         run_dir, state = _resumable(out, mcfg)
-        saved = TrainConfig.from_dict(ckpt.configs(state)["train_config"])
-        cfg = saved.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
+        cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
     if cfg.batch_size % dist.world:
         raise ConfigError(f"batch size {cfg.batch_size} does not split over {dist.world} processes")
     if cfg.batch_size > len(dataset):
@@ -289,22 +287,18 @@ def _train(
     if cfg.ema_decay > 0:
         ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    training = ckpt.Trainables(net, optims, scheds, ema, scaler)
     start = 0
     if state is not None:
-        start = _restore(state, net, optims, scheds, ema, scaler)
+        start = state.restore(training)
         if start >= total:
             raise ConfigError(
                 f"{run_dir}: already trained {start} steps; pass a larger --steps to go on"
             )
-    docs = {
-        "model_config": mcfg.to_dict(),
-        "train_config": cfg.replace(steps=total).to_dict(),
-        "preprocess_config": pp.to_dict(),
-        "fingerprint": _fingerprint(cache_dir),
-        "split": split_record(cache, cfg.fold, cases),
-    }
+    split = split_record(cache, cfg.fold, cases)
+    info = ckpt.RunInfo(mcfg, cfg.replace(steps=total), pp, cache.fingerprint(), split)
     if dist.is_main:
-        _write_config(run_dir, docs, cache_dir, dist.world)
+        _write_config(run_dir, info, cache_dir, dist.world)
 
     # ---- data ----------------------------------------------------------------------
     batches = StepBatches(
@@ -378,8 +372,9 @@ def _train(
                 _write_samples(run_dir, _sampler(net, ema), cfg, step)
             if at_ckpt or stopping:
                 if dist.is_main:
-                    snapshot = _state(step, docs, net, optims, scheds, ema, scaler)
-                    saved_path = ckpt.save_checkpoint(run_dir, snapshot, cfg.keep_checkpoints)
+                    saved_path = ckpt.save_checkpoint(
+                        run_dir, step, info, training, cfg.keep_checkpoints
+                    )
                 dist.barrier()
             if stopping:
                 if log is not None:
@@ -484,51 +479,18 @@ class _Monitor:
             self.won_since = step  # report again only after another stretch
 
 
-def _state(step, docs, net, optims, scheds, ema, scaler) -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "format": ckpt.FORMAT,
-        "medaug_version": __version__,
-        "step": step,
-        **{k: json.dumps(v) for k, v in docs.items()},
-        "model": net.state_dict(),
-        "ema": ema.module.state_dict() if ema is not None else {},
-        "ema_steps": ema.n_averaged if ema is not None else torch.zeros(()),
-        "optimizers": {p: o.state_dict() for p, o in optims.items()},
-        "schedulers": {p: s.state_dict() for p, s in scheds.items()},
-        "scaler": scaler.state_dict(),
-        "rng": rng,
-    }
-
-
-def _restore(state, net, optims, scheds, ema, scaler) -> int:
-    net.load_state_dict(state["model"])
-    for p, o in optims.items():
-        o.load_state_dict(state["optimizers"][p])
-        scheds[p].load_state_dict(state["schedulers"][p])
-    if ema is not None and state["ema"]:
-        ema.module.load_state_dict(state["ema"])
-        ema.n_averaged.copy_(state["ema_steps"])
-    if state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return int(state["step"])
-
-
-def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, dict[str, Any]]:
+def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, ckpt.Checkpoint]:
     """The newest run in ``out`` with a checkpoint, checked against ``mcfg``."""
     runs = [r for r in runs_in(out) if ckpt.list_checkpoints(r)]
     if not runs:
         raise InputError(out, "--resume: no run with a checkpoint here")
     run_dir = runs[-1]
-    state = ckpt.load_checkpoint(run_dir)
-    saved = ModelConfig.from_dict(ckpt.configs(state)["model_config"])
+    state = ckpt.Checkpoint.load(run_dir)
+    saved = state.model_config
     for name in ("variant", "dims", "grid", "image_channels", "classes"):
         if getattr(saved, name) != getattr(mcfg, name):
             raise ConfigError(
-                f"{state['path']}: --resume: this checkpoint has {name} "
+                f"{state.path}: --resume: this checkpoint has {name} "
                 f"{getattr(saved, name)}, the run asks for {getattr(mcfg, name)}"
             )
     return run_dir, state
@@ -545,21 +507,15 @@ def _shared_path(path: Path, dist: Distributed) -> Path:
     return Path(box[0])
 
 
-def _fingerprint(cache_dir: Path) -> dict[str, Any]:
-    path = cache_dir / "fingerprint.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write_config(run_dir: Path, docs: dict[str, Any], cache_dir: Path, world: int) -> None:
+def _write_config(run_dir: Path, info: ckpt.RunInfo, cache_dir: Path, world: int) -> None:
     from medaug.io.atomic import write_json
 
+    docs = info.documents()
     doc = {
         "medaug_version": __version__,
         "data": str(cache_dir),
         "processes": world,
-        "model_config": docs["model_config"],
-        "train_config": docs["train_config"],
-        "preprocess_config": docs["preprocess_config"],
+        **{k: docs[k] for k in ("model_config", "train_config", "preprocess_config")},
     }
     write_json(run_dir / "config.json", doc)
 
