@@ -491,6 +491,7 @@ def train(
     """Train a generative model of image + label pairs (CPU, one GPU, or torchrun)."""
     from medaug.train import TrainConfig, TrainingStopped
     from medaug.train import train as run
+    from medaug.train.distributed import job
 
     err = _console(stderr=True)
     try:
@@ -502,9 +503,10 @@ def train(
         if amp is not None:
             changes["amp"] = amp.value
         cfg = cfg.replace(**changes)
-        with _train_progress(quiet or as_json) as (on_start, on_log):
+        with _train_progress(quiet or as_json) as (on_start, on_log), job(cfg.device) as dist:
+            cache = _training_cache(data, out, int(dims.value) if dims else None, dist)
             result = run(
-                data,
+                cache,
                 out,
                 model=model.value,
                 dims=int(dims.value) if dims else None,
@@ -534,6 +536,23 @@ def train(
     console.print(f"  {_loss_text(last)}")
     console.print(f"  checkpoint -> {result.checkpoint}")
     console.print(f"  samples    -> {result.run_dir / 'samples'} (reals.png to compare)")
+
+
+def _training_cache(data: Path, out: Path, dims: int | None, dist) -> Path:
+    """``medaug train SCANS``: the scans preprocessed first (default settings) into
+    ``OUT/cache-<dims>d``, by the main process of a torchrun job while the others wait;
+    a cache is used as it is."""
+    from medaug.preprocess import PreprocessConfig, preprocess
+    from medaug.preprocess.cache import Cache
+
+    if Cache.exists(data):
+        return data
+    d = 3 if dims == 3 else 2
+    cache = out / f"cache-{d}d"
+    if dist.is_main:
+        preprocess(data, cache, PreprocessConfig(dims=d))
+    dist.barrier()
+    return cache
 
 
 def _load_sections(path: Path) -> dict:

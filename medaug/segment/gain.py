@@ -45,6 +45,8 @@ from medaug.errors import ConfigError, InputError
 from medaug.preprocess.splits import make_splits, recorded_sides
 from medaug.segment.config import SegmentConfig
 from medaug.segment.plot import gain_plot
+from medaug.train.checkpoint import Checkpoint
+from medaug.train.fit import fit_or_resume
 
 ARMS = ("real", "real+classical", "real+synth", "real+classical+synth", "synth-only")
 DEFAULT_ARMS = ARMS[:4]
@@ -136,11 +138,11 @@ def plan_folds(
     return plans
 
 
-def check_generator(state: dict[str, Any], cache: Any, test_cases: Sequence[str]) -> dict[str, Any]:
+def check_generator(ckpt: Checkpoint, cache: Any, test_cases: Sequence[str]) -> dict[str, Any]:
     """Refuse a generator that cannot be used for this experiment.
 
     Args:
-        state: the checkpoint (``load_checkpoint``).
+        ckpt: the generator's checkpoint.
         cache: the experiment's cache.
         test_cases: the fold's test cases.
 
@@ -151,15 +153,9 @@ def check_generator(state: dict[str, Any], cache: Any, test_cases: Sequence[str]
         ConfigError: another preprocessing grid, no recorded split, or a test patient
             among its training cases (leakage).
     """
-    from medaug.preprocess.config import PreprocessConfig
-    from medaug.train.checkpoint import configs
-
-    path = state.get("path", "checkpoint")
-    docs = configs(state)
-    check_grid(
-        PreprocessConfig.from_dict(docs["preprocess_config"], source=str(path)), cache.config, path
-    )
-    sides = recorded_sides(cache, docs["split"])
+    path = ckpt.path
+    check_grid(ckpt.preprocess, cache.config, path)
+    sides = recorded_sides(cache, ckpt.split)
     if sides is None:
         raise ConfigError(
             f"{path}: the checkpoint records no training cases, so it cannot be shown "
@@ -245,7 +241,6 @@ def run_gain(
     """
     from medaug.io.atomic import write_json, write_text
     from medaug.segment.train import data_cache
-    from medaug.train.checkpoint import configs, load_checkpoint
 
     out = Path(out)
     note = on_event or (lambda _msg: None)
@@ -267,10 +262,8 @@ def run_gain(
         )
     given = None
     if model is not None:
-        from medaug.preprocess.config import PreprocessConfig
-
-        given = load_checkpoint(model)
-        pp = PreprocessConfig.from_dict(configs(given)["preprocess_config"], source=str(model))
+        given = Checkpoint.load(model)
+        pp = given.preprocess
         if preprocess_config is not None:
             check_grid(pp, preprocess_config, model)
         preprocess_config = pp
@@ -293,12 +286,12 @@ def run_gain(
             folder = out / "folds" / f"fold{fold}" / f"n{regime}"
             synth = None
             if needs_synth:
-                gen = _generator(
+                ckpt, gen = _generator(
                     given, cache, plan, regime, cases, folder, variant, generator_steps, seed,
                     device, note,
                 )  # fmt: skip
                 synth_dir = _synthesize(
-                    gen, folder / "synthetic", synth_n, synth_mode, seed, cache, device, note
+                    ckpt, gen, folder / "synthetic", synth_n, synth_mode, seed, cache, device, note
                 )
                 gen["synthetic"] = str(synth_dir.relative_to(out))
                 generators.append(gen)
@@ -345,53 +338,28 @@ def run_gain(
 
 def _generator(given, cache, plan, regime, cases, folder, variant, steps, seed, device, note):
     """The regime's generator: the given one, or one trained on its patients only."""
-    from medaug.train import TrainConfig, train
-    from medaug.train.checkpoint import list_checkpoints, load_checkpoint
-    from medaug.train.distributed import pick_device
-    from medaug.train.runs import runs_in
-
-    state = given
-    if state is None:
-        gen_dir = folder / "generator"
-        done = [r for r in runs_in(gen_dir) if list_checkpoints(r)]
-        state = load_checkpoint(list_checkpoints(done[-1])[-1]) if done else None
-        if state is None or int(state["step"]) < steps:
-            preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
-            others = [c for c in cache.case_ids if c not in set(cases)]
-            items = _items(cache, cases)
-            note(
-                f"fold {plan['fold']}, {regime} patient(s): training a {variant} generator "
-                f"({steps} steps) on those patients only"
-            )
-            tcfg = TrainConfig(steps=steps, seed=seed, device=device, batch_size=min(16, items))
-            result = train(
-                cache.root, gen_dir, model=variant, preset=preset, config=tcfg,
-                resume=bool(done), cases=(cases, others),
-            )  # fmt: skip
-            if result.checkpoint is None:
-                raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
-            state = load_checkpoint(result.checkpoint)
-    info = check_generator(state, cache, plan["test_cases"])
-    path = Path(state["path"])
-    from medaug.synth.sampler import file_sha256
-
-    return {
+    ckpt = given
+    if ckpt is None:
+        note(f"fold {plan['fold']}, {regime} patient(s): a generator of those patients only")
+        path = fit_or_resume(
+            cache, folder / "generator", variant, steps, cases, seed=seed, device=device,
+            on_event=note,
+        )  # fmt: skip
+        ckpt = Checkpoint.load(path)
+    info = check_generator(ckpt, cache, plan["test_cases"])
+    return ckpt, {
         "fold": plan["fold"],
         "regime": int(regime),
-        "checkpoint": str(path),
-        "sha256": file_sha256(path),
+        "checkpoint": str(ckpt.path),
+        "sha256": ckpt.sha256,
         "training_patients": len(info["training_patients"]),
         "leakage_check": "passed: no test case among its training cases",
     }
 
 
-def _items(cache: Any, cases: Sequence[str]) -> int:
-    if cache.config.dims == 3:
-        return len(cases)
-    return sum(int(cache.records[c]["shape"][2]) for c in cases)
-
-
-def _synthesize(gen, out: Path, n: int, mode: str, seed: int, cache: Any, device, note) -> Path:
+def _synthesize(
+    ckpt, gen, out: Path, n: int, mode: str, seed: int, cache: Any, device, note
+) -> Path:
     from medaug.synth.output import MANIFEST
     from medaug.synth.run import synthesize
 
@@ -409,7 +377,7 @@ def _synthesize(gen, out: Path, n: int, mode: str, seed: int, cache: Any, device
     # the same generator and settings: a killed synthesis resumes with its written cases
     resume = same and doc.get("n", 0) <= n
     synthesize(
-        out, n, model=gen["checkpoint"], mode=mode, seed=seed, overwrite=not resume,
+        out, n, model=ckpt, mode=mode, seed=seed, overwrite=not resume,
         input=cache.root if mode == "perturb" else None, device=device,
     )  # fmt: skip
     return out

@@ -26,6 +26,7 @@ from medaug.synth import output
 from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import SynthCase, Synthesizer, case_name
 from medaug.train.checkpoint import Checkpoint
+from medaug.train.fit import fit_or_resume
 
 #: Slices of a stacked 2D case when there are no real cases to take a height from.
 DEFAULT_SLICES = 32
@@ -168,7 +169,11 @@ def synthesize(
         )  # fmt: skip
     fitted = given is None
     if given is None:
-        path = _fit(out, real, variant, steps, seed, device, note, train_callbacks or {})
+        assert real is not None  # checked above: fitting needs input
+        path = fit_or_resume(
+            real, out / "model", variant, steps, seed=seed, device=device or "auto",
+            on_event=note, **(train_callbacks or {}),
+        )  # fmt: skip
         given = Checkpoint.load(path)
     synth = Synthesizer(given, real=real, device=device)
     synth.check_mode(mode)
@@ -306,49 +311,6 @@ def _planned(ckpt: Checkpoint | None, dims: int):
             raise ConfigError(f"--dims must be 2 or 3, got {dims}")
         return dims, PreprocessConfig(dims=dims)  # type: ignore[arg-type]
     return ckpt.preprocess.dims, ckpt.preprocess
-
-
-def _fit(out: Path, real, variant: str, steps, seed: int, device, note, callbacks) -> Path:
-    """Train a generator on ``real`` into ``out/model`` (or finish / reuse one there)."""
-    from medaug.train import TrainConfig, train
-    from medaug.train.checkpoint import list_checkpoints, load_checkpoint
-    from medaug.train.distributed import pick_device
-    from medaug.train.runs import runs_in
-
-    cfg = TrainConfig(seed=seed, device=device or "auto")
-    if steps is not None:
-        cfg = cfg.replace(steps=steps)
-    runs = [r for r in runs_in(out / "model") if list_checkpoints(r)]
-    if runs and int(load_checkpoint(runs[-1])["step"]) >= cfg.steps:
-        note(f"using the generator fitted before: {runs[-1]}")
-        return list_checkpoints(runs[-1])[-1]
-    preset = "cpu" if pick_device(device or "auto").type == "cpu" else "gpu-small"
-    cfg = cfg.replace(batch_size=min(cfg.batch_size, _items(real)))
-    note(
-        f"no --model given: fitting a {variant} generator ({preset} preset, {cfg.steps} steps) "
-        f"on {len(real.case_ids)} cases -> {out / 'model'}"
-    )
-    result = train(
-        real.root,
-        out / "model",
-        model=variant,
-        preset=preset,
-        config=cfg,
-        resume=bool(runs),
-        on_event=note,
-        **callbacks,
-    )
-    if result.checkpoint is None:
-        raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
-    return result.checkpoint
-
-
-def _items(real) -> int:
-    """Training items of the cache's first split (slices in 2D, volumes in 3D)."""
-    train_cases, _ = real.split(0)
-    if real.config.dims == 3:
-        return max(1, len(train_cases))
-    return max(1, sum(real.records[c]["shape"][2] for c in train_cases))
 
 
 def _info(synth: Synthesizer, real) -> dict[str, Any]:

@@ -11,7 +11,9 @@ weights and see the same averaged gradients, so they stay identical.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -114,3 +116,15 @@ class Distributed:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def job(device: str = "auto") -> Iterator[Distributed]:
+    """This process's place in the torchrun job, its process group held for the block
+    (so that work before ``train``, such as preprocessing on the main process while
+    the others wait, and ``train`` itself share one group)."""
+    place = Distributed.from_env(device)
+    try:
+        yield place
+    finally:
+        place.close()
