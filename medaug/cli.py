@@ -547,10 +547,10 @@ def _training_cache(data: Path, out: Path, dims: int | None, dist) -> Path:
 
     if Cache.exists(data):
         return data
-    d = 3 if dims == 3 else 2
-    cache = out / f"cache-{d}d"
+    config = PreprocessConfig(dims=3 if dims == 3 else 2)
+    cache = out / f"cache-{config.dims}d"
     if dist.is_main:
-        preprocess(data, cache, PreprocessConfig(dims=d))
+        preprocess(data, cache, config)
     dist.barrier()
     return cache
 

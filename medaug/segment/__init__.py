@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from medaug.segment.config import SegmentConfig
 from medaug.segment.evaluate import evaluate_segmenter, score
-from medaug.segment.train import fit, load_segmenter, train_segmenter
+from medaug.segment.segmenter import load_segmenter
+from medaug.segment.train import fit, train_segmenter
 
 __all__ = [
     "SegmentConfig",

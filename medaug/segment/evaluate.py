@@ -18,8 +18,11 @@ import numpy as np
 import torch
 
 from medaug.errors import ConfigError, InputError
+from medaug.io.atomic import write_json
 from medaug.preprocess.splits import recorded_sides
 from medaug.segment.config import SegmentConfig
+from medaug.segment.segmenter import data_cache, load_segmenter
+from medaug.train.distributed import pick_device
 
 
 @torch.no_grad()
@@ -158,10 +161,6 @@ def evaluate_segmenter(
     Returns:
         the evaluation document (also written as ``evaluation.json``).
     """
-    from medaug.io.atomic import write_json
-    from medaug.segment.train import data_cache, load_segmenter
-    from medaug.train.distributed import pick_device
-
     note = on_event or (lambda _msg: None)
     model = Path(model)
     net, cfg, pp, split = load_segmenter(model, pick_device(device))
