@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import InputError
 from medaug.io.atomic import TMP_MARK, atomic_path, is_temporary
 from medaug.preprocess.cache import Cache
@@ -31,6 +32,9 @@ from medaug.synth.preview import synthesis_preview
 
 #: Manifest keys that differ between shards of one run (or only say when it was written).
 PER_SHARD = ("written", "settings", "indices", "complete", "cases")
+#: Manifest keys shards need not share: the whole config, whose case-deciding part is
+#: ``settings`` (compared), and whose rest (device, batch size, writers) is how fast.
+RUNTIME = ("synth_config",)
 #: Record keys naming a case's files, relative to its folder.
 FILE_KEYS = ("image", "label", "dicom", "seg")
 
@@ -123,14 +127,15 @@ def _read_shard(folder: Path) -> _Shard:
     """A shard's manifest and records, checked to be a complete shard."""
     if not folder.is_dir():
         raise InputError(folder, "no such shard folder")
-    doc = output.read_manifest(folder)
-    shard = doc.get("settings", {}).get("shard")
+    opened = SynthFolder.open(folder)
+    doc = opened.manifest
+    shard = opened.settings.get("shard")
     if shard is None or "indices" not in doc:
         raise InputError(folder, "not a shard (it was written without --shard K/N)")
     k, count = shard
     start, stop = doc["indices"]
     indices = range(start, stop)
-    records = output.records(folder)
+    records = opened.records()
     have = [i for i in indices if i in records]
     if not doc.get("complete") or len(have) < len(indices):
         raise InputError(
@@ -160,7 +165,7 @@ def _check_same(part: _Shard, first: _Shard) -> None:
     changed += [
         k
         for k in sorted(set(a) | set(b))
-        if k not in (*PER_SHARD, "checkpoint") and a.get(k) != b.get(k)
+        if k not in (*PER_SHARD, *RUNTIME, "checkpoint") and a.get(k) != b.get(k)
     ]
     if changed:
         what = ", ".join(changed[:3])
@@ -205,7 +210,7 @@ def _prepare(
         return {}
     if not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    if (out / output.MANIFEST).exists():
+    if SynthFolder.exists(out):
         # the same settings, or an InputError naming what differs
         done = output.prepare(out, settings, n, early=True)
     else:
@@ -260,9 +265,7 @@ def _link_file(src: Path, dst: Path) -> int:
 def _preview(out: Path, doc: dict[str, Any], parts: list[_Shard]) -> None:
     """``preview.png`` as synthesis draws it: the real cases from the first shard's
     cache of them (every shard preprocessed the same scans), when there is one."""
-    from medaug.preprocess.config import PreprocessConfig
-
-    config = PreprocessConfig.from_dict(doc["preprocess_config"], source=str(out))
+    config = SynthFolder(out, doc).config
     real = None
     cache = parts[0].folder / "cache"
     if doc.get("real_cases") and Cache.exists(cache):

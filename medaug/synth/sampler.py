@@ -38,11 +38,11 @@ from medaug.preprocess import transforms as T
 from medaug.preprocess.cache import case_number
 from medaug.preprocess.pipeline import grid_affine
 from medaug.preprocess.splits import training_cases
+from medaug.synth.config import MODES
 from medaug.train.checkpoint import Checkpoint, file_sha256
 from medaug.train.distributed import pick_device
 
 Mode = Literal["prior", "perturb", "interpolate"]
-MODES: tuple[str, ...] = ("prior", "perturb", "interpolate")
 #: Slices between two random anchors of a stacked 2D prior sample.
 ANCHOR_EVERY = 8
 #: Interpolation weights are drawn from this range (no near-copies of the ends).
