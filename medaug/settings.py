@@ -53,12 +53,13 @@ class Settings:
 def from_mapping(cls: type[C], data: Any, source: str) -> C:
     """Build the dataclass ``cls`` from ``data``; ``source`` prefixes every message."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
+        got = type(data).__name__
+        raise ConfigError(f"expected a mapping of settings, got {got}", prefix=f"{source}: ")
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - known)
     if unknown:
         names, allowed = ", ".join(unknown), ", ".join(sorted(known))
-        raise ConfigError(f"{source}: unknown setting(s) {names}; known: {allowed}")
+        raise ConfigError(f"unknown setting(s) {names}; known: {allowed}", prefix=f"{source}: ")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in values:
@@ -71,9 +72,9 @@ def from_mapping(cls: type[C], data: Any, source: str) -> C:
     try:
         return cls(**values)
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(exc.template, prefix=f"{source}: {exc.prefix}") from None
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        raise ConfigError(str(exc), prefix=f"{source}: ") from None
 
 
 def _default(f: dataclasses.Field) -> Any:
@@ -91,4 +92,5 @@ def _check_scalar(name: str, default: Any, value: Any, source: str) -> None:
         return
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return
-    raise ConfigError(f"{source}: {name} must be {kinds[kind]}, got {value!r}")
+    # a config file's setting, named as the file names it (not as a CLI flag)
+    raise ConfigError(f"{name} must be {kinds[kind]}, got {value!r}", prefix=f"{source}: ")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,6 +274,7 @@ class Preprocessing:
     seconds: float
     reused: bool = False
     notes: list[str] = field(default_factory=list)
+    plan_only: bool = False  # the data were measured, nothing was cached
 
     @property
     def done(self) -> list[CaseResult]:
@@ -292,6 +294,102 @@ class Preprocessing:
     @property
     def bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.out / CASES).glob("case_*"))
+
+    def problems(self) -> list[str]:
+        """One line per skipped case, repeated warning and unusable scan (for stderr)."""
+        repeated: Counter[str] = Counter()
+        lines = []
+        for case in self.cases:
+            for w in (case.record or {}).get("warnings", []):
+                repeated[w.split(" (")[0]] += 1
+            if case.skipped:
+                lines.append(f"skipped {case.case_id}: {case.skipped}")
+        for w, n in sorted(repeated.items()):
+            lines.append(f"warning: {w} ({n} case(s); details in {INDEX})")
+        return lines + [f"unusable {note}" for note in self.notes]
+
+    def summary(self) -> str:
+        """What the cache holds (or, for a plan, what the data are), in a few lines."""
+        if self.plan_only:
+            return "\n".join(
+                [
+                    fingerprint_text(self.fingerprint, self.config),
+                    f"fingerprint -> {self.out / FINGERPRINT}",
+                ]
+            )
+        cfg = self.config
+        grid = "x".join(map(str, cfg.grid)) if cfg.grid else "box size"
+        done, reused = len(self.done), sum(c.reused for c in self.done)
+        what = "slices" if cfg.dims == 2 else "volumes"
+        # slices that show the target (2D), or volumes that hold it (3D)
+        on = [len(c.record["target_slices"]) for c in self.done if c.record]
+        with_target = sum(on) if cfg.dims == 2 else sum(n > 0 for n in on)
+        size_mb = self.bytes / 1e6
+        splits = json.loads((self.out / SPLITS).read_text())
+        first, patients = splits["splits"][0], splits["patients"]
+        n_train = len({patients[c] for c in first["train"]})
+        n_val = len({patients[c] for c in first["val"]})
+        kind = f"{splits['folds']} folds, fold 0: " if "folds" in splits else ""
+        return "\n".join(
+            [
+                f"{'Reused' if self.reused else 'Preprocessed'} {done} case(s) "
+                f"({reused} from cache, {len(self.skipped)} skipped) in {self.seconds:.1f} s "
+                f"-> {self.out}",
+                f"  {cfg.dims}D {what}: {self.samples} ({with_target} with {cfg.target}); "
+                f"grid {grid} at {'x'.join(f'{s:g}' for s in cfg.spacing_mm)} mm; "
+                f"crop {cfg.crop} + {cfg.margin_mm:g} mm",
+                f"  HU window [{cfg.hu_window[0]:g}, {cfg.hu_window[1]:g}] -> [-1, 1]; "
+                f"cache {size_mb:.1f} MB ({size_mb / max(done, 1):.2f} MB/case)",
+                f"  splits: {kind}{n_train} train / {n_val} val patient(s) ({SPLITS})",
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "seconds": round(self.seconds, 2),
+            "reused": self.reused,
+            "done": [c.case_id for c in self.done],
+            "skipped": {c.case_id: c.skipped for c in self.skipped},
+            "fingerprint": self.fingerprint,
+        }
+
+
+def fingerprint_text(fp: dict[str, Any], cfg: PreprocessConfig) -> str:
+    """A dataset fingerprint (and the grid the config plans) for a person."""
+
+    def row(name: str, summary: dict, unit: str = "") -> str:
+        if not summary:
+            return f"  {name:<16} -"
+        parts = ("min", "median", "max")
+        vals = [" x ".join(f"{v:g}" for v in summary[p]) for p in parts]
+        return f"  {name:<16} " + "   ".join(
+            f"{p} {v}{unit}" for p, v in zip(parts, vals, strict=True)
+        )
+
+    def hu(name: str, stats: dict) -> str:
+        if not stats:
+            return f"  {name:<16} -"
+        keys = ("p0.5", "p50", "p99.5", "mean", "std")
+        return f"  {name:<16} " + "  ".join(f"{k} {stats[k]:g}" for k in keys)
+
+    lines = [
+        f"Dataset fingerprint: {fp['cases']} case(s), "
+        f"{fp['cases_with_target']} with {fp['target']}",
+        row("spacing", fp["spacing_mm"], " mm"),
+        row("shape", fp["shape"]),
+        f"  {'orientation':<16} {', '.join(fp['orientations'])}",
+        hu("HU in body", fp["body_hu"]),
+        hu(f"HU in {fp['target']}", fp["target_hu"]),
+        row(f"{fp['target']} volume", fp["target_ml"], " ml"),
+        row(f"{fp['target']} box", fp["target_box_mm"], " mm"),
+    ]
+    if cfg.grid:
+        field = " x ".join(f"{g * s:g}" for g, s in zip(cfg.grid, cfg.spacing_mm, strict=False))
+        lines.append(f"Plan: {cfg.dims}D grid {cfg.grid} at {cfg.spacing_mm} mm = {field} mm field")
+    for case_id, why in fp.get("skipped", {}).items():
+        lines.append(f"  would skip {case_id}: {why}")
+    return "\n".join(lines)
 
 
 def cache_settings(config: PreprocessConfig) -> dict[str, Any]:
@@ -398,7 +496,8 @@ def open_cache(
         cache = Cache(data)
         if cache.config.to_dict() != config.to_dict():
             raise ConfigError(
-                f"{data}: a cache made with another preprocessing config than {against}"
+                f"a cache made with another preprocessing config than {against}",
+                prefix=f"{data}: ",
             )
         return cache
     if not data.exists():
@@ -477,7 +576,7 @@ def preprocess(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / FINGERPRINT, fp_doc)
     config.save(out / CONFIG)
-    result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes)
+    result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes, plan_only=plan_only)
     if plan_only:
         result.seconds = time.perf_counter() - start
         return result
@@ -516,11 +615,12 @@ def _check_out(out: Path, index_path: Path, key: str, overwrite: bool, plan_only
         try:
             old = json.loads(index_path.read_text())
         except (OSError, ValueError):
-            raise InputError(index_path, "unreadable cache index; pass --overwrite") from None
+            raise InputError(index_path, "unreadable cache index; pass {overwrite=True}") from None
         if old.get("key") != key:
             raise ConfigError(
-                f"{out}: holds a cache built from other scans or settings; "
-                "pass --overwrite to rebuild it, or choose another folder"
+                "holds a cache built from other scans or settings; "
+                "pass {overwrite=True} to rebuild it, or choose another folder",
+                prefix=f"{out}: ",
             )
         return
     strangers = [p.name for p in out.iterdir() if p.name not in ENTRIES]

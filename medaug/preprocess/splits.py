@@ -47,12 +47,12 @@ def make_splits(
     doc: dict[str, Any] = {"seed": seed, "patients": dict(sorted(patients.items()))}
     if folds is not None:
         if folds < 2 or folds > n:
-            raise ConfigError(f"--folds must be between 2 and the {n} patients, got {folds}")
+            raise ConfigError(f"{{folds}} must be between 2 and the {n} patients, got {folds}")
         doc["folds"] = folds
         held = [set(order[k::folds]) for k in range(folds)]
     else:
         if not 0.0 <= val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+            raise ConfigError(f"{{val_fraction}} must be in [0, 1), got {val_fraction}")
         n_val = 0 if val_fraction == 0 or n < 2 else max(1, round(val_fraction * n))
         doc["val_fraction"] = val_fraction
         held = [set(order[:n_val])]

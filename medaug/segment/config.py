@@ -51,7 +51,7 @@ class SegmentConfig(Settings):
         if self.augment not in AUGMENTS:
             raise ConfigError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"--ratio must be in [0, 1), got {self.ratio}")
+            raise ConfigError(f"{{ratio}} must be in [0, 1), got {self.ratio}")
         if len(self.strides) != len(self.channels) - 1:
             raise ConfigError("strides must have one entry fewer than channels")
         if self.lr <= 0 or self.tolerance_mm <= 0 or self.workers < 0:
@@ -86,16 +86,16 @@ class GainConfig(Settings):
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"--ratio must be in [0, 1), got {self.ratio}")
+            raise ConfigError(f"{{ratio}} must be in [0, 1), got {self.ratio}")
         unknown = [a for a in self.arms if a not in ARMS]
         if unknown:
             raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
         if self.seeds < 1:
-            raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
+            raise ConfigError(f"{{seeds}} must be at least 1, got {self.seeds}")
         if self.synth_mode not in GAIN_MODES:
-            raise ConfigError(f"--mode must be prior or perturb, got {self.synth_mode!r}")
+            raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
         if self.synth_n < 1 or self.generator_steps < 1:
-            raise ConfigError("synth_n and generator_steps must be at least 1")
+            raise ConfigError("{synth_n} and {generator_steps} must be at least 1")
         # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
         arms = ("real", *[a for a in ARMS[1:] if a in self.arms])
         sweep = tuple(parse_train_patients(self.train_patients))
@@ -138,9 +138,11 @@ def parse_train_patients(values: Sequence[str | int]) -> list[int | str]:
             elif part.isdigit() and int(part) >= 1:
                 out.add(int(part))
             else:
-                raise ConfigError(f"--train-cases takes patient counts >= 1 or 'all', got {part!r}")
+                raise ConfigError(
+                    f"{{train_patients}} takes patient counts >= 1 or 'all', got {part!r}"
+                )
     if not out:
-        raise ConfigError("--train-cases needs at least one patient count")
+        raise ConfigError("{train_patients} needs at least one patient count")
     numbers = sorted(v for v in out if isinstance(v, int))
     return [*numbers, *(["all"] if "all" in out else [])]
 

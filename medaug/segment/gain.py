@@ -139,14 +139,14 @@ def plan_folds(
     n_patients = len(set(patients.values()))
     if folds is not None and folds > n_patients:
         raise ConfigError(
-            f"--folds {folds} needs at least {folds} patients; the data have {n_patients}"
+            f"{{folds}} {folds} needs at least {folds} patients; the data have {n_patients}"
         )
     if n_patients < 2:
         raise ConfigError(
             f"the gain experiment needs at least 2 patients; the data have {n_patients}"
         )
     if folds is None and not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+        raise ConfigError(f"{{test_fraction}} must be in (0, 1), got {test_fraction}")
     doc = make_splits(patients, test_fraction, folds, seed)
     target = cache.config.target_class
     plans = []
@@ -166,7 +166,7 @@ def plan_folds(
             if count > len(order):
                 n_test = len({patients[c] for c in test_cases})
                 raise ConfigError(
-                    f"--train-cases {n}: fold {k} has only {len(order)} training patients "
+                    f"{{train_patients}} {n}: fold {k} has only {len(order)} training patients "
                     f"({n_patients} patients, {n_test} for testing)"
                 )
             chosen = set(order[:count])
@@ -204,9 +204,10 @@ def check_generator(ckpt: Checkpoint, cache: Any, test_cases: Sequence[str]) -> 
     if leaked:
         who = sorted({str(cache.records[c].get("patient", c)) for c in leaked})
         raise ConfigError(
-            f"{path}: the generator was trained on {len(who)} test patient(s) "
+            f"the generator was trained on {len(who)} test patient(s) "
             f"({', '.join(who[:3])}); a gain measured on them would be leakage. Train it "
-            "on the experiment's training patients (gain.json: folds) or leave out --model"
+            "on the experiment's training patients (gain.json: folds) or leave out {model}",
+            prefix=f"{path}: ",
         )
     patients = sorted({str(cache.records[c].get("patient", c)) for c in seen})
     return {"training_cases": sorted(seen), "training_patients": patients}
@@ -260,8 +261,8 @@ def run_gain(
     cfg = (config or GainConfig()).replace(**settings)
     if model is not None and cfg.folds is not None:
         raise ConfigError(
-            "--model gives one generator, and --folds needs one per fold: leave out --folds "
-            "(one split) or --model (medaug trains a generator per fold and regime)"
+            "{model} gives one generator, and {folds} needs one per fold: leave out {folds} "
+            "(one split) or {model} (medaug trains a generator per fold and regime)"
         )
     given = None
     if model is not None:
@@ -269,7 +270,7 @@ def run_gain(
         if preprocess_config is not None:
             check_grid(given.preprocess, preprocess_config, model)
         preprocess_config = given.preprocess
-    whose = "the generator's (--model)" if given is not None else "the --config given"
+    whose = "the generator's ({model})" if given is not None else "the {preprocess_config} given"
     cache = data_cache(input, out / "cache", None, note, preprocess_config, whose)
     plans = plan_folds(cache, cfg.train_patients, cfg.folds, cfg.test_fraction, cfg.seed)
     note(

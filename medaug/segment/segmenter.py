@@ -89,7 +89,7 @@ def load_segmenter(path: str | os.PathLike[str], device: Any = "cpu"):
         path = path / CHECKPOINT
         if not path.exists():
             raise InputError(
-                path.parent, f"no {CHECKPOINT} here (the --out of `medaug segment train`)"
+                path.parent, f"no {CHECKPOINT} here (the {{out}} folder of a segmenter's training)"
             )
     state = read_state(path, kind="segmenter")
     source = str(path)
@@ -118,7 +118,7 @@ def data_cache(
         data, scratch, config, against=against, purpose=" for segmentation", note=note
     )
     if dims is not None and dims != cache.config.dims:
-        raise ConfigError(f"{data}: a {cache.config.dims}D cache, but --dims {dims}")
+        raise ConfigError(f"a {cache.config.dims}D cache, but {{dims}} {dims}", prefix=f"{data}: ")
     return cache
 
 

@@ -29,7 +29,7 @@ from medaug.io.atomic import write_json
 from medaug.preprocess.splits import split_record
 from medaug.segment.augment import classical
 from medaug.segment.config import SegmentConfig
-from medaug.segment.evaluate import score
+from medaug.segment.evaluate import score, scores_text
 from medaug.segment.segmenter import (
     CHECKPOINT,
     build_unet,
@@ -103,7 +103,7 @@ def fit(
     from torch.utils.data import DataLoader
 
     if (cfg.ratio > 0 or cfg.synthetic_only) and synthetic is None:
-        raise ConfigError("a synthetic ratio above 0 needs --synthetic SYNTH_DIR")
+        raise ConfigError("a synthetic ratio above 0 needs {synthetic} items")
     device = pick_device(cfg.device)
     dims = cache.config.dims
     real = real_dataset(cache, cases)
@@ -176,6 +176,20 @@ class SegmentResult:
     fitted: Fitted
     evaluation: dict[str, Any] | None
 
+    def summary(self) -> str:
+        f = self.fitted
+        lines = [
+            f"Trained {f.steps} steps in {f.seconds:.0f} s: {f.items_real} real and "
+            f"{f.items_synthetic} synthetic items"
+        ]
+        if self.evaluation is not None:
+            lines.append(scores_text(self.evaluation, "held-out cases"))
+        lines.append(f"  segmenter -> {self.checkpoint}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "evaluation": self.evaluation}
+
 
 def train_segmenter(
     data: str | os.PathLike[str],
@@ -212,10 +226,10 @@ def train_segmenter(
     synth = None
     if synthetic is not None:
         if cfg.ratio == 0 and not cfg.synthetic_only:
-            raise ConfigError("--synthetic given with --ratio 0: set a ratio in (0, 1)")
+            raise ConfigError("{synthetic} given with {ratio} 0: set a ratio in (0, 1)")
         synth = SyntheticDataset(synthetic, intensity="unit")
     elif cfg.ratio > 0:
-        raise ConfigError("--ratio above 0 needs --synthetic SYNTH_DIR")
+        raise ConfigError("{ratio} above 0 needs {synthetic} (a synthesis folder)")
     note(f"training on {len(train_cases)} case(s), scoring {len(val_cases)} held-out case(s)")
     fitted = fit(cache, train_cases, cfg, synth, on_log)
 

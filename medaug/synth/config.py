@@ -38,21 +38,21 @@ class SynthConfig(Settings):
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
-            raise ConfigError(f"--format must be nifti, dicom or both, got {self.fmt!r}")
+            raise ConfigError(f"{{fmt}} must be nifti, dicom or both, got {self.fmt!r}")
         if self.strength < 0:
-            raise ConfigError(f"--strength must be >= 0, got {self.strength}")
+            raise ConfigError(f"{{strength}} must be >= 0, got {self.strength}")
         if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+            raise ConfigError(f"{{batch_size}} must be at least 1, got {self.batch_size}")
         if self.mode not in MODES:
-            raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ConfigError(f"{{mode}} must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.slices is not None and self.slices < 1:
-            raise ConfigError(f"--slices must be at least 1, got {self.slices}")
+            raise ConfigError(f"{{slices}} must be at least 1, got {self.slices}")
         if self.writers is not None and self.writers < 1:
-            raise ConfigError(f"writers must be at least 1, got {self.writers}")
+            raise ConfigError(f"{{writers}} must be at least 1, got {self.writers}")
         if self.seg and self.fmt == "nifti":
             raise ConfigError(
-                "--seg writes the label as DICOM SEG next to a DICOM series: "
-                "add --format dicom or both"
+                "{seg=True} writes the label as DICOM SEG next to a DICOM series: "
+                "add {fmt=dicom} (or both)"
             )
 
     def settings(self, stack: bool, slices: int) -> dict[str, Any]:

@@ -40,7 +40,8 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
         for rec in folder_in.cases:
             if not rec.get("image", "").endswith(".nii.gz"):
                 raise InputError(
-                    synth_dir, "nnU-Net export needs NIfTI images (--format nifti|both)"
+                    synth_dir,
+                    "nnU-Net export needs NIfTI images (synthesize with {fmt=nifti} or both)",
                 )
             shutil.copyfile(
                 synth_dir / rec["image"], tmp / "imagesTr" / f"{rec['case']}_0000.nii.gz"

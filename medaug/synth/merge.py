@@ -59,6 +59,23 @@ class MergeResult:
     copied: int
     manifest: dict[str, Any]
 
+    def summary(self) -> str:
+        resumed = self.n - self.linked
+        return "\n".join(
+            [
+                f"Merged {len(self.shards)} shards: {self.n} cases in {self.out}"
+                + (f" ({self.copied} files copied, not linked)" if self.copied else "")
+                + (f"; {resumed} were there from an earlier merge" if resumed else ""),
+                f"  datalist -> {self.out / output.DATALIST}",
+                f"  manifest -> {self.out / output.MANIFEST}",
+                f"  preview  -> {self.out / output.PREVIEW}",
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"out": str(self.out), "n": self.n, "shards": [str(s) for s in self.shards]}
+        return doc | {"linked": self.linked, "copied": self.copied}
+
 
 @dataclass
 class _Shard:
@@ -131,7 +148,7 @@ def _read_shard(folder: Path) -> _Shard:
     doc = opened.manifest
     shard = opened.settings.get("shard")
     if shard is None or "indices" not in doc:
-        raise InputError(folder, "not a shard (it was written without --shard K/N)")
+        raise InputError(folder, "not a shard (it was written without {shard})")
     k, count = shard
     start, stop = doc["indices"]
     indices = range(start, stop)
@@ -141,7 +158,7 @@ def _read_shard(folder: Path) -> _Shard:
         raise InputError(
             folder,
             f"shard {k}/{count} is incomplete ({len(have)} of {len(indices)} cases written); "
-            "run its `medaug synth --shard` command again to finish it",
+            "run its synthesis ({shard}) again to finish it",
         )
     for i in indices:
         for key in FILE_KEYS:
@@ -223,7 +240,7 @@ def _prepare(
             raise InputError(
                 out,
                 f"is not empty ({', '.join(sorted(foreign)[:3])}...); "
-                "use another folder or --overwrite",
+                "use another folder or {overwrite=True}",
             )
         done = {}
     for name in ("images", "labels", "dicom", str(output.RECORDS.parent)):

@@ -92,14 +92,15 @@ def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) ->
     if SynthFolder.exists(out):
         folder = SynthFolder.find(out)
         if folder is None:
-            raise InputError(out / MANIFEST, "unreadable manifest; use --overwrite")
+            raise InputError(out / MANIFEST, "unreadable manifest; use {overwrite=True}")
         old = folder.settings
         keys = set(settings) if early else set(old) | set(settings)
         changed = [k for k in sorted(keys) if old.get(k) != settings.get(k)]
         if changed:
             what = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in changed[:3])
             raise InputError(
-                out, f"holds synthetic cases made with other settings ({what}); use --overwrite"
+                out,
+                f"holds synthetic cases made with other settings ({what}); use {{overwrite=True}}",
             )
         if not early:
             remove_temporaries(out)  # a killed run's half-written files
@@ -108,15 +109,16 @@ def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) ->
         if not early and all(i in done for i in wanted):
             raise InputError(
                 out,
-                f"already holds {len(done)} cases made with these settings; use --overwrite "
-                "to make them again, or a larger --n to add more",
+                f"already holds {len(done)} cases made with these settings; use "
+                "{overwrite=True} to make them again, or a larger {n} to add more",
             )
         return done
     foreign = [p.name for p in out.iterdir() if p.name not in OWN and not is_temporary(p)]
     if foreign:
         raise InputError(
             out,
-            f"is not empty ({', '.join(sorted(foreign)[:3])}...); use another --out or --overwrite",
+            f"is not empty ({', '.join(sorted(foreign)[:3])}...); "
+            "use another {out} or {overwrite=True}",
         )
     return {}
 

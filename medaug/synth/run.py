@@ -63,6 +63,44 @@ class SynthResult:
     def cases_per_second(self) -> float:
         return self.written / self.seconds if self.seconds > 0 else 0.0
 
+    def summary(self) -> str:
+        """A few lines for a person: what was written, how fast, and where."""
+        settings = self.manifest.get("settings", {})
+        fmt = settings.get("format", "nifti")
+        resumed = self.n - self.written
+        lines = [
+            f"Wrote {self.written} synthetic cases in {self.seconds:.1f} s "
+            f"({self.cases_per_second:.1f} cases/s)"
+            + (f"; {resumed} were there from an earlier run" if resumed else "")
+        ]
+        if fmt != "dicom":
+            lines.append(f"  images   -> {self.out / 'images'}")
+        if fmt != "nifti":
+            lines.append(f"  DICOM    -> {self.out / 'dicom'}")
+        lines += [
+            f"  labels   -> {self.out / 'labels'}",
+            f"  datalist -> {self.out / output.DATALIST} (MONAI load_decathlon_datalist)",
+            f"  manifest -> {self.out / output.MANIFEST}",
+            f"  preview  -> {self.out / output.PREVIEW}",
+        ]
+        if self.fitted:
+            lines.append(f"  model    -> {self.checkpoint}")
+        if "shard" in settings:
+            (k, count), (start, stop) = settings["shard"], self.manifest["indices"]
+            lines.append(
+                f"  shard {k}/{count}: cases {start}..{stop - 1} of {self.manifest['n']}; join "
+                "the shards with `medaug synth-merge OUT SHARD_DIR...` (medaug.synth.merge)"
+            )
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"out": str(self.out), "n": self.n, "written": self.written}
+        doc |= {"seconds": round(self.seconds, 2), "checkpoint": str(self.checkpoint)}
+        if "shard" in self.manifest.get("settings", {}):
+            doc |= {"shard": self.manifest["settings"]["shard"]}
+            doc |= {"indices": self.manifest["indices"]}
+        return doc
+
 
 def synthesize(
     out: str | os.PathLike[str],
@@ -119,7 +157,7 @@ def synthesize(
     """
     out = Path(out)
     if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
+        raise ConfigError(f"{{n}} must be at least 1, got {n}")
     cfg = (config or SynthConfig()).replace(**settings)
     note = on_event or (lambda _msg: None)
     given = _check_request(cfg, n, input, model, dims, shard)
@@ -185,7 +223,7 @@ def _check_request(
     """Everything that can be refused before any work; returns the given checkpoint,
     read (once)."""
     if model is None and input is None:
-        raise ConfigError("give --input scans to fit a generator on, or a --model checkpoint")
+        raise ConfigError("give {input} scans to fit a generator on, or a {model} checkpoint")
     if input is not None and not Path(input).exists():
         raise InputError(Path(input), "no such file or folder")
     given = None
@@ -193,14 +231,14 @@ def _check_request(
         given = model if isinstance(model, Checkpoint) else Checkpoint.load(model)
         dims = given.preprocess.dims
     elif dims not in (2, 3):
-        raise ConfigError(f"--dims must be 2 or 3, got {dims}")
+        raise ConfigError(f"{{dims}} must be 2 or 3, got {dims}")
     if cfg.fmt != "nifti" and dims == 2 and not cfg.stack:
         raise ConfigError(
-            "--format dicom writes whole volumes, and a 2D model makes single slices: "
-            "add --stack (or use a 3D model)"
+            f"{{fmt={cfg.fmt}}} writes whole volumes, and a 2D model makes single slices: "
+            "add {stack=True} (or use a 3D model)"
         )
     if cfg.mode != "prior" and input is None:
-        raise ConfigError(f"--mode {cfg.mode} starts from real cases: give --input")
+        raise ConfigError(f"{{mode}} {cfg.mode} starts from real cases: give {{input}}")
     if shard is not None:
         _check_shard(shard, n, model)
     return given
@@ -209,13 +247,13 @@ def _check_request(
 def _check_shard(shard: tuple[int, int], n: int, model) -> None:
     k, count = shard
     if not (isinstance(k, int) and isinstance(count, int) and 0 <= k < count):
-        raise ConfigError(f"--shard {k}/{count}: expected K/N with 0 <= K < N")
+        raise ConfigError(f"{{shard}} {k}/{count}: expected K/N with 0 <= K < N")
     if count > n:
-        raise ConfigError(f"--shard {k}/{count}: more shards than cases (--n {n})")
+        raise ConfigError(f"{{shard}} {k}/{count}: more shards than cases ({{n}} {n})")
     if model is None:
         raise ConfigError(
-            "--shard needs --model: every shard must sample the same generator "
-            "(fit one first, or run `medaug synth` without --shard)"
+            "{shard} needs {model}: every shard must sample the same generator "
+            "(fit one first, or synthesize without {shard})"
         )
 
 

@@ -140,20 +140,20 @@ class Synthesizer:
 
     def check_mode(self, mode: str) -> None:
         if mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise ConfigError(f"{{mode}} must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "prior":
             return
         if not self.model.has_encoder:
             raise ConfigError(
-                f"--mode {mode} encodes real cases, and a {self.model.name} model has no "
-                "encoder; use --mode prior or a model with one (vae, vaegan, aae, avb, gvae)"
+                f"{{mode}} {mode} encodes real cases, and a {self.model.name} model has no "
+                "encoder; use {mode=prior} or a model with one (vae, vaegan, aae, avb, gvae)"
             )
         need = 2 if mode == "interpolate" else 1
         if len(self.real_cases()) < need:
             which = "of the generator's training cases" if self.split else "labelled cases"
             raise ConfigError(
-                f"--mode {mode} starts from real cases and needs {need} {which} under "
-                f"--input; found {len(self.real_cases())}"
+                f"{{mode}} {mode} starts from real cases and needs {need} {which} under "
+                f"{{input}}; found {len(self.real_cases())}"
             )
 
     # ---- plans: everything random about case i, from (seed, i) ---------------------

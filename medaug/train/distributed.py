@@ -31,11 +31,11 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: this machine has no CUDA GPU (use cpu or auto)")
+            raise ConfigError(f"{{device}} {name}: this machine has no CUDA GPU (use cpu or auto)")
         index = local_rank if name == "cuda" else int(name.split(":", 1)[1] or 0)
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+                f"{{device}} {name}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
         return torch.device("cuda", index)
     raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")

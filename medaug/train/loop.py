@@ -39,7 +39,7 @@ from medaug.preprocess.splits import split_record
 from medaug.train import checkpoint as ckpt
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import Distributed
-from medaug.train.runs import StatsLog, check_writable, new_run_dir, runs_in
+from medaug.train.runs import StatsLog, check_writable, loss_text, new_run_dir, runs_in
 from medaug.viz import pair_tiles, save_grid
 
 
@@ -57,6 +57,8 @@ class TrainingStopped(MedaugError):
 
 @dataclass
 class TrainResult:
+    """What a training run did; its run folder holds the rest."""
+
     run_dir: Path
     step: int  # steps done in total (including those before a resume)
     steps: int  # the run's planned total
@@ -65,6 +67,28 @@ class TrainResult:
     checkpoint: Path | None
     events: list[str] = field(default_factory=list)
     resumed_from: int = 0
+
+    def summary(self) -> str:
+        """A few lines for a person: steps, speed, losses and where things are."""
+        speed = self.last.get("samples_per_s", 0)
+        return "\n".join(
+            [
+                f"Trained {self.run_dir.name}: step {self.step}/{self.steps} in "
+                f"{self.seconds:.0f} s ({speed:g} samples/s at the end)",
+                f"  {loss_text(self.last)}",
+                f"  checkpoint -> {self.checkpoint}",
+                f"  samples    -> {self.run_dir / 'samples'} (reals.png to compare)",
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": str(self.run_dir),
+            "step": self.step,
+            "seconds": round(self.seconds, 1),
+            "last": self.last,
+            "events": self.events,
+        }
 
 
 class StepBatches(Sampler[list[int]]):
@@ -274,7 +298,8 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     start = resumed[1].restore(training) if resumed is not None else 0
     if start >= total:
         raise ConfigError(
-            f"{run_dir}: already trained {start} steps; pass a larger --steps to go on"
+            f"already trained {start} steps; pass a larger {{steps}} to go on",
+            prefix=f"{run_dir}: ",
         )
     split = split_record(cache, cfg.fold, cases)
     info = ckpt.RunInfo(mcfg, cfg.replace(steps=total), cache.config, cache.fingerprint(), split)
@@ -303,8 +328,9 @@ def _dataset(cache: Cache, fold: int, dims: int | None, cases) -> tuple[Any, np.
     cdims = cache.config.dims
     if dims is not None and dims != cdims:
         raise ConfigError(
-            f"{cache.root}: a cache made for {cdims}D given to a {dims}D model "
-            f"(make one with `medaug preprocess ... --dims {dims}`)"
+            f"a cache made for {cdims}D given to a {dims}D model "
+            f"(preprocess the scans with {{dims={dims}}})",
+            prefix=f"{cache.root}: ",
         )
     train_cases = list(cases[0]) if cases is not None else cache.split(fold)[0]
     if not train_cases:
@@ -472,7 +498,7 @@ def _stop(run: _Run, step: int, name: str) -> None:
         run.log.close()
     raise TrainingStopped(
         f"stopped by {name} at step {step}/{run.total}; checkpoint saved in {run.run_dir} "
-        "(continue with --resume)",
+        "(continue with {resume=True})",
         exit_code=128 + int(signal.Signals[name]),
     )
 
@@ -560,15 +586,16 @@ def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, ckpt.Checkpoint]:
     """The newest run in ``out`` with a checkpoint, checked against ``mcfg``."""
     runs = [r for r in runs_in(out) if ckpt.list_checkpoints(r)]
     if not runs:
-        raise InputError(out, "--resume: no run with a checkpoint here")
+        raise InputError(out, "{resume}: no run with a checkpoint here")
     run_dir = runs[-1]
     state = ckpt.Checkpoint.load(run_dir)
     saved = state.model_config
     for name in ("variant", "dims", "grid", "image_channels", "classes"):
         if getattr(saved, name) != getattr(mcfg, name):
             raise ConfigError(
-                f"{state.path}: --resume: this checkpoint has {name} "
-                f"{getattr(saved, name)}, the run asks for {getattr(mcfg, name)}"
+                f"{{resume}}: this checkpoint has {name} "
+                f"{getattr(saved, name)}, the run asks for {getattr(mcfg, name)}",
+                prefix=f"{state.path}: ",
             )
     return run_dir, state
 

@@ -76,6 +76,17 @@ class StatsLog:
             self._tb.close()
 
 
+def loss_text(stats: dict[str, Any]) -> str:
+    """The losses a person watches: generator, discriminator, KL (nats), pixel L1."""
+    names = {
+        "generator/loss": "G",
+        "discriminator/loss": "D",
+        "generator/kl": "KL",
+        "generator/pixel_l1": "L1",
+    }
+    return "  ".join(f"{short} {stats[key]:.3g}" for key, short in names.items() if key in stats)
+
+
 def read_stats(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(run_dir) / "stats.jsonl"
     if not path.exists():
