@@ -7,12 +7,20 @@ synthesis folders, evaluations) and draws with :mod:`medaug.viz`.
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from medaug.data.synthfolder import SynthFolder
+from medaug.errors import InputError
+from medaug.io.atomic import write_text
 from medaug.preprocess.cache import Cache
+from medaug.train.runs import read_stats, runs_in
 from medaug.viz import overlay, pyplot, save_figure, save_grid
 
 
@@ -154,18 +162,9 @@ def write_report(
             ``medaug train`` (stats.jsonl, samples/).
         path: the HTML file (default ``folder/report.html``).
     """
-    import base64
-    import html
-    import json
-    import tempfile
-
-    from medaug.errors import InputError
-    from medaug.io.atomic import write_text
-    from medaug.train.runs import read_stats, runs_in
-
     folder = Path(folder)
-    manifest_path, run = folder / "manifest.json", None
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    synthesis, run = SynthFolder.find(folder), None
+    manifest = synthesis.manifest if synthesis is not None else None
     if (folder / "stats.jsonl").exists():
         run = folder
     elif runs_in(folder / "model"):
