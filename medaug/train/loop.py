@@ -280,14 +280,12 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     cfg = ask.cfg
     dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases)
     mcfg = _model_config(ask.model, cache.config, ask.preset, ask.overrides)
-    resumed = _resumable(out, mcfg) if ask.resume else None
-    if resumed is not None:
-        cfg = resumed[1].train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
+    run_dir, state = _resumable(out, mcfg) if ask.resume else (None, None)
+    if state is not None:
+        cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
     total = _total_steps(cfg, len(dataset), dist.world, cache.config.dims)
     amp = _amp(cfg, dist.device)
-    if resumed is not None:
-        run_dir = resumed[0]
-    else:
+    if run_dir is None:
         run_dir = new_run_dir(out, mcfg.variant, mcfg.dims) if dist.is_main else out
         run_dir = _shared_path(run_dir, dist)
 
@@ -295,7 +293,7 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     if dist.device.type == "cuda":
         channels_last = torch.channels_last if mcfg.dims == 2 else torch.channels_last_3d
     training, phases = _trainables(mcfg, cfg, dist, amp, channels_last)
-    start = resumed[1].restore(training) if resumed is not None else 0
+    start = state.restore(training) if state is not None else 0
     if start >= total:
         raise ConfigError(
             f"already trained {start} steps; pass a larger {{steps}} to go on",
