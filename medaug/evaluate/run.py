@@ -27,7 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
+from medaug.data.synthfolder import SynthFolder, read_case
 from medaug.evaluate import metrics as M
+from medaug.evaluate.features import SegmentationFeatures
+from medaug.io.atomic import write_json
+from medaug.models.losses import kl_normal
+from medaug.models.networks import GaussianEncoder
+from medaug.preprocess.pipeline import open_cache
+from medaug.preprocess.splits import recorded_sides
+from medaug.preprocess.transforms import hu_to_unit, unit_to_hu
+from medaug.train.checkpoint import file_sha256, load_model
+from medaug.train.distributed import pick_device
 
 #: Laplace scale of the image likelihood, in [-1, 1] units (0.05 = 10 HU in the
 #: default 400 HU window).
@@ -64,17 +74,10 @@ def evaluate(
     Returns:
         the evaluation document (also written to ``synthetic/evaluation.json``).
     """
-    from medaug.io.atomic import write_json
-    from medaug.train.distributed import pick_device
-
     note = on_event or (lambda _msg: None)
     synth_dir = Path(synthetic)
-    from medaug.synth.output import read_manifest
-
-    manifest = read_manifest(synth_dir)
-    from medaug.preprocess import PreprocessConfig, open_cache
-
-    config = PreprocessConfig.from_dict(manifest["preprocess_config"], source="manifest.json")
+    folder = SynthFolder.open(synth_dir)
+    manifest, config = folder.manifest, folder.config
     dev = pick_device(device or "auto")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
@@ -111,8 +114,6 @@ def evaluate(
     size = 32 if config.dims == 2 else 16
     doc["mmd_pixels"] = M.mmd(M.downsample(r_img, size), M.downsample(s_img, size))
     note(f"training the feature extractor ({feature_steps} steps)")
-    from medaug.evaluate.features import SegmentationFeatures
-
     feats = SegmentationFeatures(config.dims, len(config.labels) + 1, feature_steps, seed, dev)
     feats.fit(t_img, t_lab)
     f_real, f_synth, f_train = feats(r_img), feats(s_img), feats(t_img)
@@ -133,8 +134,6 @@ def evaluate(
         M.label_stats(r_lab, target, spacing), M.label_stats(s_lab, target, spacing)
     )
     classes = {name: k + 1 for k, name in enumerate(config.labels)}
-    from medaug.preprocess.transforms import unit_to_hu
-
     doc["hu"] = {
         "real": M.hu_by_class(unit_to_hu(r_img, config.hu_window), r_lab, classes),
         "synthetic": M.hu_by_class(unit_to_hu(s_img, config.hu_window), s_lab, classes),
@@ -160,9 +159,6 @@ def evaluate(
 
 def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarray, np.ndarray]:
     """All synthetic items in [-1, 1] with their labels: (N, X, Y) or (N, X, Y, Z)."""
-    from medaug.preprocess.transforms import hu_to_unit
-    from medaug.synth.output import read_case
-
     images: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for rec in manifest["cases"]:
@@ -179,8 +175,6 @@ def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarra
 
 def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
     """(training cases, held-out cases, how they were told apart)."""
-    from medaug.data.splits import recorded_sides
-
     sides = recorded_sides(cache, manifest.get("split"))
     if sides is None:
         return list(cache.case_ids), [], "the checkpoint records no training split"
@@ -214,8 +208,6 @@ def _subsample(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator)
 
 def _fitted_checkpoint(synth_dir: Path, manifest: dict) -> Path | None:
     """The checkpoint in ``synth_dir/model`` whose hash the manifest names, if any."""
-    from medaug.synth.sampler import file_sha256
-
     want = manifest.get("checkpoint", {}).get("sha256")
     for path in sorted((synth_dir / "model").glob("*/checkpoints/step_*.pt")):
         if file_sha256(path) == want:
@@ -226,10 +218,6 @@ def _fitted_checkpoint(synth_dir: Path, manifest: dict) -> Path | None:
 def _model_metrics(ckpt, images, labels, width, k, seed, device, note) -> dict[str, Any]:
     if ckpt is None:
         return {"skipped": "no checkpoint (pass --model)"}
-    from medaug.models.losses import kl_normal
-    from medaug.models.networks import GaussianEncoder
-    from medaug.train.checkpoint import load_model
-
     model, _ = load_model(ckpt, device=device)
     if not model.has_encoder:
         return {"variant": model.name, "skipped": f"{model.name} has no encoder"}

@@ -18,7 +18,11 @@ import numpy as np
 import torch
 
 from medaug.errors import ConfigError, InputError
+from medaug.io.atomic import write_json
+from medaug.preprocess.splits import recorded_sides
 from medaug.segment.config import SegmentConfig
+from medaug.segment.segmenter import data_cache, load_segmenter
+from medaug.train.distributed import pick_device
 
 
 @torch.no_grad()
@@ -133,6 +137,25 @@ def summarize_cases(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def scores_text(doc: dict[str, Any], title: str) -> str:
+    """A score document (:func:`score`) as a plain table: per case, then the mean."""
+
+    def row(name: str, r: dict[str, Any], voxels: str) -> tuple[str, ...]:
+        hd = "–" if r["hd95_mm"] is None else f"{r['hd95_mm']:.1f}"
+        return (name, f"{r['dice']:.3f}", hd, f"{r['surface_dice']:.3f}", voxels)
+
+    head = ("case", "Dice", "HD95 mm", "surface Dice", "target voxels")
+    rows = [row(r["case"], r, str(r["target_voxels"])) for r in doc["cases"]]
+    rows.append(row("mean", doc, ""))
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    lines = [title]
+    for r in (head, *rows):
+        cells = [r[0].ljust(widths[0])]
+        cells += [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
 def evaluate_segmenter(
     model: str | os.PathLike[str],
     data: str | os.PathLike[str],
@@ -157,11 +180,6 @@ def evaluate_segmenter(
     Returns:
         the evaluation document (also written as ``evaluation.json``).
     """
-    from medaug.data.splits import recorded_sides
-    from medaug.io.atomic import write_json
-    from medaug.segment.train import data_cache, load_segmenter
-    from medaug.train.distributed import pick_device
-
     note = on_event or (lambda _msg: None)
     model = Path(model)
     net, cfg, pp, split = load_segmenter(model, pick_device(device))
@@ -175,8 +193,9 @@ def evaluate_segmenter(
         cases = sides[1]
         if not cases:
             raise ConfigError(
-                f"{data}: every case is one the segmenter trained on; score other cases "
-                "(or pass --include-training)"
+                "every case is one the segmenter trained on; score other cases "
+                "(or pass {include_training=True})",
+                prefix=f"{data}: ",
             )
     if seen:
         note(f"left out {seen} case(s) the segmenter trained on")
@@ -185,4 +204,11 @@ def evaluate_segmenter(
     return doc
 
 
-__all__ = ["case_metrics", "evaluate_segmenter", "predict", "score", "summarize_cases"]
+__all__ = [
+    "case_metrics",
+    "evaluate_segmenter",
+    "predict",
+    "score",
+    "scores_text",
+    "summarize_cases",
+]

@@ -222,7 +222,7 @@ def test_bad_training_requests_fail_before_training(caches, tmp_path):
     blocker.write_text("")
     with pytest.raises(InputError, match="a-file/runs: output folder is not writable"):
         train(caches[2], blocker / "runs")
-    with pytest.raises(InputError, match="--resume: no run with a checkpoint here"):
+    with pytest.raises(InputError, match="resume: no run with a checkpoint here"):
         train(caches[2], tmp_path / "empty", resume=True)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="amp fp16 needs CUDA"):
