@@ -478,7 +478,12 @@ def train(
     ] = None,
     preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.cpu,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Global batch over all processes (default: 16).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Global batch over all processes (default: 16, or the training set's size "
+            "when smaller).",
+        ),
     ] = None,
     lr: Annotated[
         float | None, typer.Option(help="Generator-side learning rate (default: 2e-4).")
@@ -519,7 +524,7 @@ def train(
         result = run(
             cache, out, model=model.value, dims=int(dims.value) if dims else None,
             preset=preset.value, config=cfg, model_overrides=doc.get("model", {}),
-            resume=resume, on_event=lambda msg: warn.print(f"[yellow]warning: {msg}[/yellow]"),
+            resume=resume, on_event=lambda msg: warn.print(msg, style="yellow", markup=False),
             **bars.training(),
         )  # fmt: skip
     _show(result, as_json)
@@ -819,7 +824,10 @@ def gain(
     ] = None,
     train_cases: Annotated[
         list[str] | None,
-        typer.Option(help="Real training patients per regime, e.g. 2 4 all (repeat or comma)."),
+        typer.Option(
+            help="Real training patients per regime, e.g. 2 4 all (repeat or comma; "
+            "default: 2 4 all, cut to what the folds hold)."
+        ),
     ] = None,
     seeds: Annotated[int, typer.Option(min=1, help="Segmenter seeds per arm.")] = 3,
     folds: Annotated[
@@ -854,7 +862,7 @@ def gain(
     from medaug.segment.gain import ARMS, DEFAULT_ARMS, run_gain, table
 
     cfg = GainConfig(
-        train_patients=tuple(train_cases or ["2", "4", "all"]),
+        train_patients=tuple(train_cases) if train_cases else None,
         seeds=seeds,
         folds=folds,
         test_fraction=test_fraction,

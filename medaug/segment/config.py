@@ -17,6 +17,8 @@ ARMS = ("real", "real+classical", "real+synth", "real+classical+synth", "synth-o
 DEFAULT_ARMS = ARMS[:4]
 #: How the gain experiment draws synthetic cases (``medaug.synth`` modes).
 GAIN_MODES = ("prior", "perturb")
+#: The gain experiment's real patients per regime when none are asked for.
+DEFAULT_TRAIN_PATIENTS: tuple[int | str, ...] = (2, 4, "all")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,9 @@ class GainConfig(Settings):
 
     SOURCE: ClassVar[str] = "gain config"
 
-    train_patients: tuple[int | str, ...] = (2, 4, "all")  # real patients per regime; "all"
+    # real patients per regime ("all": every training patient of the fold); None:
+    # DEFAULT_TRAIN_PATIENTS (2, 4, all), cut to what the smallest fold trains on (a note)
+    train_patients: tuple[int | str, ...] | None = None
     seeds: int = 3  # segmenter seeds per arm and regime: seed, seed + 1, ...
     folds: int | None = None  # K-fold cross-validation over patients (None: one split)
     test_fraction: float = 0.2  # share of patients held out for testing when folds is None
@@ -98,8 +102,9 @@ class GainConfig(Settings):
             raise ConfigError("{synth_n} and {generator_steps} must be at least 1")
         # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
         arms = ("real", *[a for a in ARMS[1:] if a in self.arms])
-        sweep = tuple(parse_train_patients(self.train_patients))
-        object.__setattr__(self, "train_patients", sweep)
+        if self.train_patients is not None:
+            sweep = tuple(parse_train_patients(self.train_patients))
+            object.__setattr__(self, "train_patients", sweep)
         object.__setattr__(self, "arms", arms)
         object.__setattr__(self, "segment", self.segment.replace(device=self.device))
 
@@ -110,7 +115,7 @@ class GainConfig(Settings):
     def settings(self, given: bool) -> dict[str, Any]:
         """``gain.json``'s settings block (``given``: one generator was given)."""
         return {
-            "train_patients": list(self.train_patients),
+            "train_patients": None if self.train_patients is None else list(self.train_patients),
             "seeds": self.seeds,
             "folds": self.folds,
             "test_fraction": None if self.folds else self.test_fraction,
@@ -123,6 +128,26 @@ class GainConfig(Settings):
             "seed": self.seed,
             "segment": self.segment.to_dict(),
         }
+
+
+def default_sweep(fewest: int) -> tuple[tuple[int | str, ...], str | None]:
+    """The default regimes (:data:`DEFAULT_TRAIN_PATIENTS`) for folds whose smallest
+    training side holds ``fewest`` patients, and a note when they had to shrink.
+
+    A first try on two or three scans leaves one or two training patients: the counts
+    that do not fit are dropped (``all`` stays) instead of failing, and the note says
+    so. Counts asked for explicitly are never changed.
+    """
+    numbers = [n for n in DEFAULT_TRAIN_PATIENTS if isinstance(n, int)]
+    if all(n <= fewest for n in numbers):
+        return DEFAULT_TRAIN_PATIENTS, None
+    sweep: tuple[int | str, ...] = (*[n for n in numbers if n < fewest], "all")
+    default = ", ".join(map(str, DEFAULT_TRAIN_PATIENTS))
+    return sweep, (
+        f"real patients per regime: {', '.join(map(str, sweep))} (the default {default} "
+        f"cut to what the smallest fold trains on: {fewest} "
+        f"patient{'' if fewest == 1 else 's'})"
+    )
 
 
 def parse_train_patients(values: Sequence[str | int]) -> list[int | str]:
@@ -151,8 +176,10 @@ __all__ = [
     "ARMS",
     "AUGMENTS",
     "DEFAULT_ARMS",
+    "DEFAULT_TRAIN_PATIENTS",
     "GAIN_MODES",
     "GainConfig",
     "SegmentConfig",
+    "default_sweep",
     "parse_train_patients",
 ]

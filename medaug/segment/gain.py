@@ -54,6 +54,7 @@ from medaug.segment.config import (
     DEFAULT_ARMS,
     GainConfig,
     SegmentConfig,
+    default_sweep,
     parse_train_patients,
 )
 from medaug.segment.evaluate import score
@@ -121,12 +122,18 @@ class FoldPlan:
 
 def plan_folds(
     cache: Any,
-    train_patients: Sequence[int | str],
+    train_patients: Sequence[int | str] | None,
     folds: int | None,
     test_fraction: float,
     seed: int,
+    on_event: Callable[[str], None] | None = None,
 ) -> list[FoldPlan]:
     """The experiment's patient-level splits and the nested real training sets.
+
+    Args:
+        train_patients: real patients per regime; None: the default sweep, cut to the
+            smallest fold's training patients (:func:`default_sweep`, told to
+            ``on_event``).
 
     Returns:
         one :class:`FoldPlan` per fold.
@@ -148,6 +155,11 @@ def plan_folds(
     if folds is None and not 0.0 < test_fraction < 1.0:
         raise ConfigError(f"{{test_fraction}} must be in (0, 1), got {test_fraction}")
     doc = make_splits(patients, test_fraction, folds, seed)
+    if train_patients is None:
+        fewest = min(len({patients[c] for c in split["train"]}) for split in doc["splits"])
+        train_patients, adapted = default_sweep(fewest)
+        if adapted is not None and on_event is not None:
+            on_event(adapted)
     target = cache.config.target_class
     plans = []
     for k, split in enumerate(doc["splits"]):
@@ -272,7 +284,10 @@ def run_gain(
         preprocess_config = given.preprocess
     whose = "the generator's ({model})" if given is not None else "the {preprocess_config} given"
     cache = data_cache(input, out / "cache", None, note, preprocess_config, whose)
-    plans = plan_folds(cache, cfg.train_patients, cfg.folds, cfg.test_fraction, cfg.seed)
+    plans = plan_folds(cache, cfg.train_patients, cfg.folds, cfg.test_fraction, cfg.seed, note)
+    if cfg.train_patients is None:  # gain.json records the sweep that ran
+        fewest = min(len(plan.training_patients) for plan in plans)
+        cfg = cfg.replace(train_patients=default_sweep(fewest)[0])
     note(
         f"{len(plans)} split(s), {len(plans[0].test_patients)} test patient(s) each; "
         f"regimes {', '.join(plans[0].regimes)} real patient(s); arms {', '.join(cfg.arms)}; "

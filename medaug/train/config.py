@@ -9,6 +9,9 @@ from typing import ClassVar
 from medaug.errors import ConfigError
 from medaug.settings import Settings
 
+#: The global batch when none is asked for, if the training set holds that many items.
+DEFAULT_BATCH = 16
+
 
 @dataclass(frozen=True)
 class TrainConfig(Settings):
@@ -18,7 +21,9 @@ class TrainConfig(Settings):
 
     steps: int = 2000  # optimisation steps; one step runs every phase once
     epochs: float | None = None  # instead of steps: passes over the training split
-    batch_size: int = 16  # global batch, split evenly over data-parallel processes
+    # global batch, split evenly over data-parallel processes; None: DEFAULT_BATCH (16),
+    # or fewer when the training set is smaller (said in the log; see default_batch)
+    batch_size: int | None = None
     lr: float = 2e-4  # Adam learning rate of the generator side (encoder, decoder)
     lr_d: float = 2e-4  # Adam learning rate of discriminators and critics
     betas: tuple[float, float] = (0.5, 0.999)  # Adam betas; beta1 0.5 steadies GANs
@@ -44,7 +49,7 @@ class TrainConfig(Settings):
             raise ConfigError(f"betas must be two numbers, got {self.betas!r}")
         positive = ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs is not None and self.epochs <= 0:
             raise ConfigError(f"epochs must be > 0, got {self.epochs}")
@@ -56,3 +61,40 @@ class TrainConfig(Settings):
             raise ConfigError("learning rates must be > 0")
         if self.keep_checkpoints < 1 or self.workers < 0 or self.warmup_steps < 0:
             raise ConfigError("keep_checkpoints >= 1, workers >= 0 and warmup_steps >= 0")
+
+
+def default_batch(items: int, world: int, unit: str) -> tuple[int, str | None]:
+    """The global batch of a run that asked for none, and a note when it is not
+    :data:`DEFAULT_BATCH`.
+
+    Many first runs are on one to three scans, fewer volumes than the default batch:
+    the batch shrinks to the training set (a multiple of the processes) instead of
+    failing, and says so. A batch asked for explicitly is never changed.
+
+    Args:
+        items: training items (slices or volumes).
+        world: data-parallel processes (the batch splits evenly over them).
+        unit: what an item is, plural (``slices``, ``volumes``).
+
+    Returns:
+        ``(batch, note)``; ``note`` is None when the default fits as it is.
+
+    Raises:
+        ConfigError: fewer items than processes.
+    """
+    what = f"{items} {unit[:-1] if items == 1 else unit}"
+    batch = min(DEFAULT_BATCH, items)
+    batch -= batch % world
+    if batch < 1:
+        raise ConfigError(
+            f"the training set has {what}, fewer than the {world} processes: "
+            "train on fewer processes"
+        )
+    if batch == DEFAULT_BATCH:
+        return batch, None
+    reasons = []
+    if items < DEFAULT_BATCH:
+        reasons.append(f"the training set has {what}")
+    if batch < min(DEFAULT_BATCH, items):
+        reasons.append(f"it splits evenly over {world} processes")
+    return batch, f"batch {batch}: {' and '.join(reasons)} (default {DEFAULT_BATCH})"

@@ -5,8 +5,8 @@ Synthesis without ``--model`` and the gain experiment (a generator per fold and
 regime) both need "a generator of this variant, trained this many steps on these
 cases, in this folder". ``fit_or_resume`` is that procedure: it reuses a checkpoint
 that is far enough, resumes a shorter run, or starts one; it sizes the model for the
-device (the ``cpu`` preset on a CPU, ``gpu-small`` on a GPU) and the batch for the
-data.
+device (the ``cpu`` preset on a CPU, ``gpu-small`` on a GPU); the batch is
+``train``'s default, which shrinks to a small training set and says so (``on_event``).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def fit_or_resume(
             out); default the training side of the cache's first split.
         seed: weights, batches and noise.
         device: ``auto``, ``cpu``, ``cuda``...; also picks the model size preset.
-        on_event: one-line notes (and training warnings).
+        on_event: one-line notes (an adapted batch among them) and training warnings.
         on_start / on_log: progress callbacks passed to :func:`medaug.train.train`.
 
     Returns:
@@ -68,7 +68,6 @@ def fit_or_resume(
             return newest
     training = list(cases) if cases is not None else cache.split(0)[0]
     held_out = [c for c in cache.case_ids if c not in set(training)]
-    cfg = cfg.replace(batch_size=min(cfg.batch_size, max(1, cache.items(training))))
     preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
     note(
         f"fitting a {variant} generator ({preset} preset, {cfg.steps} steps) on "

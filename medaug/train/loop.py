@@ -37,7 +37,7 @@ from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.splits import split_record
 from medaug.train import checkpoint as ckpt
-from medaug.train.config import TrainConfig
+from medaug.train.config import TrainConfig, default_batch
 from medaug.train.distributed import Distributed
 from medaug.train.runs import StatsLog, check_writable, loss_text, new_run_dir, runs_in
 from medaug.viz import pair_tiles, save_grid
@@ -187,7 +187,8 @@ def train(
             generator per subset of patients); both sides go into the checkpoint.
         on_start: called with (first step, total steps) on the main process.
         on_log: called with each stats record on the main process.
-        on_event: called with warnings (collapse signs) on the main process.
+        on_event: called with notes (a default batch adapted to a small training
+            set) and warnings (collapse signs) on the main process.
         on_step: called after every step with the step count and the model (hooks).
 
     Returns:
@@ -241,19 +242,21 @@ class _Run:
     Attributes:
         cfg: the settings in force (a resumed run's own, with new steps / device).
         start, total: steps done before this call, and the run's planned total.
+        batch: the global batch (``cfg.batch_size``, resolved when none was asked for).
         info: what every checkpoint records besides the weights.
         training: model, optimisers, schedulers, EMA, scaler (what a checkpoint saves).
         phases: each phase's parameters, in the order the phases run.
         amp: the autocast dtype, or None (full precision).
         channels_last: the CUDA memory format of model and batches (None on the CPU).
         log: ``stats.jsonl`` + TensorBoard (main process only).
-        events: warnings raised during the run (collapse signs).
+        events: notes and warnings of the run (an adapted batch, collapse signs).
     """
 
     dist: Distributed
     cfg: TrainConfig
     start: int
     total: int
+    batch: int
     run_dir: Path
     info: ckpt.RunInfo
     training: ckpt.Trainables
@@ -281,9 +284,18 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases)
     mcfg = _model_config(ask.model, cache.config, ask.preset, ask.overrides)
     run_dir, state = _resumable(out, mcfg) if ask.resume else (None, None)
-    if state is not None:
+    if state is not None:  # the run's own settings, its batch size included
         cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
-    total = _total_steps(cfg, len(dataset), dist.world, cache.config.dims)
+    events: list[str] = []
+    if cfg.batch_size is None:  # resolved once, then saved with the run
+        unit = "slices" if cache.config.dims == 2 else "volumes"
+        batch, adapted = default_batch(len(dataset), dist.world, unit)
+        cfg = cfg.replace(batch_size=batch)
+        if adapted is not None:
+            events.append(adapted)
+            if dist.is_main and hooks.on_event is not None:
+                hooks.on_event(adapted)
+    batch, total = _batch_and_steps(cfg, len(dataset), dist.world, cache.config.dims)
     amp = _amp(cfg, dist.device)
     if run_dir is None:
         run_dir = new_run_dir(out, mcfg.variant, mcfg.dims) if dist.is_main else out
@@ -302,7 +314,7 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     split = split_record(cache, cfg.fold, cases)
     info = ckpt.RunInfo(mcfg, cfg.replace(steps=total), cache.config, cache.fingerprint(), split)
     batches = StepBatches(
-        weights, len(dataset), cfg.batch_size, dist.rank, dist.world, cfg.seed, start, total
+        weights, len(dataset), batch, dist.rank, dist.world, cfg.seed, start, total
     )
     loader = DataLoader(
         dataset, batch_sampler=batches, num_workers=cfg.workers,
@@ -316,8 +328,8 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
         if hooks.on_start is not None:
             hooks.on_start(start, total)
     return _Run(
-        dist, cfg, start, total, run_dir, info, training, phases, loader, amp, channels_last,
-        log, hooks, t_start,
+        dist, cfg, start, total, batch, run_dir, info, training, phases, loader, amp, channels_last,
+        log, hooks, t_start, events,
     )  # fmt: skip
 
 
@@ -360,18 +372,22 @@ def _model_config(
     return mcfg
 
 
-def _total_steps(cfg: TrainConfig, items: int, world: int, dims: int) -> int:
-    """The run's planned total steps (``epochs`` converted), after checking the batch."""
-    if cfg.batch_size % world:
-        raise ConfigError(f"batch size {cfg.batch_size} does not split over {world} processes")
-    if cfg.batch_size > items:
+def _batch_and_steps(cfg: TrainConfig, items: int, world: int, dims: int) -> tuple[int, int]:
+    """The global batch, checked against the data and processes, and the run's planned
+    total steps (``epochs`` converted)."""
+    batch = cfg.batch_size
+    if batch is None:
+        raise ValueError("the batch size is resolved before it is checked")
+    if batch % world:
+        raise ConfigError(f"batch size {batch} does not split over {world} processes")
+    if batch > items:
         raise ConfigError(
-            f"batch size {cfg.batch_size} is larger than the training set "
+            f"batch size {batch} is larger than the training set "
             f"({items} {'slices' if dims == 2 else 'volumes'} in fold {cfg.fold})"
         )
     if cfg.epochs is not None:
-        return max(1, math.ceil(cfg.epochs * items / cfg.batch_size))
-    return cfg.steps
+        return batch, max(1, math.ceil(cfg.epochs * items / batch))
+    return batch, cfg.steps
 
 
 def _trainables(
@@ -450,9 +466,9 @@ def _step(
     }
     if run.channels_last is not None:
         batch["image"] = batch["image"].contiguous(memory_format=run.channels_last)
-    local = cfg.batch_size // run.dist.world
+    local = run.batch // run.dist.world
     gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, 1))
-    noise = Noise(local, device, gen, cfg.batch_size, run.dist.rank * local)
+    noise = Noise(local, device, gen, run.batch, run.dist.rank * local)
     autocast = torch.autocast(
         device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None
     )
@@ -532,6 +548,7 @@ class _Monitor:
 
     def __init__(self, run: _Run, start: int):
         self.cfg, self.dist, self.scheds, self.log = run.cfg, run.dist, run.training.scheds, run.log
+        self.batch = run.batch
         self.on_log, self.event, self.t_start = run.hooks.on_log, run.event, run.t_start
         self.t_last, self.step_last = time.perf_counter(), start
         self.won_since: int | None = None
@@ -548,9 +565,7 @@ class _Monitor:
         stats: dict[str, Any] = {
             "step": step,
             **{k: round(float(v), 5) for k, v in zip(keys, means.tolist(), strict=True)},
-            "samples_per_s": round(
-                self.cfg.batch_size * (step - self.step_last) / (now - self.t_last), 2
-            ),
+            "samples_per_s": round(self.batch * (step - self.step_last) / (now - self.t_last), 2),
             "seconds": round(now - self.t_start, 2),
             **{f"lr/{p}": s.get_last_lr()[0] for p, s in self.scheds.items()},
         }
@@ -573,9 +588,9 @@ class _Monitor:
             self.won_since = step - self.cfg.log_every
         if step - self.won_since >= self.cfg.collapse_steps:
             self.event(
-                f"step {step}: the discriminator has been right on >= 99% of real and fake "
-                f"inputs since step {self.won_since} (a collapse sign; look at the sample "
-                "grids, lower lr_d or raise r1_gamma)"
+                f"warning: step {step}: the discriminator has been right on >= 99% of real "
+                f"and fake inputs since step {self.won_since} (a collapse sign; look at the "
+                "sample grids, lower lr_d or raise r1_gamma)"
             )
             self.won_since = step  # report again only after another stretch
 

@@ -15,7 +15,8 @@ from medaug.data import Cache
 from medaug.errors import ConfigError, InputError
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.segment import SegmentConfig
-from medaug.segment.gain import ARMS, parse_train_patients, run_gain
+from medaug.segment.config import DEFAULT_TRAIN_PATIENTS, default_sweep
+from medaug.segment.gain import ARMS, parse_train_patients, plan_folds, run_gain
 from medaug.train import TrainConfig, train
 from tests.conftest import SMALL, TINY_MODEL, run_cli
 from tests.synth.test_synth import one_error_line
@@ -167,6 +168,23 @@ def test_sweep_values_parse_and_bad_ones_are_refused():
     for bad in (["0"], ["two"], [""]):
         with pytest.raises(ConfigError):
             parse_train_patients(bad)
+
+
+def test_the_default_sweep_shrinks_to_the_smallest_fold_and_says_so(experiment):
+    assert default_sweep(4) == (DEFAULT_TRAIN_PATIENTS, None)
+    assert default_sweep(3) == (
+        (2, "all"),
+        "real patients per regime: 2, all (the default 2, 4, all cut to what the smallest "
+        "fold trains on: 3 patients)",
+    )
+    assert default_sweep(1)[0] == ("all",) and default_sweep(1)[1].endswith("1 patient)")
+    # 4 patients, half for testing: 2 train, so 2 and all (both 2) are one regime
+    cache, notes = Cache(experiment[0] / "cache"), []
+    plans = plan_folds(cache, None, None, 0.5, 0, on_event=notes.append)
+    assert [list(p.regimes) for p in plans] == [["2"]]
+    assert notes == [default_sweep(2)[1]] and "all (the default" in notes[0]
+    with pytest.raises(ConfigError, match="4: fold 0 has only 2 training patients"):
+        plan_folds(cache, [4], None, 0.5, 0)  # asked for: still refused
 
 
 @pytest.mark.parametrize("case", ["folds", "ratio", "too-many", "model-and-folds"])

@@ -14,10 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from medaug.data import Cache
 from medaug.errors import ConfigError, InputError
 from medaug.models import variant_names
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.train import TrainConfig, TrainingStopped, load_checkpoint, load_model, train
+from medaug.train.checkpoint import Checkpoint
+from medaug.train.config import default_batch
 from medaug.train.runs import read_stats
 from tests.conftest import TINY_MODEL, run_cli
 
@@ -230,6 +233,53 @@ def test_bad_training_requests_fail_before_training(caches, tmp_path):
     with pytest.raises(ConfigError, match="unknown preset 'gpu-xl'"):
         train(caches[2], tmp_path, preset="gpu-xl")
     assert not list(tmp_path.glob("0000*"))  # nothing was started
+
+
+def test_the_default_batch_fits_a_small_training_set_and_says_so(caches, tmp_path):
+    ids = Cache(caches[3]).case_ids
+    two = (ids[:2], ids[2:])  # a 2-volume training set
+    short = {"log_every": 1, "checkpoint_every": 2, "sample_every": 2, "warmup_steps": 1}
+    cfg = TrainConfig(steps=2, n_samples=2, **short)
+    assert cfg.batch_size is None
+    notes: list[str] = []
+    result = train(caches[3], tmp_path, model="vae", config=cfg, cases=two,
+                   model_overrides=TINY_MODEL, on_event=notes.append)  # fmt: skip
+    said = "batch 2: the training set has 2 volumes (default 16)"
+    assert notes == [said] and result.events == [said]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["train_config"]["batch_size"] == 2
+    assert result.checkpoint is not None
+    assert Checkpoint.load(result.checkpoint).train_config.batch_size == 2
+    # a resumed run keeps the batch it saved, and has nothing new to say about it
+    notes.clear()
+    again = train(caches[3], tmp_path, model="vae", config=cfg.replace(steps=4), cases=two,
+                  model_overrides=TINY_MODEL, resume=True, on_event=notes.append)  # fmt: skip
+    assert again.step == 4 and notes == []
+    assert again.checkpoint is not None
+    assert Checkpoint.load(again.checkpoint).train_config.batch_size == 2
+    # a batch asked for is never changed
+    with pytest.raises(ConfigError, match=r"batch size 3 is larger than the training set \(2 vol"):
+        train(caches[3], tmp_path / "x", model="vae", config=cfg.replace(batch_size=3), cases=two)
+
+
+def test_the_default_batch_rule():
+    assert default_batch(100, 1, "slices") == (16, None)
+    assert default_batch(100, 4, "slices") == (16, None)
+    assert default_batch(1, 1, "volumes") == (
+        1,
+        "batch 1: the training set has 1 volume (default 16)",
+    )
+    assert default_batch(3, 2, "volumes") == (
+        2,
+        "batch 2: the training set has 3 volumes and it splits evenly over 2 processes "
+        "(default 16)",
+    )
+    assert default_batch(40, 3, "slices") == (
+        15,
+        "batch 15: it splits evenly over 3 processes (default 16)",
+    )
+    with pytest.raises(ConfigError, match="the training set has 1 volume, fewer than the 2 proc"):
+        default_batch(1, 2, "volumes")
 
 
 def test_cli_trains_resumes_and_reports_mismatches_in_one_line(caches, tmp_path):
