@@ -811,6 +811,15 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Subsampling, pairs, feature extractor.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(
+            help="Segmenter for label fidelity (default: trained on the generator's cases)."
+        ),
+    ] = None,
+    fidelity_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of the label-fidelity segmenter trained here.")
+    ] = 300,
 ) -> None:
     """Measure synthetic cases against real ones; writes evaluation.json and report.html."""
     from medaug.evaluate import evaluate as run
@@ -827,6 +836,8 @@ def evaluate(
             seed=seed,
             device=device,
             on_event=None if as_json else lambda msg: err.print(f"[dim]{msg}[/dim]"),
+            segmenter=segmenter,
+            fidelity_steps=fidelity_steps,
         )
         report = write_report(synthetic)
     except MedaugError as exc:
@@ -844,6 +855,9 @@ def evaluate(
     for row in metric_rows(doc):
         table.add_row(*row)
     console = _console()
+    for line in doc["verdict"]:
+        text = line["text"]
+        console.print(f"[yellow]warning: {text}[/yellow]" if line["level"] == "warning" else text)
     console.print(table)
     console.print(f"  evaluation -> {synthetic / 'evaluation.json'}")
     console.print(f"  report     -> {report}")
@@ -1030,6 +1044,10 @@ def segment_eval(
         typer.echo(json.dumps(doc, indent=2))
         return
     _print_scores(doc, f"{data}: {len(doc['cases'])} case(s) with the target")
+    if "fidelity" in doc:  # a synthesis folder: pairs scored against their own labels
+        from medaug.evaluate.verdict import summary_line
+
+        _console().print(summary_line(doc["fidelity"], doc["threshold"]))
 
 
 @app.command()

@@ -47,6 +47,8 @@ def evaluate(
     seed: int = 0,
     device: str | None = None,
     on_event: Callable[[str], None] | None = None,
+    segmenter: str | os.PathLike[str] | None = None,
+    fidelity_steps: int = 300,
 ) -> dict[str, Any]:
     """Measure a synthesis folder against real scans; writes ``evaluation.json`` there.
 
@@ -60,6 +62,10 @@ def evaluate(
         seed: subsampling, pairs and the feature extractor.
         device: ``cpu``, ``cuda``...; default CUDA when available.
         on_event: called with one-line notes.
+        segmenter: a ``medaug segment train`` checkpoint for label fidelity
+            (:mod:`medaug.evaluate.fidelity`); default one trained here on the
+            generator's training cases.
+        fidelity_steps: training steps of that segmenter.
 
     Returns:
         the evaluation document (also written to ``synthetic/evaluation.json``).
@@ -72,7 +78,10 @@ def evaluate(
     from medaug.synth.output import read_manifest
 
     manifest = read_manifest(synth_dir)
+    from medaug.evaluate import fidelity
     from medaug.preprocess import PreprocessConfig, open_cache
+
+    fidelity.check_labels(synth_dir, manifest)
 
     config = PreprocessConfig.from_dict(manifest["preprocess_config"], source="manifest.json")
     dev = pick_device(device or "auto")
@@ -147,13 +156,21 @@ def evaluate(
     else:
         doc["memorization"] = {"skipped": "no held-out real cases: " + split_note}
 
+    # ---- label fidelity: does each synthetic image show what its label says? ----------------
+    doc["fidelity"] = fidelity.measure(
+        cache, train_ids, held_ids, synth_dir, manifest, segmenter=segmenter,
+        steps=fidelity_steps, seed=seed, device=str(dev), note=note,
+    )  # fmt: skip
+
     # ---- model-based: reconstruction, ELBO, KL, IWLL ------------------------------------------
     ckpt = model or _fitted_checkpoint(synth_dir, manifest)
     ref_img, ref_lab = (h_img, h_lab) if h_img is not None and len(h_img) else (r_img, r_lab)
     doc["model"] = _model_metrics(ckpt, ref_img, ref_lab, width, iw_samples, seed, dev, note)
     doc["model"]["cases"] = "held-out real" if ref_img is h_img else "all real (none held out)"
     doc["seconds"] = round(time.perf_counter() - t0, 1)
-    doc = _plain(doc)
+    from medaug.evaluate.verdict import annotate
+
+    doc = annotate(_plain(doc))  # the verdict and settings in words, for every reader
     write_json(synth_dir / EVALUATION, doc)
     return doc
 

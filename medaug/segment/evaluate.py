@@ -147,7 +147,9 @@ def evaluate_segmenter(
     Args:
         model: ``segmenter.pt`` or the folder holding it.
         data: a cache or a folder of labelled scans (preprocessed with the model's
-            config into ``out/cache``).
+            config into ``out/cache``); or a ``medaug synth`` folder, whose pairs are
+            each scored against their own label
+            (:func:`medaug.evaluate.fidelity.evaluate_synthetic`).
         out: where ``evaluation.json`` goes (default the model's folder).
         device: where to run.
         include_training: also score cases the segmenter trained on (recognised by
@@ -162,6 +164,10 @@ def evaluate_segmenter(
     from medaug.segment.train import data_cache, load_segmenter
     from medaug.train.distributed import pick_device
 
+    if (Path(data) / "manifest.json").exists():  # a synthesis folder: label fidelity
+        from medaug.evaluate.fidelity import evaluate_synthetic
+
+        return evaluate_synthetic(model, data, out=out, device=device, on_event=on_event)
     note = on_event or (lambda _msg: None)
     model = Path(model)
     net, cfg, pp, split = load_segmenter(model, pick_device(device))
