@@ -665,6 +665,18 @@ def synth(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    min_fidelity: Annotated[
+        float | None,
+        typer.Option(
+            metavar="D",
+            help="Keep only pairs a segmenter agrees with at Dice >= D, in (0, 1]; "
+            "rejected pairs are replaced by new draws.",
+        ),
+    ] = None,
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(help="--min-fidelity: segmenter.pt (default: trained on --input)."),
+    ] = None,
 ) -> None:
     """Synthesize labelled scans: NIfTI (and DICOM), a datalist, a manifest, a preview."""
     if n < 1:
@@ -712,6 +724,8 @@ def synth(
                 on_start=lambda todo, _done: on_total(todo),
                 on_case=advance,
                 train_callbacks={"on_start": t_start, "on_log": t_log},
+                min_fidelity=min_fidelity,
+                segmenter=segmenter,
             )
             exported = None
             if export is not None:
@@ -737,6 +751,12 @@ def synth(
         f"({result.cases_per_second:.1f} cases/s)"
         + (f"; {resumed} were there from an earlier run" if resumed else "")
     )
+    if "fidelity_filter" in result.manifest:
+        kept = result.manifest["fidelity_filter"]
+        console.print(
+            f"  kept {result.n} of {kept['candidates_tried']} candidates at Dice >= "
+            f"{kept['min_dice']:g} ({kept['rejected']} rejected)"
+        )
     if format.value != "dicom":
         console.print(f"  images   -> {result.out / 'images'}")
     if format.value != "nifti":

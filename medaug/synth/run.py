@@ -81,6 +81,9 @@ def synthesize(
     on_start: Callable[[int, int], None] | None = None,
     on_case: Callable[[int], None] | None = None,
     train_callbacks: dict[str, Any] | None = None,
+    min_fidelity: float | None = None,
+    segmenter: str | os.PathLike[str] | None = None,
+    fidelity_tries: int = 10,
 ) -> SynthResult:
     """Write ``n`` synthetic image + label cases to ``out``.
 
@@ -118,6 +121,12 @@ def synthesize(
         on_start: called with (cases to write now, cases already there).
         on_case: called with each written case's index.
         train_callbacks: ``on_start`` / ``on_log`` passed to :func:`medaug.train.train`.
+        min_fidelity: keep only candidates whose label a segmenter agrees with at this
+            Dice or more, drawing new ones in their place
+            (:mod:`medaug.synth.fidelity_filter`).
+        segmenter: the filter's segmenter; default one trained on the generator's
+            training cases under ``input``.
+        fidelity_tries: the filter gives up after ``fidelity_tries * n`` candidates.
 
     Raises:
         ConfigError: impossible settings (a DICOM series of 2D slices, perturbing with
@@ -146,6 +155,10 @@ def synthesize(
         raise ConfigError(f"--mode {mode} starts from real cases: give --input")
     if shard is not None:
         _check_shard(shard, n, model)
+    if min_fidelity is not None:
+        from medaug.synth import fidelity_filter
+
+        fidelity_filter.check_settings(min_fidelity, shard, fidelity_tries)
     shard_of = {"shard": [int(shard[0]), int(shard[1])]} if shard is not None else {}
     if overwrite:
         output.clear(out)
@@ -174,6 +187,12 @@ def synthesize(
     if slices < 1:
         raise ConfigError(f"--slices must be at least 1, got {slices}")
     stack = stack and synth.dims == 2
+    keep = None
+    if min_fidelity is not None:  # candidates scored by a segmenter, failing ones replaced
+        keep = fidelity_filter.build(
+            synth, min_fidelity, n=n, segmenter=segmenter, real=real, out=out,
+            tries=fidelity_tries, seed=seed, device=device, note=note,
+        )  # fmt: skip
 
     settings = {
         "checkpoint_sha256": synth.sha256,
@@ -185,6 +204,7 @@ def synthesize(
         "format": fmt,
         "seg": seg,
         **shard_of,
+        **(keep.settings if keep else {}),
     }
     wanted = output.shard_range(n, shard)
     done = output.prepare(out, settings, n)
@@ -201,14 +221,15 @@ def synthesize(
     t0 = time.perf_counter()
     plan: dict[str, Any] = dict(mode=mode, seed=seed, strength=strength, stack=stack, slices=slices)
     per_call = max(1, batch_size // slices) if stack else batch_size
+    sampler = keep.resume(done) if keep else synth
     writer = _CaseWriter(out, synth, fmt, seg)
     threads = writers or min(4, os.cpu_count() or 1)
     pool = ThreadPoolExecutor(threads, "medaug-write")
     pending: deque[Future[dict[str, Any]]] = deque()
     try:
         for start in range(0, len(todo), per_call):
-            plans = [synth.plan(i, **plan) for i in todo[start : start + per_call]]
-            for case in synth.generate(plans, batch_size):
+            plans = [sampler.plan(i, **plan) for i in todo[start : start + per_call]]
+            for case in sampler.generate(plans, batch_size):
                 pending.append(pool.submit(writer.write, case))
             while len(pending) > 2 * threads:
                 _finish(pending.popleft(), done, on_case)
@@ -218,7 +239,7 @@ def synthesize(
         pool.shutdown(wait=True, cancel_futures=True)
     seconds = time.perf_counter() - t0
 
-    doc = output.manifest(out, settings, info, n, done)
+    doc = output.manifest(out, settings, {**info, **(keep.info(done) if keep else {})}, n, done)
     output.datalist(out, doc, synth.classes)
     from medaug.report import synthesis_preview
 
