@@ -51,8 +51,8 @@ def pairs_folder(out: Path, cache: Cache, case_ids: list[str], split, shift: int
             affine = grid_affine(config, hu.shape)
             write_volume(hu, affine, out / "images" / f"{name}.nii.gz")
             write_volume(lab, affine, out / "labels" / f"{name}.nii.gz")
-            done[i] = {"case": name, "index": i, "shape": list(hu.shape), "params": {},
-                       "image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz"}  # fmt: skip
+            files = {"image": f"images/{name}.nii.gz", "label": f"labels/{name}.nii.gz"}
+            done[i] = {"case": name, "index": i, "shape": list(hu.shape), "params": {}, **files}
     info = {
         "checkpoint": {"file": "none", "sha256": "0" * 64, "step": 0, "variant": "real", "dims": 2},
         "preprocess_config": config.to_dict(),
