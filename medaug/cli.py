@@ -1093,6 +1093,13 @@ def gain(
     batch_size: Annotated[int, typer.Option(min=1, help="Segmenter items per step.")] = 16,
     ratio: Annotated[float, typer.Option(help="Synthetic share in the +synth arms.")] = 0.5,
     synth_only: Annotated[bool, typer.Option(help="Also run a synthetic-only arm.")] = False,
+    arms: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Arms to run, e.g. real,real+synth,real+labels2image (repeat or comma; "
+            "real always runs; default: the four real/classical/synth arms)."
+        ),
+    ] = None,
     synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
     mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
     generator_steps: Annotated[int, typer.Option(min=1, help="Steps per generator.")] = 1000,
@@ -1111,7 +1118,7 @@ def gain(
 
     Writes gain.json, gain.md (the table) and gain.png (Dice against real patients)."""
     from medaug.segment import SegmentConfig
-    from medaug.segment.gain import ARMS, DEFAULT_ARMS, run_gain
+    from medaug.segment.gain import DEFAULT_ARMS, run_gain
 
     try:
         pp = None
@@ -1119,7 +1126,8 @@ def gain(
             from medaug.preprocess import PreprocessConfig
 
             pp = PreprocessConfig.load(config)
-        arms = [*DEFAULT_ARMS, *([ARMS[-1]] if synth_only else [])]
+        chosen = [a.strip() for v in arms for a in v.split(",") if a.strip()] if arms else None
+        chosen = [*(chosen or DEFAULT_ARMS), *(["synth-only"] if synth_only else [])]
         doc = run_gain(
             input,
             out,
@@ -1128,7 +1136,7 @@ def gain(
             seeds=seeds,
             folds=folds,
             test_fraction=test_fraction,
-            arms=arms,
+            arms=chosen,
             segment=SegmentConfig(steps=steps, batch_size=batch_size),
             ratio=ratio,
             synth_n=synth_n,

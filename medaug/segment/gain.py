@@ -19,10 +19,14 @@ Design, in the order ``run_gain`` follows it:
    weights (the seed) for the same number of steps with the same batch size:
    ``real``; ``real+classical`` (MONAI affine, elastic, intensity, noise);
    ``real+synth`` (synthetic items at ``ratio``); ``real+classical+synth``; and
-   optionally ``synth-only``.
+   optionally ``synth-only`` and ``real+labels2image`` (the cheap baseline: images
+   painted from the regime's real labels, :mod:`medaug.segment.labels2image`, at
+   ``ratio``).
 5. **Statistics.** Per arm and regime: mean test Dice over runs (folds x seeds), its
-   standard deviation and 95% t interval; and a paired test against ``real`` on the
-   same test cases (per-case Dice averaged over seeds; paired t and Wilcoxon).
+   standard deviation and 95% t interval; and a paired comparison with ``real`` over
+   every (test case, seed) pair (the same seed starts both arms from the same weights
+   and real items): the mean difference with its 95% t interval, paired t and
+   Wilcoxon.
 
 Everything resumes: the cache and generators by their own keys and checkpoints, the
 synthetic folders by their records, each run by its result file under ``runs/``.
@@ -44,8 +48,13 @@ import medaug
 from medaug.errors import ConfigError, InputError
 from medaug.segment.config import SegmentConfig
 
-ARMS = ("real", "real+classical", "real+synth", "real+classical+synth", "synth-only")
+ARMS = (
+    "real", "real+classical", "real+synth", "real+classical+synth", "synth-only",
+    "real+labels2image",
+)  # fmt: skip
 DEFAULT_ARMS = ARMS[:4]
+#: Arms that mix real items with other items at ``ratio``.
+MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image")
 RESULT = "gain.json"
 
 
@@ -306,10 +315,14 @@ def run_gain(
                 from medaug.data.synthetic import SyntheticDataset
 
                 synth = SyntheticDataset(synth_dir, intensity="unit")
+            from medaug.segment import labels2image as l2i
+
+            painted = l2i.Labels2ImageDataset(cache, cases, seed) if l2i.ARM in arms else None
             for s in range(seeds):
                 for arm in arms:
+                    source = painted if arm == l2i.ARM else synth
                     run = _run(
-                        out, cache, plan, regime, cases, arm, cfg, seed + s, ratio, synth, note
+                        out, cache, plan, regime, cases, arm, cfg, seed + s, ratio, source, note
                     )
                     runs.append(run)
                     if on_run is not None:
@@ -427,7 +440,7 @@ def _run(out, cache, plan, regime, cases, arm, cfg, seed, ratio, synth, note) ->
     run_cfg = cfg.replace(
         seed=seed,
         augment="classical" if "classical" in arm else "none",
-        ratio=ratio if arm in ("real+synth", "real+classical+synth") else 0.0,
+        ratio=ratio if arm in MIXED_ARMS else 0.0,
         synthetic_only=arm == "synth-only",
     )
     ident = {
@@ -450,7 +463,7 @@ def _run(out, cache, plan, regime, cases, arm, cfg, seed, ratio, synth, note) ->
                 return done
         except (OSError, ValueError):
             pass  # a damaged record: the run is redone
-    fitted = fit(cache, cases, run_cfg, synth if "synth" in arm else None)
+    fitted = fit(cache, cases, run_cfg, synth if "synth" in arm or "labels2image" in arm else None)
     scores = score(fitted.net, cache, plan["test_cases"], run_cfg)
     record = {
         "key": key,
@@ -514,14 +527,14 @@ def summarize(runs: list[dict[str, Any]], arms: Sequence[str]) -> list[dict[str,
     return rows
 
 
-def _per_case(runs: list[dict[str, Any]], arm: str) -> dict[tuple[int, str], float]:
-    """(fold, test case) -> Dice averaged over the arm's seeds."""
-    values: dict[tuple[int, str], list[float]] = {}
-    for r in runs:
-        if r["arm"] == arm:
-            for c in r["test"]["cases"]:
-                values.setdefault((r["fold"], c["case"]), []).append(c["dice"])
-    return {k: float(np.mean(v)) for k, v in values.items()}
+def _per_case(runs: list[dict[str, Any]], arm: str) -> dict[tuple[int, str, int], float]:
+    """(fold, test case, seed) -> Dice: the pairs of the paired comparison."""
+    return {
+        (r["fold"], c["case"], r["seed"]): c["dice"]
+        for r in runs
+        if r["arm"] == arm
+        for c in r["test"]["cases"]
+    }
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -529,7 +542,7 @@ def table(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     head = (
         "real patients", "arm", "runs", "Dice mean", "sd", "95% CI", "ΔDice vs real",
-        "paired p (t / Wilcoxon)", "HD95 mm", "surface Dice",
+        "ΔDice 95% CI (pairs)", "paired p (t / Wilcoxon)", "HD95 mm", "surface Dice",
     )  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in doc["summary"]:
@@ -538,11 +551,12 @@ def table(doc: dict[str, Any]) -> str:
         ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
         vs = row.get("vs_real")
         delta = "" if vs is None else f"{vs['mean_difference']:+.3f}"
+        dci = "" if vs is None else _diff_ci(vs)
         p = "" if vs is None else f"{_p(vs['t_p'])} / {_p(vs['wilcoxon_p'])}"
         hd = "–" if row["hd95_mm"] is None else f"{row['hd95_mm']:.1f}"
         lines.append(
             f"| {row['regime']} | {row['arm']} | {row['runs']} | {d['mean']:.3f} | {sd} | {ci} | "
-            f"{delta} | {p} | {hd} | {row['surface_dice']:.3f} |"
+            f"{delta} | {dci} | {p} | {hd} | {row['surface_dice']:.3f} |"
         )
     splits = doc["splits"]
     test = len(splits[0]["test_patients"])
@@ -573,10 +587,15 @@ def table(doc: dict[str, Any]) -> str:
         "",
         setup,
         "Dice is the test patients' mean per run; the interval is the 95% t interval over runs "
-        "(folds x seeds); the paired tests compare per-case Dice (averaged over seeds) with "
-        "`real`.",
+        "(folds x seeds). ΔDice is the mean paired difference from `real` over every "
+        "(test case, seed) pair, with its 95% t interval and the paired tests.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _diff_ci(vs: dict[str, Any]) -> str:
+    ci = vs.get("ci95")
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}] ({vs['pairs']})" if ci else f"– ({vs['pairs']})"
 
 
 def _p(p: float | None) -> str:
