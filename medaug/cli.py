@@ -1173,12 +1173,18 @@ def demo(
     ] = 150,
     gain_seeds: Annotated[
         int, typer.Option(min=1, help="Seeds per arm of the gain experiment.")
-    ] = 3,
+    ] = 2,
     gain_cases: Annotated[
-        list[str] | None, typer.Option(help="Real patients per gain regime (default: 2 4).")
+        list[str] | None, typer.Option(help="Real patients per gain regime (default: 2).")
     ] = None,
     generator_steps: Annotated[
         int, typer.Option(min=1, help="Steps of each generator the gain experiment trains.")
+    ] = 200,
+    gain_folds: Annotated[
+        int, typer.Option(min=2, help="Folds of the gain experiment: every patient tested once.")
+    ] = 4,
+    fidelity_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of evaluate's label-fidelity segmenter.")
     ] = 300,
 ) -> None:
     """Run the main job on built-in data: phantom -> train -> synth -> evaluate -> gain."""
@@ -1208,6 +1214,7 @@ def demo(
         model=runs,
         feature_steps=feature_steps,
         seed=seed,
+        fidelity_steps=fidelity_steps,
     )
     typer.echo(
         f"\nLook at {synth_out / 'preview.png'} (synthetic above real) and "
@@ -1219,8 +1226,10 @@ def demo(
     gain(
         input=out / "cache",
         out=out / "gain",
-        train_cases=gain_cases or ["2", "4"],
+        train_cases=gain_cases or ["2"],
         seeds=gain_seeds,
+        folds=min(gain_folds, patients),  # every patient tested once (README: make demo)
+        arms=["real,real+classical,real+synth,real+labels2image"],
         steps=gain_steps,
         mode=GainMode.prior,
         generator_steps=generator_steps,
