@@ -225,13 +225,15 @@ def items(
     """``n`` labels2image items as arrays, for scoring (the fidelity benchmark).
 
     Returns:
-        ``(images (n, X, Y[, Z]) in [-1, 1], labels, names)``; item ``j`` paints real
-        item ``j mod R`` as :class:`Labels2ImageDataset` does.
+        ``(images (n, X, Y[, Z]) in [-1, 1], labels, names)``: ``n`` items of a
+        :class:`Labels2ImageDataset` picked at random (seeded), so every real case
+        can appear, each at most once per painted copy.
     """
     data = Labels2ImageDataset(cache, cases, seed)
     data.variants = max(1, -(-n // len(data.real)))  # enough painted copies for n items
+    picks = np.sort(np.random.default_rng([seed, n]).choice(len(data), n, replace=False))
     images, labels, names = [], [], []
-    for j in range(n):
+    for j in (int(p) for p in picks):
         item = data[j]
         images.append(item["image"][0].numpy())
         labels.append(item["label"][0].numpy().astype(np.uint8))
