@@ -1067,7 +1067,7 @@ def segment_eval(
     if "fidelity" in doc:  # a synthesis folder: pairs scored against their own labels
         from medaug.evaluate.verdict import summary_line
 
-        _console().print(summary_line(doc["fidelity"], doc["threshold"]))
+        _console().print(summary_line(doc["fidelity"], doc["threshold"], doc["unit"]))
 
 
 @app.command()

@@ -155,7 +155,7 @@ def train(
     others = [c for c in cache.case_ids if c not in set(cases)]
     split = split_record(cache, cases=(list(cases), others))
     path = out / CHECKPOINT
-    source = f"trained here: {steps} steps on the generator's {len(cases)} training case(s)"
+    source = f"trained here on the generator's {len(cases)} training case(s)"
     if path.exists():
         made = {
             "split": json.dumps(split["train"]),

@@ -80,13 +80,13 @@ def settings_text(doc: dict[str, Any]) -> str:
     if fid:
         seg = fid["segmenter"]
         parts.append(
-            f"label fidelity: {seg['net']} ({seg['source']}; {seg['steps']} steps), applied to "
+            f"label fidelity: {seg['net']}, {seg['steps']} steps, {seg['source']}, applied to "
             f"every synthetic {unit}; pairs below Dice {fid['threshold']:g} count as failing"
         )
     return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
-def summary_line(summary: dict[str, Any], threshold: float) -> str:
+def summary_line(summary: dict[str, Any], threshold: float, unit: str = "slice") -> str:
     """One line for the terminal: fidelity, failing share, empty labels."""
     text = (
         f"label fidelity {_f(summary['dice'])} over {summary['with_target']} pair(s) with a "
@@ -96,7 +96,8 @@ def summary_line(summary: dict[str, Any], threshold: float) -> str:
         text += (
             f"; {summary['empty_label']} pair(s) with an empty label, "
             f"{_f(summary['empty_with_false_positive'], '.0%')} of them with a false positive "
-            f"(mean {_f(summary['false_positive_mm_mean'], '.1f')} mm² or mm³)"
+            f"(mean {_f(summary['false_positive_mm_mean'], '.1f')} "
+            f"{'mm²' if unit == 'slice' else 'mm³'})"
         )
     return text
 
@@ -116,7 +117,7 @@ def metric_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
          ref or _f(r["below_threshold"])),
         ("label fidelity: HD95 mm", _f(s["hd95_mm"], ".1f"), ref or _f(r["hd95_mm"], ".1f")),
         ("empty labels: share of pairs", _f(s["empty_fraction"]), ref or _f(r["empty_fraction"])),
-        ("empty labels: false-positive area/volume (mean, mm² or mm³)",
+        (f"empty labels: false positive (mean, {'mm²' if unit == 'slice' else 'mm³'})",
          _f(s["false_positive_mm_mean"], ".1f"), ref or _f(r["false_positive_mm_mean"], ".1f")),
     ]  # fmt: skip
 

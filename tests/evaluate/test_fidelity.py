@@ -145,7 +145,8 @@ def test_evaluate_trains_its_segmenter_on_the_generator_cases_once(world, tmp_pa
     shutil.copytree(world["synthetic"], out)
     doc = evaluate(world["cohort"], out, feature_steps=2, fidelity_steps=3, device="cpu")
     seg = doc["fidelity"]["segmenter"]
-    assert seg["source"].startswith("trained here: 3 steps on the generator's 3 training")
+    assert seg["source"] == "trained here on the generator's 3 training case(s)"
+    assert seg["steps"] == 3
     ckpt = out / "evaluation" / "segmenter" / "segmenter.pt"
     stamp = ckpt.stat().st_mtime_ns
     again = evaluate(world["cohort"], out, feature_steps=2, fidelity_steps=3, device="cpu")
