@@ -214,3 +214,23 @@ def test_a_synthesis_folder_without_labels_is_refused(world, tmp_path):
     assert "synth_0000 has no label file" in error_lines(proc)[-1]
     with pytest.raises(InputError, match="no label file"):
         fidelity.synthetic_items(out, output.read_manifest(out), GRID)
+
+
+def test_3d_pairs_are_scored_as_volumes(world, tmp_path):
+    from medaug.synth import synthesize
+    from medaug.train import TrainConfig, train
+    from tests.conftest import TINY_MODEL
+
+    grid = GRID.replace(dims=3, grid_3d=(16, 16, 16))
+    cache = preprocess(world["cohort"], tmp_path / "c3", grid, val_fraction=0.25).out
+    cfg = TrainConfig(steps=2, batch_size=2, log_every=1, checkpoint_every=2, sample_every=2,
+                      warmup_steps=1, n_samples=2)  # fmt: skip
+    gen = train(cache, tmp_path / "g3", model="vaegan", config=cfg, model_overrides=TINY_MODEL)
+    assert gen.checkpoint is not None
+    synth = synthesize(tmp_path / "s3", 3, model=gen.checkpoint, device="cpu").out
+    seg = train_segmenter(cache, tmp_path / "seg3", config=SEG.replace(steps=2, batch_size=2))
+    images, labels, names = fidelity.synthetic_items(synth, output.read_manifest(synth), grid)
+    assert labels.shape == images.shape
+    assert images.shape == (3, 16, 16, 16) and names == ["synth_0000", "synth_0001", "synth_0002"]
+    doc = evaluate_segmenter(seg.checkpoint, synth, out=tmp_path / "e", device="cpu")
+    assert doc["unit"] == "volume" and len(doc["cases"]) + doc["skipped_without_target"] == 3
