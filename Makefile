@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates .venv, installs medaug, runs the main job on the phantom cohort
-#   make test   creates .venv, installs medaug + dev tools, runs lint, types and tests
+#   make test   creates .venv, installs medaug + dev tools, runs lint, types, the import
+#               layering (lint-imports) and tests
 #
 # torch is installed first, pinned, so that pip resolves medaug's `torch>=2.4` against
 # it and pulls no CUDA wheels on a CPU machine. Override TORCH for another build, e.g.
@@ -28,6 +29,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check medaug tests benchmarks examples
 	$(BIN)/ruff format --check medaug tests benchmarks examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 test: lint
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
@@ -38,4 +40,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 
 clean:
-	rm -rf $(VENV) medaug-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) medaug-demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info

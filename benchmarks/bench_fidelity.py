@@ -48,12 +48,13 @@ from common import machine_facts, make_workdir, print_machine, table, write_repo
 
 from medaug.data import Cache, load_split
 from medaug.data.phantom import write_cohort
-from medaug.evaluate import fidelity
+from medaug.data.synthfolder import SynthFolder
+from medaug.evaluate.fidelity import STEPS
+from medaug.evaluate.fidelity import train as train_segmenter
 from medaug.models import variant_names
 from medaug.preprocess import PreprocessConfig, preprocess
-from medaug.segment import labels2image
+from medaug.segment import fidelity, labels2image
 from medaug.synth import synthesize
-from medaug.synth.output import read_manifest
 from medaug.train import TrainConfig, train
 
 HEADER = [
@@ -84,8 +85,8 @@ def reference(
 ) -> tuple[fidelity.Segmenter, dict[str, Any]]:
     """The segmenter (trained once, reused) and its Dice on the held-out real slices."""
     folder = workdir / f"segmenter-steps{args.segmenter_steps}"
-    seg = fidelity.train(cache, train_ids, folder, steps=args.segmenter_steps, seed=0,
-                         device=args.device, note=_note)  # fmt: skip
+    seg = train_segmenter(cache, train_ids, folder, steps=args.segmenter_steps, seed=0,
+                          device=args.device, note=_note)  # fmt: skip
     images, labels, names = fidelity.real_items(cache, held_ids)
     return seg, fidelity.score_pairs(seg, images, labels, names, cache.config)[1]
 
@@ -107,9 +108,7 @@ def variant_result(variant: str, cache: Cache, seg, workdir: Path, args) -> dict
     _note(f"{variant}: synthesizing {args.n} prior cases")
     synth = synthesize(folder / "synth", args.n, model=trained.checkpoint, seed=0,
                        device=args.device)  # fmt: skip
-    images, labels, names = fidelity.synthetic_items(
-        synth.out, read_manifest(synth.out), cache.config
-    )
+    images, labels, names = fidelity.synthetic_items(SynthFolder.open(synth.out), cache.config)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
     result = {"generator": variant, "train_s": trained.seconds, "summary": summary, "pairs": rows}
     kept.write_text(json.dumps(result, indent=2) + "\n")
@@ -158,8 +157,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--segmenter-steps",
         type=int,
-        default=fidelity.STEPS,
-        help=f"steps of the judging segmenter ({fidelity.STEPS})",
+        default=STEPS,
+        help=f"steps of the judging segmenter ({STEPS})",
     )
     parser.add_argument("--device", default="cpu", help="training and sampling device (cpu)")
     parser.add_argument("--fresh", action="store_true", help="redo results kept in the workdir")

@@ -33,9 +33,8 @@ from medaug.data import SliceDataset, load_split
 from medaug.data.phantom import write_cohort
 from medaug.models import GenerativeModel
 from medaug.preprocess import PreprocessConfig, preprocess
-from medaug.report import save_grid
 from medaug.train import TrainConfig, load_model, train
-from medaug.train.runs import pair_tiles
+from medaug.viz import pair_tiles, save_grid
 
 VARIANTS = ("vae", "vaegan", "gvae")
 

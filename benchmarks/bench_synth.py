@@ -58,7 +58,8 @@ from medaug.evaluate import evaluate
 from medaug.models import variant_names
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.synth import Synthesizer, synthesize
-from medaug.synth.run import DEFAULT_SLICES, _CaseWriter
+from medaug.synth.output import CaseWriter
+from medaug.synth.run import DEFAULT_SLICES
 from medaug.train import TrainConfig, train
 
 #: The issue's target for section 1: 500 2D cases in under this many seconds (2 cores).
@@ -177,7 +178,7 @@ def time_synthesis(
         for start in range(0, n, per_call):
             cases += synth.generate(plans[start : start + per_call], batch_size)
         runs["sample_s"].append(time.perf_counter() - t0)
-        writer = _CaseWriter(scratch / "write", synth, fmt, seg=False)
+        writer = CaseWriter(scratch / "write", fmt, False, synth.classes, synth.sha256)
         t0 = time.perf_counter()
         with ThreadPoolExecutor(threads, "bench-write") as pool:
             list(pool.map(writer.write, cases))

@@ -1,30 +1,75 @@
-"""The ``medaug`` command line: thin wrappers that parse, call one API function and
-print a short summary. Heavy modules are imported inside the commands so that
-``medaug --help`` stays instant.
+"""The ``medaug`` command line: each command parses its options, calls one function of
+the Python API and prints the result's ``summary()`` (or its ``to_json()`` with
+``--json``). Heavy modules are imported inside the commands so that ``medaug --help``
+stays instant.
 
-Exit codes: 0 success; 1 bad input or nothing usable found (one line on stderr,
-``medaug: error: <file>: <problem>``, never a traceback); 2 a usage error.
+Errors are handled once, for every command (:class:`_Commands`): a
+:class:`~medaug.errors.MedaugError` becomes one line on stderr, ``medaug: error:
+<message>``, with the parameters it names spelled as the options a user typed
+(``ratio`` -> ``--ratio``, :data:`FLAGS`), and exit code 1 (a stopped training run
+exits with its own code); never a traceback. Exit code 2 is a usage error.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperGroup
 
 from medaug import __version__
-from medaug.errors import MedaugError
+from medaug.errors import ConfigError, MedaugError
+from medaug.models.registry import BUILTIN
 
 if TYPE_CHECKING:
-    from rich.progress import TaskID
+    from rich.progress import Progress, TaskID
+
+#: Library parameters whose option is spelled otherwise than ``--name-with-dashes``.
+FLAGS = {
+    "fmt": "--format",
+    "train_patients": "--train-cases",
+    "synth_mode": "--mode",
+    "preprocess_config": "--config",
+}
+
+
+def flag(name: str, value: str | None) -> str:
+    """A parameter named in an error message, as a CLI user writes it."""
+    option = FLAGS.get(name, "--" + name.replace("_", "-"))
+    return option if value in (None, "True") else f"{option} {value}"
+
+
+class _Commands(TyperGroup):
+    """The command tree; every command's errors end here, once."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MedaugError as exc:
+            _exit_on(exc)
+
+
+def _exit_on(exc: MedaugError) -> NoReturn:
+    code = getattr(exc, "exit_code", None)  # TrainingStopped: 143 after SIGTERM...
+    message = exc.spelled(flag)
+    typer.echo(f"medaug: {message}" if code else f"medaug: error: {message}", err=True)
+    raise typer.Exit(code or 1)
+
+
+def _fail(message: str) -> NoReturn:
+    """Refuse an option combination the CLI itself checks (the message is final)."""
+    raise ConfigError("", prefix=message)
+
 
 app = typer.Typer(
     name="medaug",
+    cls=_Commands,
     help="More labelled CT scans for segmentation: read, synthesize, measure.",
     no_args_is_help=True,
     add_completion=False,
@@ -39,12 +84,68 @@ LabelsOption = Annotated[
 WorkersOption = Annotated[int | None, typer.Option(min=1, help="Processes (default: all cores).")]
 DeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress notes.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+#: The variants the registry ships (read without importing torch).
+Variant = Enum("Variant", {name: name for name in BUILTIN}, type=str)  # type: ignore[misc]
 
 
 class Format(str, Enum):
     dicom = "dicom"
     nifti = "nifti"
+
+
+class Dims(str, Enum):
+    two = "2"
+    three = "3"
+
+
+class Crop(str, Enum):
+    target = "target"
+    body = "body"
+    none = "none"
+
+
+class Preset(str, Enum):
+    cpu = "cpu"
+    gpu_small = "gpu-small"
+    gpu_large = "gpu-large"
+
+
+class Amp(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    off = "off"
+
+
+class Mode(str, Enum):
+    prior = "prior"
+    perturb = "perturb"
+    interpolate = "interpolate"
+
+
+class OutFormat(str, Enum):
+    nifti = "nifti"
+    dicom = "dicom"
+    both = "both"
+
+
+class Export(str, Enum):
+    nnunet = "nnunet"
+
+
+class Augment(str, Enum):
+    none = "none"
+    classical = "classical"
+
+
+class GainMode(str, Enum):
+    prior = "prior"
+    perturb = "perturb"
+
+
+# ---- output ---------------------------------------------------------------------------
 
 
 def _console(stderr: bool = False):
@@ -54,9 +155,79 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, width=None if sys.stdout.isatty() else 200, highlight=False)
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"medaug: error: {message}", err=True)
-    raise typer.Exit(1)
+def _show(result: Any, as_json: bool, extra: dict[str, Any] | None = None) -> None:
+    """Print a result: its ``to_json()`` (with ``extra``) or its ``summary()``."""
+    if as_json:
+        typer.echo(json.dumps(result.to_json() | (extra or {}), indent=2))
+    else:
+        typer.echo(result.summary())
+
+
+def _note(quiet: bool) -> Callable[[str], None] | None:
+    err = _console(stderr=True)
+    return None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
+
+
+class _Bars:
+    """Named progress bars in one live display, and the callbacks that move them."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def _task(self, name: str) -> TaskID:
+        if name not in self.tasks:
+            self.tasks[name] = self.progress.add_task(name, total=None, info="")
+        return self.tasks[name]
+
+    def total(self, name: str) -> Callable[[int], None]:
+        """``on_start(total)`` of a bar over items."""
+        return lambda total: self.progress.update(self._task(name), total=total)
+
+    def advance(self, name: str) -> Callable[[Any], None]:
+        """``on_item(anything)``: one item done."""
+        return lambda _item: self.progress.advance(self._task(name))
+
+    def training(self, name: str = "training") -> dict[str, Any]:
+        """``on_start(start, total)`` and ``on_log(stats)`` of a training run."""
+        from medaug.train.runs import loss_text
+
+        def on_start(start: int, total: int) -> None:
+            self.progress.update(self._task(name), completed=start, total=total)
+
+        def on_log(stats: dict) -> None:
+            info = f"{loss_text(stats)}  {stats.get('samples_per_s', 0):g}/s"
+            self.progress.update(self._task(name), completed=stats["step"], info=info)
+
+        return {"on_start": on_start, "on_log": on_log}
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[_Bars]:
+    """The one progress display (on a terminal, unless ``quiet``)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
+    )
+    with progress:
+        yield _Bars(progress)
+
+
+# ---- commands ---------------------------------------------------------------------------
 
 
 def _version(value: bool) -> None:
@@ -121,10 +292,7 @@ def inspect(
     """List every scan under PATH: kind, shape, spacing, orientation, HU range, label, warnings."""
     from medaug.io.summary import inspect_path
 
-    try:
-        result = inspect_path(path, labels=labels, workers=workers)
-    except MedaugError as exc:
-        _fail(str(exc))
+    result = inspect_path(path, labels=labels, workers=workers)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -201,10 +369,7 @@ def convert(
     """Write every scan found under PATH (and its label) as NIfTI, HU preserved."""
     from medaug.io.convert import convert as run
 
-    try:
-        result = run(path, out, labels=labels, overwrite=overwrite, workers=workers)
-    except MedaugError as exc:
-        _fail(str(exc))
+    result = run(path, out, labels=labels, overwrite=overwrite, workers=workers)
     err = _console(stderr=True)
     for case in result.cases:
         for w in case.warnings:
@@ -226,17 +391,6 @@ def convert(
         _fail(f"{path}: {nothing_usable(Path(path), len(result.cases), len(result.notes))}")
     if result.failed:
         raise typer.Exit(1)
-
-
-class Dims(str, Enum):
-    two = "2"
-    three = "3"
-
-
-class Crop(str, Enum):
-    target = "target"
-    body = "body"
-    none = "none"
 
 
 @app.command()
@@ -270,183 +424,41 @@ def preprocess(
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Rebuild the cache from scratch.")] = False,
     workers: WorkersOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Turn every labelled scan under INPUT into a cached 2D or 3D training set in OUT."""
     from medaug.preprocess import PreprocessConfig
     from medaug.preprocess import preprocess as run
 
-    try:
-        cfg = PreprocessConfig.load(config) if config else PreprocessConfig()
-        changes: dict[str, object] = {}
-        if dims is not None:
-            changes["dims"] = int(dims.value)
-        if crop is not None:
-            changes["crop"] = crop.value
-        if grid is not None:
-            d = int(changes.get("dims", cfg.dims))  # type: ignore[call-overload]
-            changes["grid_2d" if d == 2 else "grid_3d"] = (grid,) * d
-        cfg = cfg.replace(**changes)
-        with _progress("preprocessing", quiet=as_json) as (on_start, advance):
-            result = run(
-                input,
-                out,
-                cfg,
-                labels=labels,
-                workers=workers,
-                overwrite=overwrite,
-                plan_only=plan_only,
-                val_fraction=val_fraction,
-                folds=folds,
-                seed=seed,
-                progress=advance,
-                on_start=on_start,
-            )
-        if preview and not plan_only:
-            from medaug.report import cache_preview
+    cfg = PreprocessConfig.load(config) if config else PreprocessConfig()
+    changes: dict[str, object] = {}
+    if dims is not None:
+        changes["dims"] = int(dims.value)
+    if crop is not None:
+        changes["crop"] = crop.value
+    if grid is not None:
+        d = int(changes.get("dims", cfg.dims))  # type: ignore[call-overload]
+        changes["grid_2d" if d == 2 else "grid_3d"] = (grid,) * d
+    cfg = cfg.replace(**changes)
+    with _progress(quiet=as_json) as bars:
+        result = run(
+            input, out, cfg, labels=labels, workers=workers, overwrite=overwrite,
+            plan_only=plan_only, val_fraction=val_fraction, folds=folds, seed=seed,
+            progress=bars.advance("preprocessing"), on_start=bars.total("preprocessing"),
+        )  # fmt: skip
+    if preview and not plan_only:
+        from medaug.report import cache_preview
 
-            cache_preview(result.out)
-    except MedaugError as exc:
-        _fail(str(exc))
+        cache_preview(result.out)
     if as_json:
-        doc = {"out": str(result.out), "seconds": round(result.seconds, 2), "reused": result.reused}
-        doc |= {"done": [c.case_id for c in result.done]}
-        doc |= {"skipped": {c.case_id: c.skipped for c in result.skipped}}
-        typer.echo(json.dumps(doc | {"fingerprint": result.fingerprint}, indent=2))
+        _show(result, as_json)
         return
-    _print_preprocessing(result, plan_only, preview)
-
-
-@contextmanager
-def _progress(what: str, quiet: bool = False):
-    """A rich progress bar over cases: yields (on_start(total), advance(result))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    progress = Progress(
-        f"[bold]{what}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=_console(stderr=True),
-        transient=True,
-        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
-    )
-    task = progress.add_task(what, total=None)
-    with progress:
-        yield (
-            lambda total: progress.update(task, total=total),
-            lambda _result: progress.advance(task),
-        )
-
-
-def _print_preprocessing(result, plan_only: bool, preview: bool) -> None:
-    from collections import Counter
-
-    cfg = result.config
     err = _console(stderr=True)
-    repeated: Counter[str] = Counter()
-    for case in result.cases:
-        for w in (case.record or {}).get("warnings", []):
-            repeated[w.split(" (")[0]] += 1
-        if case.skipped:
-            err.print(f"[yellow]skipped {case.case_id}: {case.skipped}[/yellow]")
-    for w, n in sorted(repeated.items()):
-        err.print(f"[yellow]warning: {w} ({n} case(s); details in index.json)[/yellow]")
-    for note in result.notes:
-        err.print(f"[red]unusable {note}[/red]")
-    fp = result.fingerprint
-    console = _console()
-    if plan_only:
-        console.print(_fingerprint_text(fp, cfg))
-        console.print(f"fingerprint -> {result.out / 'fingerprint.json'}")
-        return
-    grid = "x".join(map(str, cfg.grid)) if cfg.grid else "box size"
-    done, reused = len(result.done), sum(c.reused for c in result.done)
-    what = "slices" if cfg.dims == 2 else "volumes"
-    # slices that show the target (2D), or volumes that hold it (3D)
-    on = [len(c.record["target_slices"]) for c in result.done]
-    with_target = sum(on) if cfg.dims == 2 else sum(n > 0 for n in on)
-    size_mb = result.bytes / 1e6
-    console.print(
-        f"{'Reused' if result.reused else 'Preprocessed'} {done} case(s) "
-        f"({reused} from cache, {len(result.skipped)} skipped) in {result.seconds:.1f} s "
-        f"-> {result.out}"
-    )
-    console.print(
-        f"  {cfg.dims}D {what}: {result.samples} ({with_target} with {cfg.target}); "
-        f"grid {grid} at {'x'.join(f'{s:g}' for s in cfg.spacing_mm)} mm; "
-        f"crop {cfg.crop} + {cfg.margin_mm:g} mm"
-    )
-    console.print(
-        f"  HU window [{cfg.hu_window[0]:g}, {cfg.hu_window[1]:g}] -> [-1, 1]; "
-        f"cache {size_mb:.1f} MB ({size_mb / max(done, 1):.2f} MB/case)"
-    )
-    splits = json.loads((result.out / "splits.json").read_text())
-    first = splits["splits"][0]
-    patients = splits["patients"]
-    n_train = len({patients[c] for c in first["train"]})
-    n_val = len({patients[c] for c in first["val"]})
-    kind = f"{splits['folds']} folds, fold 0: " if "folds" in splits else ""
-    console.print(f"  splits: {kind}{n_train} train / {n_val} val patient(s) (splits.json)")
-    if preview:
-        console.print(f"  preview -> {result.out / 'preview.png'}")
-
-
-def _fingerprint_text(fp: dict, cfg) -> str:
-    def row(name: str, summary: dict, unit: str = "") -> str:
-        if not summary:
-            return f"  {name:<16} -"
-        parts = ("min", "median", "max")
-        vals = [" x ".join(f"{v:g}" for v in summary[p]) for p in parts]
-        return f"  {name:<16} " + "   ".join(
-            f"{p} {v}{unit}" for p, v in zip(parts, vals, strict=True)
-        )
-
-    def hu(name: str, stats: dict) -> str:
-        if not stats:
-            return f"  {name:<16} -"
-        keys = ("p0.5", "p50", "p99.5", "mean", "std")
-        return f"  {name:<16} " + "  ".join(f"{k} {stats[k]:g}" for k in keys)
-
-    lines = [
-        f"Dataset fingerprint: {fp['cases']} case(s), "
-        f"{fp['cases_with_target']} with {fp['target']}",
-        row("spacing", fp["spacing_mm"], " mm"),
-        row("shape", fp["shape"]),
-        f"  {'orientation':<16} {', '.join(fp['orientations'])}",
-        hu("HU in body", fp["body_hu"]),
-        hu(f"HU in {fp['target']}", fp["target_hu"]),
-        row(f"{fp['target']} volume", fp["target_ml"], " ml"),
-        row(f"{fp['target']} box", fp["target_box_mm"], " mm"),
-    ]
-    if cfg.grid:
-        field = " x ".join(f"{g * s:g}" for g, s in zip(cfg.grid, cfg.spacing_mm, strict=False))
-        lines.append(f"Plan: {cfg.dims}D grid {cfg.grid} at {cfg.spacing_mm} mm = {field} mm field")
-    for case_id, why in fp.get("skipped", {}).items():
-        lines.append(f"  would skip {case_id}: {why}")
-    return "\n".join(lines)
-
-
-class Variant(str, Enum):
-    vae = "vae"
-    gan = "gan"
-    vaegan = "vaegan"
-    aae = "aae"
-    avb = "avb"
-    gvae = "gvae"
-
-
-class Preset(str, Enum):
-    cpu = "cpu"
-    gpu_small = "gpu-small"
-    gpu_large = "gpu-large"
-
-
-class Amp(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    off = "off"
+    for line in result.problems():
+        err.print(line, style="red" if line.startswith("unusable") else "yellow", markup=False)
+    _show(result, as_json)
+    if preview and not plan_only:
+        typer.echo(f"  preview -> {result.out / 'preview.png'}")
 
 
 @app.command()
@@ -455,7 +467,7 @@ def train(
         Path,
         typer.Argument(help="A cache from `medaug preprocess`, or scans (preprocessed first)."),
     ],
-    model: Annotated[Variant, typer.Option(help="Model variant.")] = Variant.vaegan,
+    model: Annotated[Variant, typer.Option(help="Model variant.")] = Variant("vaegan"),
     dims: Annotated[Dims | None, typer.Option(help="2 or 3; must match the cache.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of numbered run folders.")] = Path("runs"),
     steps: Annotated[
@@ -471,7 +483,7 @@ def train(
     lr: Annotated[
         float | None, typer.Option(help="Generator-side learning rate (default: 2e-4).")
     ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     amp: Annotated[
         Amp | None, typer.Option(help="Mixed precision (default: auto: bf16 on CUDA).")
     ] = None,
@@ -486,60 +498,54 @@ def train(
         bool, typer.Option("--resume", help="Continue the newest run in OUT from its checkpoint.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Train a generative model of image + label pairs (CPU, one GPU, or torchrun)."""
-    from medaug.train import TrainConfig, TrainingStopped
+    from medaug.train import TrainConfig
     from medaug.train import train as run
+    from medaug.train.distributed import job
 
-    err = _console(stderr=True)
-    try:
-        doc = _load_sections(config) if config else {}
-        cfg = TrainConfig.from_dict(doc.get("train", {}), source=f"{config}: train")
-        changes = {"device": device, "seed": seed, "fold": fold, "workers": workers}
-        given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
-        changes |= {k: v for k, v in given.items() if v is not None}
-        if amp is not None:
-            changes["amp"] = amp.value
-        cfg = cfg.replace(**changes)
-        with _train_progress(quiet or as_json) as (on_start, on_log):
-            result = run(
-                data,
-                out,
-                model=model.value,
-                dims=int(dims.value) if dims else None,
-                preset=preset.value,
-                config=cfg,
-                model_overrides=doc.get("model", {}),
-                resume=resume,
-                on_start=on_start,
-                on_log=on_log,
-                on_event=lambda msg: err.print(f"[yellow]warning: {msg}[/yellow]"),
-            )
-    except TrainingStopped as exc:
-        typer.echo(f"medaug: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except MedaugError as exc:
-        _fail(str(exc))
-    if as_json:
-        doc = {"run": str(result.run_dir), "step": result.step, "seconds": round(result.seconds, 1)}
-        typer.echo(json.dumps(doc | {"last": result.last, "events": result.events}, indent=2))
-        return
-    last = result.last
-    console = _console()
-    console.print(
-        f"Trained {result.run_dir.name}: step {result.step}/{result.steps} in "
-        f"{result.seconds:.0f} s ({last.get('samples_per_s', 0):g} samples/s at the end)"
-    )
-    console.print(f"  {_loss_text(last)}")
-    console.print(f"  checkpoint -> {result.checkpoint}")
-    console.print(f"  samples    -> {result.run_dir / 'samples'} (reals.png to compare)")
+    doc = _load_sections(config) if config else {}
+    cfg = TrainConfig.from_dict(doc.get("train", {}), source=f"{config}: train")
+    changes: dict[str, Any] = {"device": device, "seed": seed, "fold": fold, "workers": workers}
+    given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
+    changes |= {k: v for k, v in given.items() if v is not None}
+    if amp is not None:
+        changes["amp"] = amp.value
+    cfg = cfg.replace(**changes)
+    warn = _console(stderr=True)
+    with _progress(quiet or as_json) as bars, job(cfg.device) as dist:
+        cache = _training_cache(data, out, int(dims.value) if dims else None, dist)
+        result = run(
+            cache, out, model=model.value, dims=int(dims.value) if dims else None,
+            preset=preset.value, config=cfg, model_overrides=doc.get("model", {}),
+            resume=resume, on_event=lambda msg: warn.print(f"[yellow]warning: {msg}[/yellow]"),
+            **bars.training(),
+        )  # fmt: skip
+    _show(result, as_json)
+
+
+def _training_cache(data: Path, out: Path, dims: int | None, dist) -> Path:
+    """``medaug train SCANS``: the scans preprocessed first (default settings) into
+    ``OUT/cache-<dims>d``, by the main process of a torchrun job while the others wait;
+    a cache is used as it is."""
+    from medaug.preprocess import PreprocessConfig, preprocess
+    from medaug.preprocess.cache import Cache
+
+    if Cache.exists(data):
+        return data
+    config = PreprocessConfig(dims=3 if dims == 3 else 2)
+    cache = out / f"cache-{config.dims}d"
+    if dist.is_main:
+        preprocess(data, cache, config)
+    dist.barrier()
+    return cache
 
 
 def _load_sections(path: Path) -> dict:
     import yaml
 
-    from medaug.errors import ConfigError, InputError
+    from medaug.errors import InputError
 
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -548,69 +554,11 @@ def _load_sections(path: Path) -> dict:
     except yaml.YAMLError as exc:
         raise InputError(path, f"not YAML or JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or set(doc) - {"train", "model"}:
-        raise ConfigError(f'{path}: expected a mapping with "train" and/or "model" sections')
+        _fail(f'{path}: expected a mapping with "train" and/or "model" sections')
     for name, section in doc.items():
         if not isinstance(section, dict):
-            raise ConfigError(f'{path}: "{name}" must be a mapping of settings')
+            _fail(f'{path}: "{name}" must be a mapping of settings')
     return doc
-
-
-def _loss_text(stats: dict) -> str:
-    """The losses a person watches: generator, discriminator, KL (nats), pixel L1."""
-    names = {
-        "generator/loss": "G",
-        "discriminator/loss": "D",
-        "generator/kl": "KL",
-        "generator/pixel_l1": "L1",
-    }
-    return "  ".join(f"{short} {stats[key]:.3g}" for key, short in names.items() if key in stats)
-
-
-@contextmanager
-def _train_progress(quiet: bool):
-    """A rich progress bar over steps: yields (on_start(start, total), on_log(stats))."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    progress = Progress(
-        "[bold]training",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=_console(stderr=True),
-        transient=True,
-        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
-    )
-    task = progress.add_task("training", total=None, info="")
-
-    def on_log(stats: dict) -> None:
-        info = f"{_loss_text(stats)}  {stats.get('samples_per_s', 0):g}/s"
-        progress.update(task, completed=stats["step"], info=info)
-
-    with progress:
-        yield (lambda start, total: progress.update(task, completed=start, total=total), on_log)
-
-
-class Mode(str, Enum):
-    prior = "prior"
-    perturb = "perturb"
-    interpolate = "interpolate"
-
-
-class OutFormat(str, Enum):
-    nifti = "nifti"
-    dicom = "dicom"
-    both = "both"
-
-
-class Export(str, Enum):
-    nnunet = "nnunet"
 
 
 @app.command()
@@ -640,12 +588,14 @@ def synth(
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed, same cases.")] = 0,
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per decoder call.")] = 16,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     steps: Annotated[
         int | None, typer.Option(min=1, help="Training steps when fitting (default: 2000).")
     ] = None,
     dims: Annotated[Dims, typer.Option(help="Fitting: 2D slices or 3D volumes.")] = Dims.two,
-    variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant.vaegan,
+    variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant(
+        "vaegan"
+    ),
     export: Annotated[
         Export | None, typer.Option(help="Also write a training set for another tool.")
     ] = None,
@@ -664,7 +614,7 @@ def synth(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
     min_fidelity: Annotated[
         float | None,
         typer.Option(
@@ -679,102 +629,47 @@ def synth(
     ] = None,
 ) -> None:
     """Synthesize labelled scans: NIfTI (and DICOM), a datalist, a manifest, a preview."""
-    if n < 1:
-        _fail(f"--n must be at least 1, got {n}")
-    part: tuple[int, int] | None = None
-    if shard is not None:
-        k, _, count = shard.partition("/")
-        if not (k.isdigit() and count.isdigit()):
-            _fail(f"--shard {shard}: expected K/N, e.g. 0/8 for the first of 8 parts")
-        part = (int(k), int(count))
-        if export is not None:
-            _fail(
-                "--export with --shard would export one part; export the merged folder "
-                "(medaug.synth.export.export_nnunet)"
-            )
+    part = _shard(shard) if shard is not None else None
+    if export is not None and part is not None:
+        _fail(
+            "--export with --shard would export one part; export the merged folder "
+            "(medaug.synth.export.export_nnunet)"
+        )
     if export is not None and format == OutFormat.dicom:
         _fail("--export nnunet needs NIfTI images: use --format nifti or both")
-    from medaug.synth import synthesize
-    from medaug.train import TrainingStopped
+    from medaug.evaluate import fidelity
+    from medaug.synth import SynthConfig, synthesize
 
-    err = _console(stderr=True)
+    cfg = SynthConfig(
+        mode=mode.value, seed=seed, strength=strength, stack=stack, slices=slices,
+        fmt=format.value, seg=seg, batch_size=batch_size, device=device,
+        min_fidelity=min_fidelity, segmenter=None if segmenter is None else str(segmenter),
+    )  # fmt: skip
     quiet = quiet or as_json
-    try:
-        with _synth_progress(quiet) as (t_start, t_log, on_total, advance):
-            result = synthesize(
-                out,
-                n,
-                input=input,
-                model=model,
-                mode=mode.value,
-                fmt=format.value,
-                seg=seg,
-                seed=seed,
-                strength=strength,
-                stack=stack,
-                slices=slices,
-                batch_size=batch_size,
-                device=device,
-                steps=steps,
-                dims=int(dims.value),
-                variant=variant.value,
-                overwrite=overwrite,
-                shard=part,
-                on_event=None if quiet else err.print,
-                on_start=lambda todo, _done: on_total(todo),
-                on_case=advance,
-                train_callbacks={"on_start": t_start, "on_log": t_log},
-                min_fidelity=min_fidelity,
-                segmenter=segmenter,
-            )
-            exported = None
-            if export is not None:
-                from medaug.synth.export import export_nnunet
+    with _progress(quiet) as bars:
+        result = synthesize(
+            out, n, cfg, input=input, model=model, variant=variant.value, dims=int(dims.value),
+            steps=steps, overwrite=overwrite, shard=part,
+            on_event=None if quiet else _console(stderr=True).print,
+            on_start=lambda todo, _done: bars.total("synthesizing")(todo),
+            on_case=bars.advance("synthesizing"), train_callbacks=bars.training("fitting"),
+            judge=fidelity.judge,
+        )  # fmt: skip
+    exported = None
+    if export is not None:
+        from medaug.synth.export import export_nnunet
 
-                exported = export_nnunet(out, export_dir or out / "nnunet_raw", dataset_id)
-    except TrainingStopped as exc:
-        typer.echo(f"medaug: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except MedaugError as exc:
-        _fail(str(exc))
-    if as_json:
-        doc = {"out": str(result.out), "n": result.n, "written": result.written}
-        doc |= {"seconds": round(result.seconds, 2), "checkpoint": str(result.checkpoint)}
-        doc |= {"nnunet": str(exported) if exported else None}
-        doc |= {"shard": list(part), "indices": result.manifest["indices"]} if part else {}
-        typer.echo(json.dumps(doc, indent=2))
-        return
-    console = _console()
-    resumed = result.n - result.written
-    console.print(
-        f"Wrote {result.written} synthetic cases in {result.seconds:.1f} s "
-        f"({result.cases_per_second:.1f} cases/s)"
-        + (f"; {resumed} were there from an earlier run" if resumed else "")
-    )
-    if "fidelity_filter" in result.manifest:
-        kept = result.manifest["fidelity_filter"]
-        console.print(
-            f"  kept {result.n} of {kept['candidates_tried']} candidates at Dice >= "
-            f"{kept['min_dice']:g} ({kept['rejected']} rejected)"
-        )
-    if format.value != "dicom":
-        console.print(f"  images   -> {result.out / 'images'}")
-    if format.value != "nifti":
-        console.print(f"  DICOM    -> {result.out / 'dicom'}")
-    console.print(f"  labels   -> {result.out / 'labels'}")
-    console.print(f"  datalist -> {result.out / 'dataset.json'} (MONAI load_decathlon_datalist)")
-    console.print(f"  manifest -> {result.out / 'manifest.json'}")
-    console.print(f"  preview  -> {result.out / 'preview.png'}")
-    if result.fitted:
-        console.print(f"  model    -> {result.checkpoint}")
-    if exported:
-        console.print(f"  nnU-Net  -> {exported}")
-    if part:
-        start, stop = result.manifest["indices"]
-        console.print(
-            f"  shard {part[0]}/{part[1]}: cases {start}..{stop - 1} of {n}; join the shards "
-            "with `medaug synth-merge OUT SHARD_DIR...`"
-        )
+        exported = export_nnunet(out, export_dir or out / "nnunet_raw", dataset_id)
+    _show(result, as_json, {"nnunet": str(exported) if exported else None})
+    if exported and not as_json:
+        typer.echo(f"  nnU-Net  -> {exported}")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    k, _, count = text.partition("/")
+    if not (k.isdigit() and count.isdigit()):
+        _fail(f"--shard {text}: expected K/N, e.g. 0/8 for the first of 8 parts")
+    return int(k), int(count)
 
 
 @app.command("synth-merge")
@@ -786,30 +681,12 @@ def synth_merge(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace an earlier synthesis in OUT.")
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Join the shard folders of `medaug synth --shard K/N` jobs into one folder."""
     from medaug.synth.merge import merge
 
-    try:
-        result = merge(out, shards, overwrite=overwrite)
-    except MedaugError as exc:
-        _fail(str(exc))
-    if as_json:
-        doc = {"out": str(result.out), "n": result.n, "shards": [str(s) for s in result.shards]}
-        doc |= {"linked": result.linked, "copied": result.copied}
-        typer.echo(json.dumps(doc, indent=2))
-        return
-    console = _console()
-    resumed = result.n - result.linked
-    console.print(
-        f"Merged {len(result.shards)} shards: {result.n} cases in {result.out}"
-        + (f" ({result.copied} files copied, not linked)" if result.copied else "")
-        + (f"; {resumed} were there from an earlier merge" if resumed else "")
-    )
-    console.print(f"  datalist -> {result.out / 'dataset.json'}")
-    console.print(f"  manifest -> {result.out / 'manifest.json'}")
-    console.print(f"  preview  -> {result.out / 'preview.png'}")
+    _show(merge(out, shards, overwrite=overwrite), as_json)
 
 
 @app.command()
@@ -829,7 +706,7 @@ def evaluate(
         int, typer.Option(min=1, help="Training steps of the feature extractor.")
     ] = 200,
     seed: Annotated[int, typer.Option(help="Subsampling, pairs, feature extractor.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     segmenter: Annotated[
         Path | None,
@@ -845,23 +722,12 @@ def evaluate(
     from medaug.evaluate import evaluate as run
     from medaug.report import metric_rows, write_report
 
-    err = _console(stderr=True)
-    try:
-        doc = run(
-            real,
-            synthetic,
-            model=model,
-            iw_samples=iw_samples,
-            feature_steps=feature_steps,
-            seed=seed,
-            device=device,
-            on_event=None if as_json else lambda msg: err.print(f"[dim]{msg}[/dim]"),
-            segmenter=segmenter,
-            fidelity_steps=fidelity_steps,
-        )
-        report = write_report(synthetic)
-    except MedaugError as exc:
-        _fail(str(exc))
+    doc = run(
+        real, synthetic, model=model, iw_samples=iw_samples, feature_steps=feature_steps,
+        seed=seed, device=device, on_event=_note(as_json), segmenter=segmenter,
+        fidelity_steps=fidelity_steps,
+    )  # fmt: skip
+    report = write_report(synthetic)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -893,47 +759,7 @@ def report(
     """Write one HTML page with the preview grids, loss curves and metrics table."""
     from medaug.report import write_report
 
-    try:
-        path = write_report(folder, out)
-    except MedaugError as exc:
-        _fail(str(exc))
-    typer.echo(f"report -> {path}")
-
-
-@contextmanager
-def _synth_progress(quiet: bool):
-    """One live display for fitting (if any) then synthesis: yields
-    (train on_start, train on_log, synthesis on_total(total), advance(case))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=_console(stderr=True),
-        transient=True,
-        disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def task(name: str) -> TaskID:
-        if name not in tasks:
-            tasks[name] = progress.add_task(name, total=None, info="")
-        return tasks[name]
-
-    def on_log(stats: dict) -> None:
-        info = f"{_loss_text(stats)}  {stats.get('samples_per_s', 0):g}/s"
-        progress.update(task("fitting"), completed=stats["step"], info=info)
-
-    with progress:
-        yield (
-            lambda start, total: progress.update(task("fitting"), completed=start, total=total),
-            on_log,
-            lambda total: progress.update(task("synthesizing"), total=total),
-            lambda _case: progress.advance(task("synthesizing")),
-        )
+    typer.echo(f"report -> {write_report(folder, out)}")
 
 
 segment_app = typer.Typer(
@@ -942,38 +768,6 @@ segment_app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(segment_app, name="segment")
-
-
-class Augment(str, Enum):
-    none = "none"
-    classical = "classical"
-
-
-class GainMode(str, Enum):
-    prior = "prior"
-    perturb = "perturb"
-
-
-def _note(quiet: bool):
-    err = _console(stderr=True)
-    return None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
-
-
-def _print_scores(doc: dict, title: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in ("case", "Dice", "HD95 mm", "surface Dice", "target voxels"):
-        table.add_column(column, justify="left" if column == "case" else "right")
-    for row in doc["cases"]:
-        hd = "–" if row["hd95_mm"] is None else f"{row['hd95_mm']:.1f}"
-        table.add_row(
-            row["case"], f"{row['dice']:.3f}", hd, f"{row['surface_dice']:.3f}",
-            str(row["target_voxels"]),
-        )  # fmt: skip
-    hd = "–" if doc["hd95_mm"] is None else f"{doc['hd95_mm']:.1f}"
-    table.add_row("mean", f"{doc['dice']:.3f}", hd, f"{doc['surface_dice']:.3f}", "", style="bold")
-    _console().print(table)
 
 
 @segment_app.command("train")
@@ -1002,40 +796,19 @@ def segment_train(
     """Train a U-Net (DiceCE) on the cache's training split; score its held-out split."""
     from medaug.segment import SegmentConfig, train_segmenter
 
-    try:
-        cfg = SegmentConfig(
-            steps=steps,
-            batch_size=batch_size,
-            augment=augment.value,
-            ratio=(0.5 if synthetic is not None else 0.0) if ratio is None else ratio,
-            seed=seed,
-            device=device,
-        )
-        result = train_segmenter(
-            data,
-            out,
-            config=cfg,
-            synthetic=synthetic,
-            dims=None if dims is None else int(dims.value),
-            fold=fold,
-            on_event=_note(quiet or as_json),
-        )
-    except MedaugError as exc:
-        _fail(str(exc))
-    fitted = result.fitted
-    if as_json:
-        typer.echo(
-            json.dumps({"checkpoint": str(result.checkpoint), "evaluation": result.evaluation})
-        )
-        return
-    console = _console()
-    console.print(
-        f"Trained {fitted.steps} steps in {fitted.seconds:.0f} s: {fitted.items_real} real and "
-        f"{fitted.items_synthetic} synthetic items"
+    cfg = SegmentConfig(
+        steps=steps,
+        batch_size=batch_size,
+        augment=augment.value,
+        ratio=(0.5 if synthetic is not None else 0.0) if ratio is None else ratio,
+        seed=seed,
+        device=device,
     )
-    if result.evaluation is not None:
-        _print_scores(result.evaluation, "held-out cases")
-    console.print(f"  segmenter -> {result.checkpoint}")
+    result = train_segmenter(
+        data, out, config=cfg, synthetic=synthetic, dims=None if dims is None else int(dims.value),
+        fold=fold, on_event=_note(quiet or as_json),
+    )  # fmt: skip
+    _show(result, as_json)
 
 
 @segment_app.command("eval")
@@ -1052,22 +825,16 @@ def segment_eval(
 ) -> None:
     """Score a segmenter: per-case Dice, 95% Hausdorff distance and surface Dice."""
     from medaug.segment import evaluate_segmenter
+    from medaug.segment.evaluate import scores_text
 
-    try:
-        doc = evaluate_segmenter(
-            model, data, out=out, device=device, include_training=include_training,
-            on_event=_note(quiet or as_json),
-        )  # fmt: skip
-    except MedaugError as exc:
-        _fail(str(exc))
+    doc = evaluate_segmenter(
+        model, data, out=out, device=device, include_training=include_training,
+        on_event=_note(quiet or as_json),
+    )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    _print_scores(doc, f"{data}: {len(doc['cases'])} case(s) with the target")
-    if "fidelity" in doc:  # a synthesis folder: pairs scored against their own labels
-        from medaug.evaluate.verdict import summary_line
-
-        _console().print(summary_line(doc["fidelity"], doc["threshold"], doc["unit"]))
+    typer.echo(scores_text(doc, f"{data}: {len(doc['cases'])} case(s) with the target"))
 
 
 @app.command()
@@ -1103,9 +870,9 @@ def gain(
     synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
     mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
     generator_steps: Annotated[int, typer.Option(min=1, help="Steps per generator.")] = 1000,
-    variant: Annotated[
-        Variant, typer.Option(help="Generator trained per regime.")
-    ] = Variant.vaegan,
+    variant: Annotated[Variant, typer.Option(help="Generator trained per regime.")] = Variant(
+        "vaegan"
+    ),
     config: Annotated[
         Path | None, typer.Option(help="Preprocessing YAML/JSON for scans (default: 2D defaults).")
     ] = None,
@@ -1117,43 +884,33 @@ def gain(
     """Measure whether synthetic pairs raise segmentation Dice (real vs classical vs synthetic).
 
     Writes gain.json, gain.md (the table) and gain.png (Dice against real patients)."""
-    from medaug.segment import SegmentConfig
-    from medaug.segment.gain import DEFAULT_ARMS, run_gain
+    from medaug.preprocess import PreprocessConfig
+    from medaug.segment import GainConfig, SegmentConfig
+    from medaug.segment.gain import DEFAULT_ARMS, run_gain, table
 
-    try:
-        pp = None
-        if config is not None:
-            from medaug.preprocess import PreprocessConfig
-
-            pp = PreprocessConfig.load(config)
-        chosen = [a.strip() for v in arms for a in v.split(",") if a.strip()] if arms else None
-        chosen = [*(chosen or DEFAULT_ARMS), *(["synth-only"] if synth_only else [])]
-        doc = run_gain(
-            input,
-            out,
-            model=model,
-            train_patients=train_cases or ["2", "4", "all"],
-            seeds=seeds,
-            folds=folds,
-            test_fraction=test_fraction,
-            arms=chosen,
-            segment=SegmentConfig(steps=steps, batch_size=batch_size),
-            ratio=ratio,
-            synth_n=synth_n,
-            synth_mode=mode.value,
-            generator_steps=generator_steps,
-            variant=variant.value,
-            preprocess_config=pp,
-            seed=seed,
-            device=device,
-            on_event=_note(quiet or as_json),
-        )
-    except MedaugError as exc:
-        _fail(str(exc))
+    cfg = GainConfig(
+        train_patients=tuple(train_cases or ["2", "4", "all"]),
+        seeds=seeds,
+        folds=folds,
+        test_fraction=test_fraction,
+        arms=(*(arms or DEFAULT_ARMS), *(["synth-only"] if synth_only else [])),
+        ratio=ratio,
+        synth_n=synth_n,
+        synth_mode=mode.value,
+        generator_steps=generator_steps,
+        variant=variant.value,
+        seed=seed,
+        device=device,
+        segment=SegmentConfig(steps=steps, batch_size=batch_size),
+    )
+    pp = PreprocessConfig.load(config) if config is not None else None
+    doc = run_gain(
+        input, out, cfg, model=model, preprocess_config=pp, on_event=_note(quiet or as_json)
+    )
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
-    typer.echo((out / "gain.md").read_text())
+    typer.echo(table(doc))
     for name, file in (("table", "gain.md"), ("plot", "gain.png"), ("runs", "gain.json")):
         typer.echo(f"  {name:5} -> {out / file}")
 
@@ -1238,12 +995,9 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: MedaugError becomes one line on stderr and exit code 1."""
-    try:
-        app()
-    except MedaugError as exc:
-        typer.echo(f"medaug: error: {exc}", err=True)
-        sys.exit(1)
+    """Console entry point (``medaug``): the command tree, whose errors are handled
+    once, in :class:`_Commands`."""
+    app()
 
 
 if __name__ == "__main__":

@@ -1,124 +1,27 @@
-"""Pictures a person looks at: slice grids with label outlines, written as PNG.
+"""Pages a person reads: the HTML report of a synthesis folder or a training run, its
+metrics table and loss curves, and the preview of a cache.
 
-Slices are shown as radiologists view axial CT: the patient's right on the left of
-the picture, anterior at the top. Arrays come in medaug's ``(X, Y)`` RAS order.
+The top of the picture stack: it reads what the stages wrote (caches, run folders,
+synthesis folders, evaluations) and draws with :mod:`medaug.viz`.
 """
 
 from __future__ import annotations
 
+import base64
+import html
+import json
 import os
-from collections.abc import Sequence
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-#: Outline colours of classes 1, 2, ... (RGB).
-CLASS_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 210, 0), (120, 255, 120))
-
-
-def radiological(slice_xy: np.ndarray) -> np.ndarray:
-    """(X, Y) RAS slice -> (rows, columns) picture: rows anterior to posterior,
-    columns patient right to left."""
-    return np.asarray(slice_xy).T[::-1, ::-1]
-
-
-def overlay(image: np.ndarray, label: np.ndarray | None, scale: int = 2) -> np.ndarray:
-    """One (X, Y) slice in [-1, 1] as an RGB picture with its label outlined.
-
-    Returns:
-        (rows * scale, columns * scale, 3) uint8.
-    """
-    from scipy import ndimage
-
-    grey = np.clip((radiological(image) + 1.0) * 127.5, 0, 255).astype(np.uint8)
-    rgb = np.repeat(grey[:, :, None], 3, axis=2)
-    if label is not None:
-        lab = radiological(label)
-        for k in np.unique(lab[lab > 0]):
-            mask = lab == k
-            edge = mask & ~ndimage.binary_erosion(mask)
-            rgb[edge] = CLASS_COLOURS[(int(k) - 1) % len(CLASS_COLOURS)]
-    return np.kron(rgb, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else rgb
-
-
-def save_grid(
-    tiles: Sequence[np.ndarray], path: str | os.PathLike[str], columns: int = 4, gap: int = 2
-) -> Path:
-    """Write RGB tiles (equal sizes) as one PNG grid, atomically."""
-    return save_sections([("", list(tiles))], path, columns, gap)
-
-
-def save_sections(
-    sections: Sequence[tuple[str, Sequence[np.ndarray]]],
-    path: str | os.PathLike[str],
-    columns: int = 4,
-    gap: int = 2,
-) -> Path:
-    """Write titled groups of RGB tiles (equal sizes) as one PNG, one group under the
-    other; a group's title (when not empty) is written above its rows."""
-    from PIL import Image, ImageDraw
-
-    from medaug.io.atomic import atomic_path
-
-    groups = [(title, list(tiles)) for title, tiles in sections if len(tiles)]
-    if not groups:
-        raise ValueError("save_grid: no tiles")
-    h, w, _ = groups[0][1][0].shape
-    columns = min(columns, max(len(t) for _, t in groups))
-    width = columns * (w + gap) - gap
-    blocks = []
-    for title, tiles in groups:
-        rows = -(-len(tiles) // columns)
-        block = np.zeros((rows * (h + gap) - gap, width, 3), dtype=np.uint8)
-        for n, tile in enumerate(tiles):
-            r, c = divmod(n, columns)
-            block[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = tile
-        if title:
-            strip = Image.new("RGB", (width, 16))
-            ImageDraw.Draw(strip).text((4, 2), title, fill=(230, 230, 230))
-            block = np.concatenate([np.asarray(strip), block])
-        blocks.append(block)
-    spacer = np.zeros((gap * 2, width, 3), dtype=np.uint8)
-    canvas = np.concatenate([b for block in blocks for b in (block, spacer)][:-1])
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(canvas).save(tmp, format="PNG")
-    return path
-
-
-def best_slice(label: np.ndarray, target: int) -> int:
-    """The z index of an (X, Y, Z) label with the most target voxels (middle if none)."""
-    counts = (np.asarray(label) == target).sum(axis=(0, 1))
-    return int(np.argmax(counts)) if counts.any() else label.shape[2] // 2
-
-
-def synthesis_preview(
-    out: str | os.PathLike[str], manifest: dict, config, real=None, n: int = 8
-) -> Path:
-    """``out/preview.png``: synthetic slices (the target's largest cross-section of
-    the first ``n`` cases) above real slices of the model's grid, labels outlined."""
-    from medaug.preprocess.transforms import hu_to_unit
-    from medaug.synth.output import read_case
-
-    out = Path(out)
-    target = config.target_class
-    scale = max(1, 256 // max(config.grid[:2]) // 2)
-    synthetic = []
-    for rec in manifest["cases"][:n]:
-        hu, label = read_case(out, rec)
-        z = best_slice(label, target)
-        image = hu_to_unit(hu[:, :, z].astype(np.float32), config.hu_window)
-        synthetic.append(overlay(image, label[:, :, z], scale))
-    sections = [("synthetic", synthetic)]
-    if real is not None:
-        tiles = []
-        for case_id in real.case_ids[:n]:
-            label = np.moveaxis(np.asarray(real.array(case_id, "label")), 0, -1)
-            z = best_slice(label, target)
-            image = np.asarray(real.array(case_id, "image")[z], dtype=np.float32)
-            tiles.append(overlay(image, label[:, :, z], scale))
-        sections.append(("real (model grid)", tiles))
-    return save_sections(sections, out / "preview.png", columns=n)
+from medaug.data.synthfolder import SynthFolder
+from medaug.errors import InputError
+from medaug.io.atomic import write_text
+from medaug.preprocess.cache import Cache
+from medaug.train.runs import read_stats, runs_in
+from medaug.viz import overlay, pyplot, save_figure, save_grid
 
 
 def cache_preview(
@@ -130,8 +33,6 @@ def cache_preview(
     than ``n`` cases, one more near the target's edge), so the picture answers "is
     the label on the organ, and is the window right?".
     """
-    from medaug.data.datasets import Cache
-
     c = Cache(cache)
     target = c.config.target_class
     picks: list[tuple[str, int]] = []
@@ -236,11 +137,7 @@ def _mean_sd(stats: dict | None) -> str:
 
 def loss_curves(stats: list[dict], path: str | os.PathLike[str]) -> Path:
     """Plot the generator and discriminator losses of a run's ``stats.jsonl`` (PNG)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     keys = [
         k for k in stats[-1] if k.endswith("/loss") or k in ("generator/kl", "generator/pixel_l1")
     ]
@@ -252,59 +149,11 @@ def loss_curves(stats: list[dict], path: str | os.PathLike[str]) -> Path:
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    return _save_figure(fig, path, dpi=100)
-
-
-def _save_figure(fig, path: str | os.PathLike[str], dpi: int) -> Path:
-    """Write a matplotlib figure as PNG under a temporary name, then close it."""
-    import matplotlib.pyplot as plt
-
-    from medaug.io.atomic import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
-    """``gain.png``: test Dice against the number of real training patients, one line
-    per arm, with the 95% interval over runs as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = doc["summary"]
-    arms = list(dict.fromkeys(r["arm"] for r in rows))
-    regimes = sorted({r["regime"] for r in rows})
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    width = 0.06 * (max(regimes) - min(regimes) or 1)
-    for k, arm in enumerate(arms):
-        mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["regime"])
-        x = np.array([r["regime"] for r in mine], dtype=float) + (k - (len(arms) - 1) / 2) * width
-        y = np.array([r["dice"]["mean"] for r in mine])
-        ci = [r["dice"]["ci95"] or [r["dice"]["mean"]] * 2 for r in mine]
-        err = np.array([[m - lo for m, (lo, _) in zip(y, ci, strict=True)],
-                        [hi - m for m, (_, hi) in zip(y, ci, strict=True)]])  # fmt: skip
-        ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, lw=1.4, label=arm)
-    ax.set_xticks(regimes)
-    low = min(r["dice"]["mean"] for r in rows)
-    ax.set_ylim(max(0.0, low - 0.3), 1.0)  # Dice ends at 1; wider t intervals are cut here
-    ax.set_xlabel("real training patients")
-    ax.set_ylabel("test Dice (mean, 95% CI)")
-    ax.set_title("Segmentation Dice by training data", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return _save_figure(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=100)
 
 
 def _verdict_html(lines: list[dict]) -> str:
     """The verdict of ``medaug evaluate`` (``evaluation.json``: ``verdict``) as a list."""
-    import html
-
     colour = {"ok": "#1b7f3b", "info": "#444", "warning": "#b35900"}
     items = "".join(
         f"<li style='color:{colour.get(v['level'], '#444')}'>"
@@ -326,18 +175,9 @@ def write_report(
             ``medaug train`` (stats.jsonl, samples/).
         path: the HTML file (default ``folder/report.html``).
     """
-    import base64
-    import html
-    import json
-    import tempfile
-
-    from medaug.errors import InputError
-    from medaug.io.atomic import write_text
-    from medaug.train.runs import read_stats, runs_in
-
     folder = Path(folder)
-    manifest_path, run = folder / "manifest.json", None
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    synthesis, run = SynthFolder.find(folder), None
+    manifest = synthesis.manifest if synthesis is not None else None
     if (folder / "stats.jsonl").exists():
         run = folder
     elif runs_in(folder / "model"):

@@ -21,72 +21,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from medaug.errors import ConfigError, InputError
+from medaug.errors import ConfigError
+from medaug.preprocess.cache import Cache, case_number
 from medaug.preprocess.config import PreprocessConfig
-
-
-class Cache:
-    """A preprocessed cache folder: its index, config and memory-mapped arrays."""
-
-    def __init__(self, root: str | os.PathLike[str]):
-        self.root = Path(root)
-        index_path = self.root / "index.json"
-        try:
-            self.index = json.loads(index_path.read_text())
-        except FileNotFoundError:
-            raise InputError(
-                self.root, "not a medaug cache (no index.json); run `medaug preprocess` first"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise InputError(index_path, f"unreadable cache index ({exc})") from None
-        self.config = PreprocessConfig.from_dict(self.index["config"], source=str(index_path))
-        self.records = {rec["case_id"]: rec for rec in self.index["cases"]}
-        self._maps: dict[tuple[str, str], np.ndarray] = {}
-
-    @property
-    def case_ids(self) -> list[str]:
-        return sorted(self.records)
-
-    def array(self, case_id: str, kind: str) -> np.ndarray:
-        """The memory-mapped ``(Z, X, Y)`` array of a case (``kind`` image or label)."""
-        key = (case_id, kind)
-        if key not in self._maps:
-            path = self.root / "cases" / f"{case_id}_{kind}.npy"
-            try:
-                self._maps[key] = np.load(path, mmap_mode="r")
-            except (OSError, ValueError) as exc:
-                raise InputError(path, f"unreadable cache array ({exc})") from None
-        return self._maps[key]
-
-    def affine(self, case_id: str, z: int | None = None) -> np.ndarray:
-        """RAS affine of a case's grid, or of its slice ``z`` (a one-slice volume)."""
-        affine = np.array(self.records[case_id]["affine"], dtype=np.float64)
-        if z is not None:
-            affine[:3, 3] = affine[:3, :3] @ np.array([0.0, 0.0, z]) + affine[:3, 3]
-        return affine
-
-    def content_hash(self, case_id: str) -> str:
-        """SHA-256 of a case's cached image: the same scan preprocessed with the same
-        config gives the same hash, whatever its path (used to recognise training
-        cases in another copy of the data)."""
-        import hashlib
-
-        image = np.ascontiguousarray(self.array(case_id, "image"))
-        return hashlib.sha256(image.tobytes()).hexdigest()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # memory maps are reopened in each worker instead of being pickled as arrays
-        return {**self.__dict__, "_maps": {}}
 
 
 def _cases(cache: Cache, cases: Sequence[str] | None) -> list[str]:
@@ -96,11 +41,6 @@ def _cases(cache: Cache, cases: Sequence[str] | None) -> list[str]:
     if missing:
         raise ConfigError(f"{cache.root}: no case {missing[0]} in this cache")
     return list(cases)
-
-
-def case_number(case_id: str) -> int:
-    """``case_0003`` -> 3 (discovery names every case so)."""
-    return int(case_id.removeprefix("case_"))
 
 
 class _CacheDataset(Dataset):
@@ -257,3 +197,7 @@ class VolumeDataset(_CacheDataset):
             "case_id": case_id,
         }
         return self._finish(item)
+
+
+#: ``Cache`` lives with the stage that writes the cache (:mod:`medaug.preprocess.cache`).
+__all__ = ["Cache", "SliceDataset", "VolumeDataset", "case_number"]

@@ -23,6 +23,8 @@ import numpy as np
 from scipy import ndimage
 
 from medaug.io.atomic import write_json
+from medaug.io.dicom_write import new_series_info, write_ct_series
+from medaug.io.nifti import save_nifti, write_volume
 from medaug.io.scan import Scan
 
 # Tissue ids in paint order; the pancreas label is where the final id is PANCREAS.
@@ -327,9 +329,6 @@ def write_cohort(
         the per-patient image paths (series folders or NIfTI files).
     """
     from pydicom.uid import ExplicitVRLittleEndian
-
-    from medaug.io.dicom_write import new_series_info, write_ct_series
-    from medaug.io.nifti import save_nifti, write_volume
 
     out = Path(out)
     config = config or PhantomConfig()

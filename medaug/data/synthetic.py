@@ -19,15 +19,19 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
+from monai.transforms import Randomizable
 from torch.utils.data import Dataset
 
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import ConfigError, InputError
 from medaug.preprocess.config import PreprocessConfig
+from medaug.preprocess.pipeline import grid_affine
+from medaug.preprocess.transforms import hu_to_unit
 
 Transform = Callable[[dict[str, Any]], Any]
 
@@ -60,16 +64,13 @@ class SyntheticDataset(Dataset):
         *,
         intensity: str = "hu",
     ):
-        from medaug.synth.output import read_manifest
-
         if intensity not in ("hu", "unit"):
             raise ConfigError(f"intensity must be 'hu' or 'unit', got {intensity!r}")
-        self.root = Path(synth_dir)
-        self.manifest = read_manifest(self.root)
-        self.config = PreprocessConfig.from_dict(
-            self.manifest["preprocess_config"], source=str(self.root / "manifest.json")
-        )
-        self.cases: list[dict[str, Any]] = list(self.manifest["cases"])
+        self.folder = SynthFolder.open(synth_dir)
+        self.root = self.folder.root
+        self.manifest = self.folder.manifest
+        self.config = self.folder.config
+        self.cases: list[dict[str, Any]] = self.folder.cases
         for rec in self.cases:
             if not rec.get("label") or not (self.root / rec["label"]).is_file():
                 where = self.root / rec["label"] if rec.get("label") else self.root / "labels"
@@ -78,7 +79,7 @@ class SyntheticDataset(Dataset):
                 raise InputError(self.root / "images", f"synthetic case {rec['case']} has no image")
         self.transform = transform
         self.intensity = intensity
-        self.dims = int(self.manifest["checkpoint"]["dims"])
+        self.dims = self.folder.dims
         #: (case position, slice) of every item; slice -1 for a 3D item
         self.items: list[tuple[int, int]] = []
         for ci, rec in enumerate(self.cases):
@@ -93,17 +94,12 @@ class SyntheticDataset(Dataset):
         """A case's ``(X, Y, Z)`` image (in ``intensity`` units) and uint8 label, read
         once and kept (synthetic cases are small: the model grid)."""
         if position not in self._arrays:
-            from medaug.preprocess.transforms import hu_to_unit
-            from medaug.synth.output import read_case
-
-            hu, label = read_case(self.root, self.cases[position])
+            hu, label = self.folder.read_case(self.cases[position])
             image = hu_to_unit(hu, self.config.hu_window) if self.intensity == "unit" else hu
             self._arrays[position] = (np.asarray(image, dtype=np.float32), label)
         return self._arrays[position]
 
     def __getitem__(self, i: int) -> Any:
-        from monai.data import MetaTensor
-
         position, z = self.items[i]
         rec = self.cases[position]
         image, label = self.arrays(position)
@@ -125,8 +121,6 @@ class SyntheticDataset(Dataset):
 def _case_affine(config: PreprocessConfig, shape: list[int]) -> np.ndarray:
     """The RAS affine ``medaug synth`` gives a case (the config's spacing, centred on
     the origin), as its NIfTI files hold it."""
-    from medaug.preprocess.pipeline import grid_affine
-
     return grid_affine(config, tuple(int(s) for s in shape))
 
 
@@ -194,8 +188,6 @@ class MixedDataset(Dataset):
         }
         if self.transform is None:
             return item
-        from monai.transforms import Randomizable
-
         if isinstance(self.transform, Randomizable):  # the item's own, repeatable draw
             self.transform.set_random_state(
                 seed=int(np.random.default_rng([self.seed, i, 1]).integers(2**31))

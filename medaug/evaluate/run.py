@@ -8,7 +8,9 @@ Real cases are split into the generator's training cases and held-out cases by t
 content hashes its checkpoint recorded; model-based metrics (reconstruction, ELBO,
 KL, importance-weighted log-likelihood) use held-out cases, and the memorization
 check compares each synthetic item's distance to the training set with the distances
-of held-out items to it.
+of held-out items to it. Label fidelity (:mod:`medaug.evaluate.fidelity`): a
+segmenter trained on the generator's training cases judges every synthetic pair, beside
+the held-out real items; :mod:`medaug.evaluate.verdict` puts the document into words.
 
 Likelihoods assume a Laplace image likelihood with scale :data:`LAPLACE_SCALE` (in
 the [-1, 1] intensity unit, fixed so that variants compare) and a categorical label
@@ -27,7 +29,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from medaug.data.synthfolder import SynthFolder
+from medaug.evaluate import fidelity
 from medaug.evaluate import metrics as M
+from medaug.evaluate.features import SegmentationFeatures
+from medaug.evaluate.verdict import annotate
+from medaug.io.atomic import write_json
+from medaug.models.losses import kl_normal
+from medaug.models.networks import GaussianEncoder
+from medaug.preprocess.pipeline import open_cache
+from medaug.preprocess.splits import recorded_sides
+from medaug.preprocess.transforms import unit_to_hu
+from medaug.segment.fidelity import real_items, synthetic_items
+from medaug.train.checkpoint import file_sha256, load_model
+from medaug.train.distributed import pick_device
 
 #: Laplace scale of the image likelihood, in [-1, 1] units (0.05 = 10 HU in the
 #: default 400 HU window).
@@ -70,26 +85,16 @@ def evaluate(
     Returns:
         the evaluation document (also written to ``synthetic/evaluation.json``).
     """
-    from medaug.io.atomic import write_json
-    from medaug.train.distributed import pick_device
-
     note = on_event or (lambda _msg: None)
     synth_dir = Path(synthetic)
-    from medaug.synth.output import read_manifest
-
-    manifest = read_manifest(synth_dir)
-    from medaug.evaluate import fidelity
-    from medaug.preprocess import PreprocessConfig, open_cache
-
-    fidelity.check_labels(synth_dir, manifest)
-
-    config = PreprocessConfig.from_dict(manifest["preprocess_config"], source="manifest.json")
+    folder = SynthFolder.open(synth_dir)
+    manifest, config = folder.manifest, folder.config
     dev = pick_device(device or "auto")
     t0 = time.perf_counter()
     rng = np.random.default_rng(seed)
 
     note("reading the synthetic cases")
-    s_img, s_lab = _subsample(*_synthetic_items(synth_dir, manifest, config), rng)
+    s_img, s_lab = _subsample(*synthetic_items(folder, config)[:2], rng)
     note("preprocessing the real scans onto the synthetic grid")
     # evaluate's own scratch cache: another --real than last time rebuilds it (cases
     # are still reused by key) instead of refusing with a flag evaluate does not have
@@ -98,9 +103,9 @@ def evaluate(
         against="the synthetic cases'", purpose=" for comparison",
     )  # fmt: skip
     train_ids, held_ids, split_note = _split(cache, manifest)
-    r_img, r_lab = _subsample(*_cache_items(cache, cache.case_ids), rng)
-    t_img, t_lab = _subsample(*_cache_items(cache, train_ids), rng)
-    h_img, h_lab = _cache_items(cache, held_ids) if held_ids else (None, None)
+    r_img, r_lab = _subsample(*real_items(cache, cache.case_ids)[:2], rng)
+    t_img, t_lab = _subsample(*real_items(cache, train_ids)[:2], rng)
+    h_img, h_lab = real_items(cache, held_ids)[:2] if held_ids else (None, None)
 
     doc: dict[str, Any] = {
         "synthetic": str(synth_dir),
@@ -120,8 +125,6 @@ def evaluate(
     size = 32 if config.dims == 2 else 16
     doc["mmd_pixels"] = M.mmd(M.downsample(r_img, size), M.downsample(s_img, size))
     note(f"training the feature extractor ({feature_steps} steps)")
-    from medaug.evaluate.features import SegmentationFeatures
-
     feats = SegmentationFeatures(config.dims, len(config.labels) + 1, feature_steps, seed, dev)
     feats.fit(t_img, t_lab)
     f_real, f_synth, f_train = feats(r_img), feats(s_img), feats(t_img)
@@ -142,8 +145,6 @@ def evaluate(
         M.label_stats(r_lab, target, spacing), M.label_stats(s_lab, target, spacing)
     )
     classes = {name: k + 1 for k, name in enumerate(config.labels)}
-    from medaug.preprocess.transforms import unit_to_hu
-
     doc["hu"] = {
         "real": M.hu_by_class(unit_to_hu(r_img, config.hu_window), r_lab, classes),
         "synthetic": M.hu_by_class(unit_to_hu(s_img, config.hu_window), s_lab, classes),
@@ -158,7 +159,7 @@ def evaluate(
 
     # ---- label fidelity: does each synthetic image show what its label says? ----------------
     doc["fidelity"] = fidelity.measure(
-        cache, train_ids, held_ids, synth_dir, manifest, segmenter=segmenter,
+        cache, train_ids, held_ids, folder, segmenter=segmenter,
         steps=fidelity_steps, seed=seed, device=str(dev), note=note,
     )  # fmt: skip
 
@@ -168,36 +169,13 @@ def evaluate(
     doc["model"] = _model_metrics(ckpt, ref_img, ref_lab, width, iw_samples, seed, dev, note)
     doc["model"]["cases"] = "held-out real" if ref_img is h_img else "all real (none held out)"
     doc["seconds"] = round(time.perf_counter() - t0, 1)
-    from medaug.evaluate.verdict import annotate
-
     doc = annotate(_plain(doc))  # the verdict and settings in words, for every reader
     write_json(synth_dir / EVALUATION, doc)
     return doc
 
 
-def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarray, np.ndarray]:
-    """All synthetic items in [-1, 1] with their labels: (N, X, Y) or (N, X, Y, Z)."""
-    from medaug.preprocess.transforms import hu_to_unit
-    from medaug.synth.output import read_case
-
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for rec in manifest["cases"]:
-        hu, label = read_case(synth_dir, rec)
-        image = hu_to_unit(hu, config.hu_window).astype(np.float32)
-        if config.dims == 2:
-            images.extend(np.moveaxis(image, -1, 0))
-            labels.extend(np.moveaxis(label, -1, 0))
-        else:
-            images.append(image)
-            labels.append(label)
-    return np.stack(images), np.stack(labels)
-
-
 def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
     """(training cases, held-out cases, how they were told apart)."""
-    from medaug.data.splits import recorded_sides
-
     sides = recorded_sides(cache, manifest.get("split"))
     if sides is None:
         return list(cache.case_ids), [], "the checkpoint records no training split"
@@ -205,21 +183,6 @@ def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
     if not train_ids:
         return list(cache.case_ids), [], "none of these real cases is one the generator trained on"
     return train_ids, held, f"{len(train_ids)} training and {len(held)} held-out real cases"
-
-
-def _cache_items(cache, case_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for c in case_ids:
-        image = np.asarray(cache.array(c, "image"), dtype=np.float32)  # (Z, X, Y)
-        label = np.asarray(cache.array(c, "label"))
-        if cache.config.dims == 2:
-            images.extend(image)
-            labels.extend(label)
-        else:
-            images.append(np.moveaxis(image, 0, -1))
-            labels.append(np.moveaxis(label, 0, -1))
-    return np.stack(images), np.stack(labels)
 
 
 def _subsample(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator):
@@ -231,8 +194,6 @@ def _subsample(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator)
 
 def _fitted_checkpoint(synth_dir: Path, manifest: dict) -> Path | None:
     """The checkpoint in ``synth_dir/model`` whose hash the manifest names, if any."""
-    from medaug.synth.sampler import file_sha256
-
     want = manifest.get("checkpoint", {}).get("sha256")
     for path in sorted((synth_dir / "model").glob("*/checkpoints/step_*.pt")):
         if file_sha256(path) == want:
@@ -243,10 +204,6 @@ def _fitted_checkpoint(synth_dir: Path, manifest: dict) -> Path | None:
 def _model_metrics(ckpt, images, labels, width, k, seed, device, note) -> dict[str, Any]:
     if ckpt is None:
         return {"skipped": "no checkpoint (pass --model)"}
-    from medaug.models.losses import kl_normal
-    from medaug.models.networks import GaussianEncoder
-    from medaug.train.checkpoint import load_model
-
     model, _ = load_model(ckpt, device=device)
     if not model.has_encoder:
         return {"variant": model.name, "skipped": f"{model.name} has no encoder"}

@@ -1,7 +1,8 @@
 """The words of an evaluation: the verdict a reader sees first, the settings in plain
 text, and the label-fidelity rows of the metrics table. Pure functions of the
 ``evaluation.json`` document; :func:`annotate` writes them into it, where the
-report and the command line read them."""
+report and the command line read them. (The one-line fidelity summary of ``medaug
+segment eval`` on a synthesis folder is :func:`medaug.segment.fidelity.summary_line`.)"""
 
 from __future__ import annotations
 
@@ -86,22 +87,6 @@ def settings_text(doc: dict[str, Any]) -> str:
     return ". ".join(p[0].upper() + p[1:] for p in parts) + "."
 
 
-def summary_line(summary: dict[str, Any], threshold: float, unit: str = "slice") -> str:
-    """One line for the terminal: fidelity, failing share, empty labels."""
-    text = (
-        f"label fidelity {_f(summary['dice'])} over {summary['with_target']} pair(s) with a "
-        f"label ({_f(summary['below_threshold'], '.0%')} below Dice {threshold:g})"
-    )
-    if summary["empty_label"]:
-        text += (
-            f"; {summary['empty_label']} pair(s) with an empty label, "
-            f"{_f(summary['empty_with_false_positive'], '.0%')} of them with a false positive "
-            f"(mean {_f(summary['false_positive_mm_mean'], '.1f')} "
-            f"{'mm²' if unit == 'slice' else 'mm³'})"
-        )
-    return text
-
-
 def metric_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(metric, synthetic, real or reading) rows of the fidelity block, for the table."""
     fid = doc.get("fidelity")
@@ -133,4 +118,4 @@ def annotate(doc: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-__all__ = ["annotate", "metric_rows", "settings_text", "summary_line", "verdict"]
+__all__ = ["annotate", "metric_rows", "settings_text", "verdict"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from medaug.errors import MedaugError
 from medaug.io.atomic import write_json
-from medaug.io.discovery import Note, discover, display_path
+from medaug.io.discovery import Note, discover, display_error, display_path
 from medaug.io.scan import ScanRef
 from medaug.parallel import map_cases
 
@@ -56,7 +56,7 @@ def _convert_one(args: tuple[ScanRef, Path, Path, bool]) -> Converted:
         scan = load(ref)
         save_nifti(scan, image, label_path=label)
     except MedaugError as exc:
-        row.error = str(exc)
+        row.error = display_error(exc, root)
         return row
     row.image = str(image.relative_to(out))
     row.label = str(label.relative_to(out)) if label else None

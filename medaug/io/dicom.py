@@ -3,11 +3,17 @@
 Reading happens in two passes so that a whole cohort can be listed quickly and one
 bad file never hides the rest:
 
-1. :func:`read_header` parses each file up to its pixel data (pydicom,
+1. :func:`read_headers` parses each file up to its pixel data (pydicom,
    ``stop_before_pixels``) and checks from the file's own element lengths that the
-   pixel data is all there. Non-image objects are returned as :class:`Skipped`.
-2. :func:`plan_series` groups headers into series, sorts slices along the slice
-   normal and validates spacing, duplicates, gaps and tilt. The resulting
+   pixel data is all there. A classic file gives one :class:`SliceHeader`; an
+   enhanced multi-frame file (Enhanced CT, Legacy Converted Enhanced CT) gives one
+   per frame, its geometry taken from the per-frame and shared functional groups.
+   Non-image objects are returned as :class:`Skipped`; a damaged file raises a
+   one-line :class:`~medaug.errors.InputError`, whatever pydicom raised inside.
+2. :func:`group_series` groups headers into series (by SeriesInstanceUID, or by
+   other evidence where an anonymizer emptied it; a multi-frame file is a series of
+   its own) and :func:`plan_series` sorts each one's slices (or frames) along the
+   slice normal and validates spacing, duplicates, gaps and tilt. The resulting
    :class:`SeriesPlan` says exactly how :func:`read_series` builds the volume.
 
 Tolerances are constants below so that a reader can see what is accepted.
@@ -15,18 +21,20 @@ Tolerances are constants below so that a reader can see what is accepted.
 
 from __future__ import annotations
 
+import math
 import os
 import struct
+import warnings
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
+from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from medaug.errors import InputError
@@ -44,6 +52,9 @@ SPACING_TOL_MM = 0.02
 SPACING_TOL_FRACTION = 0.01
 #: A step this many times the median step means slices are missing.
 GAP_FACTOR = 1.5
+#: The uniform grid may hold at most this many slices per source slice: a stack with
+#: more missing than present slices is not one volume, and interpolating it is wrong.
+MAX_GRID_PER_SOURCE = 2.0
 #: Stack direction further than this from the slice normal is reported as gantry tilt.
 #: The affine always follows the measured positions, so geometry stays exact either way.
 TILT_WARN_DEG = 0.1
@@ -54,10 +65,13 @@ ORIENTATION_TOL = 1e-3
 SPACING_EQUAL_TOL_MM = 1e-3
 #: A series needs at least this many slices to be a volume.
 MIN_SLICES = 3
+#: Longest problem text quoted from a library exception in a one-line error.
+MAX_PROBLEM_CHARS = 160
 
 # ---------------------------------------------------------------------------------
-# SOP classes. Only single-frame cross-sectional images become volumes; everything
-# else is skipped with a note naming what it is.
+# SOP classes. Cross-sectional images become volumes: single-frame classes one
+# slice per file, enhanced classes one slice per frame. Everything else is skipped
+# with a note naming what it is.
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 VOLUME_SOP_CLASSES = {
@@ -69,8 +83,23 @@ MULTIFRAME_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image",
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image",
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image",
+    "1.2.840.10008.5.1.4.1.1.4.4": "Legacy Converted Enhanced MR Image",
+    "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET Image",
 }
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+
+#: Type 1 UIDs that say what a file is and where it belongs. Anonymizers sometimes
+#: leave them present but empty: the SOP class then comes from the file meta (or the
+#: pixel data and geometry, see :func:`read_headers`), the series from other evidence
+#: (see :func:`_series_key`); SOPInstanceUID is never relied on (duplicates are
+#: compared by pixels). All are named in one warning per series.
+IDENTIFYING_UIDS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "FrameOfReferenceUID",
+)
 
 
 @dataclass(frozen=True)
@@ -81,9 +110,34 @@ class Skipped:
     reason: str
 
 
+@dataclass(frozen=True)
+class PixelElement:
+    """Where a slice's pixel values sit in its file, and how they are encoded.
+
+    Lets :func:`read_series` read native pixels with one ``np.fromfile`` instead of
+    parsing the header a second time. ``offset`` is None for compressed or unusual
+    encodings, which go through pydicom's decoders; ``frame`` is the 0-based frame
+    of a multi-frame file (None for a file holding one image).
+    """
+
+    offset: int | None
+    bits_allocated: int
+    bits_stored: int
+    signed: bool
+    transfer_syntax: str
+    frame: int | None = None
+
+
 @dataclass
 class SliceHeader:
-    """What medaug needs from one image file, read without its pixel data."""
+    """What medaug needs from one image slice (a file, or one frame of a multi-frame
+    file), read without its pixel data.
+
+    ``sop_class`` is empty when neither SOPClassUID nor the file meta's
+    MediaStorageSOPClassUID says what the file is and its pixel data and geometry
+    made it a slice. ``blank`` names the :data:`IDENTIFYING_UIDS` that were empty or
+    missing (``{"SeriesInstanceUID": "empty"}``).
+    """
 
     path: Path
     sop_class: str
@@ -91,6 +145,7 @@ class SliceHeader:
     series_uid: str
     study_uid: str
     frame_of_reference_uid: str
+    series_number: str
     orientation: tuple[float, ...]  # ImageOrientationPatient, 6 cosines (LPS)
     position: tuple[float, float, float]  # ImagePositionPatient (LPS mm)
     pixel_spacing: tuple[float, float]  # (row spacing, column spacing) mm
@@ -99,9 +154,8 @@ class SliceHeader:
     slope: float
     intercept: float
     transfer_syntax: str
-    image_type: tuple[str, ...]
-    gantry_tilt: float
     pixels: PixelElement
+    blank: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,9 +163,11 @@ class SeriesPlan:
     """How to build one volume from its files; produced by :func:`plan_series`.
 
     Attributes:
-        files: slice files sorted along the normal (duplicates removed).
-        slopes, intercepts: RescaleSlope/Intercept of each file (they may differ).
-        source_offsets: each file's distance along the normal from the first, mm.
+        files: the file of each source slice, sorted along the normal (duplicates
+            removed); a multi-frame file appears once per frame.
+        pixels: where each source slice's pixels sit (file offset or frame).
+        slopes, intercepts: RescaleSlope/Intercept of each slice (they may differ).
+        source_offsets: each slice's distance along the normal from the first, mm.
         n_slices: number of output slices on the uniform grid.
         slice_spacing: the uniform step along the normal, mm (from positions, never
             from SliceThickness).
@@ -136,51 +192,83 @@ class SeriesPlan:
     warnings: list[str] = field(default_factory=list)
 
 
+def _printable(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    """``text`` as part of a one-line message: control characters escaped, bounded."""
+    out = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Type: message`` of a library exception, first line only, bounded in length."""
+    lines = str(exc).strip().splitlines()
+    message = _printable(lines[0]) if lines else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 def _floats(value: object, n: int) -> tuple[float, ...] | None:
+    """``n`` finite floats from a multi-valued element, or None."""
     try:
         out = tuple(float(v) for v in value)  # type: ignore[attr-defined]
     except (TypeError, ValueError):
         return None
-    return out if len(out) == n else None
+    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
 
 
-@dataclass(frozen=True)
-class PixelElement:
-    """Where a slice's native (uncompressed) pixel values sit in its file.
+def _number(value: object, default: float) -> float | None:
+    """A finite float from a single-valued element (``default`` when absent or empty),
+    or None when it is not a number."""
+    if value is None or value == "":
+        return default
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
 
-    Lets :func:`read_series` read them with one ``np.fromfile`` instead of parsing the
-    header a second time. ``offset`` is None for compressed or unusual encodings,
-    which go through pydicom's decoders.
-    """
 
-    offset: int | None
-    bits_allocated: int
-    bits_stored: int
-    signed: bool
+def _uid(ds: Dataset, keyword: str) -> str:
+    return str(ds.get(keyword, "") or "").strip("\x00 ")
+
+
+def _blank_uids(ds: Dataset) -> dict[str, str]:
+    return {
+        name: "empty" if name in ds else "missing"
+        for name in IDENTIFYING_UIDS
+        if not _uid(ds, name)
+    }
 
 
 #: Transfer syntaxes whose pixel data medaug reads directly from the file.
 NATIVE_LITTLE_ENDIAN = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
+PIXEL_DATA_TAG = {"<": b"\xe0\x7f\x10\x00", ">": b"\x7f\xe0\x00\x10"}
+
+
+def _has_pixel_data(fp: BinaryIO, pos: int) -> bool:
+    fp.seek(pos)
+    return fp.read(4) in PIXEL_DATA_TAG.values()
 
 
 def _pixel_element(
-    fp: BinaryIO, pos: int, size: int, ds: pydicom.Dataset, ts: str
+    fp: BinaryIO, pos: int, size: int, ds: Dataset, ts: str, frames: int
 ) -> tuple[PixelElement | None, str | None]:
     """Check the PixelData element at ``pos`` against the file size.
 
     Returns (its location, None) when complete, else (None, a one-line problem).
+    For ``frames`` > 1 the location is the first frame's; frames follow each other.
     """
+    uid = UID(ts)
+    order = "<" if uid.is_little_endian else ">"
     fp.seek(pos)
     head = fp.read(12)
-    if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
+    if len(head) < 8 or head[:4] != PIXEL_DATA_TAG[order]:
         return None, "no pixel data"
-    if UID(ts).is_implicit_VR:
-        (length,) = struct.unpack("<I", head[4:8])
+    if uid.is_implicit_VR:
+        (length,) = struct.unpack(f"{order}I", head[4:8])
         header_len = 8
     else:
         if len(head) < 12:
             return None, "truncated inside the pixel data header"
-        (length,) = struct.unpack("<I", head[8:12])
+        (length,) = struct.unpack(f"{order}I", head[8:12])
         header_len = 12
     bits = int(ds.get("BitsAllocated", 16))
     element = PixelElement(
@@ -188,9 +276,11 @@ def _pixel_element(
         bits_allocated=bits,
         bits_stored=int(ds.get("BitsStored", bits)),
         signed=int(ds.get("PixelRepresentation", 0)) == 1,
+        transfer_syntax=ts,
     )
-    if length == 0xFFFFFFFF:
-        return element, None  # encapsulated (compressed) fragments: checked when decoded
+    if length == 0xFFFFFFFF:  # encapsulated (compressed): items checked now, decoded later
+        problem = _items_problem(fp, pos + header_len, size)
+        return (None, problem) if problem else (element, None)
     available = size - pos - header_len
     if available < length:
         return (
@@ -199,68 +289,225 @@ def _pixel_element(
         )
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     spp = int(ds.get("SamplesPerPixel", 1))
-    expected = rows * cols * spp * bits // 8
+    expected = rows * cols * spp * bits // 8 * frames
     if length < expected:
-        return None, f"pixel data holds {length} bytes, {rows}x{cols} pixels need {expected}"
+        pixels = f"{rows}x{cols}" + (f"x{frames}" if frames > 1 else "")
+        return None, f"pixel data holds {length} bytes, {pixels} pixels need {expected}"
     if ts in NATIVE_LITTLE_ENDIAN and bits == 16 and spp == 1:
-        element = PixelElement(pos + header_len, bits, element.bits_stored, element.signed)
+        element = replace(element, offset=pos + header_len)
     return element, None
 
 
-def read_header(path: Path) -> SliceHeader | Skipped | None:
-    """Read one file's header.
+ITEM, SEQUENCE_DELIMITER = b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"
+
+
+def _items_problem(fp: BinaryIO, pos: int, size: int) -> str | None:
+    """Walk the items of encapsulated pixel data from ``pos`` to the sequence
+    delimiter by their 8-byte headers; a one-line problem if they do not get there.
+
+    A decoder handed a cut codestream may spend seconds failing (CharLS) or read
+    past it; this finds the cut during discovery, as the native length check does.
+    """
+    while True:
+        fp.seek(pos)
+        head = fp.read(8)
+        if len(head) < 8:
+            return "truncated inside the compressed pixel data"
+        (length,) = struct.unpack("<I", head[4:])
+        if head[:4] == SEQUENCE_DELIMITER:
+            return None
+        if head[:4] != ITEM or length == 0xFFFFFFFF:
+            return f"compressed pixel data is damaged (no item at byte {pos})"
+        pos += 8 + length
+        if pos > size:
+            return "truncated inside the compressed pixel data"
+
+
+def read_headers(path: Path) -> list[SliceHeader] | Skipped | None:
+    """Read one file's header: one :class:`SliceHeader` per image it holds.
+
+    A file is judged an image slice by its SOP class: SOPClassUID, or the file
+    meta's MediaStorageSOPClassUID where an anonymizer left SOPClassUID empty. When
+    both are empty, a file with pixel data and image geometry (orientation, position,
+    pixel spacing or functional groups) is taken as a slice of unknown class.
 
     Returns:
-        a :class:`SliceHeader` for a usable image slice, a :class:`Skipped` for a
-        DICOM object that is not a volume slice, or None when the file is not DICOM
-        at all (no preamble and not parseable).
+        one header for a classic slice file, one per frame for an enhanced
+        multi-frame file (geometry and rescale from its functional groups), a
+        :class:`Skipped` for a DICOM object that is not a volume slice, or None when
+        the file is not DICOM at all (no preamble and not parseable as a dataset).
 
     Raises:
-        InputError: a DICOM file that is broken (truncated, no pixel data, missing
-            geometry, undecodable transfer syntax).
+        InputError: a DICOM file that is broken (damaged header, truncated, no pixel
+            data, missing geometry, undecodable transfer syntax), one line naming it.
     """
     if path.name.upper() == "DICOMDIR":
         return Skipped(path, "DICOMDIR index file")
     preamble = False
     try:
-        with open(path, "rb") as fp:
+        # pydicom warns about every odd value it meets; the problems that matter
+        # come back as one InputError instead.
+        with warnings.catch_warnings(), open(path, "rb") as fp:
+            warnings.simplefilter("ignore")
             head = fp.read(132)
             preamble = len(head) == 132 and head[128:] == b"DICM"
             fp.seek(0)
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not preamble)
             pixel_pos = fp.tell()
-            if "SOPClassUID" not in ds:
+            size = os.fstat(fp.fileno()).st_size
+            sop = _uid(ds, "SOPClassUID") or _uid(ds.file_meta, "MediaStorageSOPClassUID")
+            if not sop and not (_has_pixel_data(fp, pixel_pos) and _has_geometry(ds)):
                 if not preamble:
                     return None
-                raise InputError(path, "no SOPClassUID: not a DICOM storage object")
-            sop = str(ds.SOPClassUID)
-            if sop == MEDIA_STORAGE_DIRECTORY:
-                return Skipped(path, "DICOMDIR index file")
-            if sop in MULTIFRAME_SOP_CLASSES:
-                return Skipped(path, f"{MULTIFRAME_SOP_CLASSES[sop]} (multi-frame) is not read yet")
-            if sop not in VOLUME_SOP_CLASSES:
-                name = UID(sop).name if UID(sop).is_valid else sop
-                return Skipped(path, f"not an image slice ({name})")
-            image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
-            if "LOCALIZER" in image_type:
-                return Skipped(path, "localizer (scout) image")
-            ts = str(ds.file_meta.get("TransferSyntaxUID", pydicom.uid.ImplicitVRLittleEndian))
-            pixels, problem = _pixel_element(fp, pixel_pos, os.fstat(fp.fileno()).st_size, ds, ts)
+                raise InputError(
+                    path, "no SOP class, no pixel data with image geometry: not an image"
+                )
+            return _image_headers(path, ds, sop, fp, pixel_pos, size)
     except InputError:
         raise
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, struct.error) as exc:
+    except Exception as exc:  # pydicom raises many types on damaged bytes; each is one line
         if not preamble:
             return None
-        raise InputError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+        raise InputError(path, f"unreadable DICOM header ({_one_line(exc)})") from None
+
+
+def series_uid_of(path: Path) -> str:
+    """The SeriesInstanceUID of a damaged file, read as far as the file is intact;
+    "" when the damage comes first (or the UID is empty). Tells which series a file
+    that :func:`read_headers` rejected belonged to."""
+
+    def past_series_uid(tag: int, vr: object, length: int) -> bool:
+        return tag > 0x0020000E
+
+    try:
+        with warnings.catch_warnings(), open(path, "rb") as fp:
+            warnings.simplefilter("ignore")
+            ds = pydicom.filereader.read_partial(fp, stop_when=past_series_uid, force=True)
+            return _uid(ds, "SeriesInstanceUID")
+    except Exception:  # damage before the UID: nothing to learn
+        return ""
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    """The file meta's TransferSyntaxUID, or for a bare dataset (no file meta) the
+    encoding pydicom found when it read the file."""
+    ts = _uid(ds.file_meta, "TransferSyntaxUID")
+    if ts:
+        return ts
+    implicit, little = ds.original_encoding
+    if implicit:
+        return str(pydicom.uid.ImplicitVRLittleEndian)
+    return str(pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+
+
+def _has_geometry(ds: Dataset) -> bool:
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        return True
+    return all(
+        k in ds for k in ("Rows", "ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing")
+    )
+
+
+def _image_headers(
+    path: Path, ds: Dataset, sop: str, fp: BinaryIO, pixel_pos: int, size: int
+) -> list[SliceHeader] | Skipped:
+    """The slice headers of a parsed file whose SOP class is ``sop`` (may be empty)."""
+    if sop == MEDIA_STORAGE_DIRECTORY:
+        return Skipped(path, "DICOMDIR index file")
+    if sop and sop not in VOLUME_SOP_CLASSES and sop not in MULTIFRAME_SOP_CLASSES:
+        name = UID(sop).name if UID(sop).is_valid else f"SOP class {_printable(sop, 64)}"
+        return Skipped(path, f"not an image slice ({name})")
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or ())]
+    if "LOCALIZER" in image_type:
+        return Skipped(path, "localizer (scout) image")
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    frames = _number(ds.get("NumberOfFrames"), 1.0)
+    if frames is None or frames < 1 or frames != int(frames):
+        raise InputError(path, f"NumberOfFrames {ds.get('NumberOfFrames')!r} is not a count")
+    n_frames = int(frames)
+    if n_frames > 1 and per_frame is None:
+        return Skipped(path, "multi-frame image without per-frame functional groups")
+    rows, columns = _number(ds.get("Rows"), 0), _number(ds.get("Columns"), 0)
+    if not rows or not columns or rows < 1 or columns < 1:
+        found = f"Rows {ds.get('Rows')!r}, Columns {ds.get('Columns')!r}"
+        raise InputError(path, f"image size missing or not a count ({found})")
+    ts = _transfer_syntax(ds)
+    if not UID(ts).is_transfer_syntax:
+        raise InputError(path, f"unknown transfer syntax {ts!r}")
+    if UID(ts).is_deflated:
+        raise InputError(path, f"deflated transfer syntax {ts} is not read")
+    pixels, problem = _pixel_element(fp, pixel_pos, size, ds, ts, n_frames)
     if problem is not None or pixels is None:
         raise InputError(path, problem or "no pixel data")
-
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        return Skipped(path, "multi-frame image is not read yet")
     _check_decodable(path, ts)
-    iop = _floats(ds.get("ImageOrientationPatient"), 6)
-    ipp = _floats(ds.get("ImagePositionPatient"), 3)
-    ps = _floats(ds.get("PixelSpacing"), 2)
+    header = SliceHeader(
+        path=path,
+        sop_class=sop,
+        modality=str(ds.get("Modality", "") or ""),
+        series_uid=_uid(ds, "SeriesInstanceUID"),
+        study_uid=_uid(ds, "StudyInstanceUID"),
+        frame_of_reference_uid=_uid(ds, "FrameOfReferenceUID"),
+        series_number=str(ds.get("SeriesNumber", "") or ""),
+        orientation=(),
+        position=(0.0, 0.0, 0.0),
+        pixel_spacing=(0.0, 0.0),
+        rows=int(rows),
+        columns=int(columns),
+        slope=1.0,
+        intercept=0.0,
+        transfer_syntax=ts,
+        pixels=pixels,
+        blank=_blank_uids(ds),
+    )
+    if per_frame is None:
+        return [_with_geometry(header, [ds], "")]
+    if len(per_frame) != n_frames:
+        raise InputError(
+            path, f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items, {n_frames} frames"
+        )
+    shared = ds.get("SharedFunctionalGroupsSequence") or [Dataset()]
+    frame_bytes = header.rows * header.columns * pixels.bits_allocated // 8
+    out = []
+    for k, item in enumerate(per_frame):
+        located = replace(
+            pixels,
+            offset=None if pixels.offset is None else pixels.offset + k * frame_bytes,
+            frame=k if n_frames > 1 else None,
+        )
+        where = f"frame {k + 1}: " if n_frames > 1 else ""
+        out.append(_with_geometry(replace(header, pixels=located), [item, shared[0], ds], where))
+    return out
+
+
+#: Where each attribute sits in an enhanced image's functional groups (PS3.3 C.7.6.16).
+FUNCTIONAL_GROUPS = {
+    "ImageOrientationPatient": "PlaneOrientationSequence",
+    "ImagePositionPatient": "PlanePositionSequence",
+    "PixelSpacing": "PixelMeasuresSequence",
+    "RescaleSlope": "PixelValueTransformationSequence",
+    "RescaleIntercept": "PixelValueTransformationSequence",
+}
+
+
+def _find(sources: Sequence[Dataset], keyword: str) -> object:
+    """``keyword`` from the first source that has it: in its functional group sequence
+    (a per-frame item, then the shared item), else at the top level (a classic file)."""
+    group = FUNCTIONAL_GROUPS[keyword]
+    for ds in sources:
+        items = ds.get(group)
+        if items and keyword in items[0] and items[0].get(keyword) not in (None, ""):
+            return items[0].get(keyword)
+        if keyword in ds and ds.get(keyword) not in (None, ""):
+            return ds.get(keyword)
+    return None
+
+
+def _with_geometry(header: SliceHeader, sources: Sequence[Dataset], where: str) -> SliceHeader:
+    """``header`` with orientation, position, spacing and rescale from ``sources``;
+    ``where`` prefixes problems (``"frame 3: "``)."""
+    iop = _floats(_find(sources, "ImageOrientationPatient"), 6)
+    ipp = _floats(_find(sources, "ImagePositionPatient"), 3)
+    ps = _floats(_find(sources, "PixelSpacing"), 2)
     missing = [
         name
         for name, value in (
@@ -270,30 +517,25 @@ def read_header(path: Path) -> SliceHeader | Skipped | None:
         )
         if value is None
     ]
+    path = header.path
     if missing:
-        raise InputError(path, f"missing or malformed {', '.join(missing)}")
+        raise InputError(path, f"{where}missing or malformed {', '.join(missing)}")
     assert iop is not None and ipp is not None and ps is not None
     if min(ps) <= 0:
-        raise InputError(path, f"PixelSpacing {list(ps)} is not positive")
-    tilt = ds.get("GantryDetectorTilt")
-    return SliceHeader(
-        path=path,
-        sop_class=sop,
-        modality=str(ds.get("Modality", "")),
-        series_uid=str(ds.get("SeriesInstanceUID", "") or ""),
-        study_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "") or ""),
+        raise InputError(path, f"{where}PixelSpacing {list(ps)} is not positive")
+    slope = _number(_find(sources, "RescaleSlope"), 1.0)
+    intercept = _number(_find(sources, "RescaleIntercept"), 0.0)
+    if slope is None or intercept is None:
+        raise InputError(path, f"{where}RescaleSlope or RescaleIntercept is not a number")
+    if slope == 0:
+        raise InputError(path, f"{where}RescaleSlope is 0")
+    return replace(
+        header,
         orientation=iop,
         position=(ipp[0], ipp[1], ipp[2]),
         pixel_spacing=(ps[0], ps[1]),
-        rows=int(ds.Rows),
-        columns=int(ds.Columns),
-        slope=float(ds.get("RescaleSlope", 1.0) or 1.0),
-        intercept=float(ds.get("RescaleIntercept", 0.0) or 0.0),
-        transfer_syntax=ts,
-        image_type=image_type,
-        gantry_tilt=float(tilt) if tilt not in (None, "") else 0.0,
-        pixels=pixels,
+        slope=slope,
+        intercept=intercept,
     )
 
 
@@ -327,42 +569,89 @@ def _grid_key(h: SliceHeader) -> tuple[object, ...]:
     )
 
 
+def _series_key(h: SliceHeader) -> tuple[str, ...]:
+    """Which series a slice belongs to, before splitting by grid.
+
+    SeriesInstanceUID when there is one. Without it (missing, or emptied by an
+    anonymizer) the folder, StudyInstanceUID, FrameOfReferenceUID and SeriesNumber
+    stand in: a series is normally one folder, and two series of one study in one
+    folder still differ in SeriesNumber. The frames of a multi-frame file form their
+    own series (one file, one volume), whatever their UIDs.
+    """
+    if h.series_uid:
+        key: tuple[str, ...] = (h.series_uid,)
+    else:
+        key = ("", str(h.path.parent), h.study_uid, h.frame_of_reference_uid, h.series_number)
+    if h.pixels.frame is not None:
+        key += (str(h.path),)
+    return key
+
+
+def _blank_warning(
+    where: Path, members: Sequence[SliceHeader], describe: Callable[[Path], str]
+) -> str | None:
+    """One warning naming the identifying UIDs that are empty or missing in a series,
+    and what stood in for them (and the files, when only a few lack them); None when
+    all are there."""
+    blank = [h for h in members if h.blank]
+    if not blank:
+        return None
+    states = {name: {h.blank[name] for h in blank if name in h.blank} for name in IDENTIFYING_UIDS}
+    empty = [name for name in IDENTIFYING_UIDS if "empty" in states[name]]
+    missing = [name for name in IDENTIFYING_UIDS if "missing" in states[name]]
+    parts = []
+    if empty:
+        parts.append(f"have empty {', '.join(empty)}")
+    if missing:
+        parts.append(f"lack {', '.join(missing)}")
+    instead = []
+    if states["SOPClassUID"]:
+        if all(h.sop_class for h in blank):
+            instead.append("SOP class taken from the file meta (MediaStorageSOPClassUID)")
+        else:
+            instead.append("taken as image slices by their pixel data and geometry")
+    if states["SeriesInstanceUID"] and members[0].pixels.frame is None:
+        instead.append(
+            "grouped by folder, study, frame of reference, series number, orientation "
+            "and pixel grid"
+        )
+    files = sorted({h.path for h in blank})
+    few = len(files) <= 3 and len(files) < len({h.path for h in members})  # else: all
+    which = f" ({', '.join(map(describe, files))})" if few else ""
+    said = f"{describe(where)}: {len(files)} file(s){which} {' and '.join(parts)}"
+    return said + "".join(f"; {s}" for s in instead)
+
+
 def group_series(
     headers: Sequence[SliceHeader], describe: Callable[[Path], str] = str
 ) -> list[tuple[list[SliceHeader], list[str]]]:
     """Group slice headers into series, each with its grouping warnings.
 
-    Files group by SeriesInstanceUID, split further when orientation, pixel grid or
-    pixel spacing differ inside one UID. Files without a SeriesInstanceUID group by
-    study, frame of reference, orientation and grid instead, with a warning.
+    Files group by SeriesInstanceUID (see :func:`_series_key` for files without
+    one), split further when orientation, pixel grid or pixel spacing differ inside
+    one series. Empty or missing identifying UIDs give one warning per series.
 
     Args:
-        headers: slice headers from :func:`read_header`.
+        headers: slice headers from :func:`read_headers`.
         describe: turns a path into the text used in messages (relative paths).
     """
-    by_uid: dict[tuple[str, ...], list[SliceHeader]] = defaultdict(list)
+    by_key: dict[tuple[str, ...], list[SliceHeader]] = defaultdict(list)
     for h in headers:
-        key: tuple[str, ...] = (
-            (h.series_uid,) if h.series_uid else ("", h.study_uid, h.frame_of_reference_uid)
-        )
-        by_uid[key].append(h)
+        by_key[_series_key(h)].append(h)
     groups = []
-    for key, members in by_uid.items():
-        members.sort(key=lambda h: str(h.path))
+    for members in by_key.values():
+        members.sort(key=lambda h: (str(h.path), h.pixels.frame or 0))
+        where = members[0].path if members[0].pixels.frame is not None else members[0].path.parent
         warnings = []
-        if not key[0]:
-            folder = describe(members[0].path.parent)
-            warnings.append(
-                f"{folder}: {len(members)} files lack SeriesInstanceUID; grouped by study, "
-                "frame of reference, orientation and pixel grid"
-            )
+        blank = _blank_warning(where, members, describe)
+        if blank:
+            warnings.append(blank)
         by_grid: dict[tuple[object, ...], list[SliceHeader]] = defaultdict(list)
         for h in members:
             by_grid[_grid_key(h)].append(h)
-        if len(by_grid) > 1 and key[0]:
-            folder = describe(members[0].path.parent)
+        if len(by_grid) > 1 and members[0].series_uid:  # without a UID, grids group
             warnings.append(
-                f"{folder}: mixed orientations or pixel grids within one series; "
+                f"{describe(where)}: mixed orientations or pixel grids within one series; "
                 f"split into {len(by_grid)} scans"
             )
         for sub in by_grid.values():
@@ -370,8 +659,28 @@ def group_series(
     return groups
 
 
-def _same_pixels(a: Path, b: Path) -> bool:
-    return bool(np.array_equal(pydicom.dcmread(a).pixel_array, pydicom.dcmread(b).pixel_array))
+def _slice_name(h: SliceHeader, describe: Callable[[Path], str] = str) -> str:
+    """A slice as messages name it: its file, and its frame in a multi-frame file."""
+    name = describe(h.path)
+    return name if h.pixels.frame is None else f"{name} frame {h.pixels.frame + 1}"
+
+
+def _same_pixels(a: SliceHeader, b: SliceHeader) -> bool:
+    return bool(
+        np.array_equal(
+            _read_slice(a.path, a.rows, a.columns, a.pixels),
+            _read_slice(b.path, b.rows, b.columns, b.pixels),
+        )
+    )
+
+
+def _stray(positions: np.ndarray, rel: np.ndarray) -> int:
+    """The slice furthest from the stack line through the median step, so that one
+    damaged position is named rather than a neighbour it pulls the first-to-last line
+    towards (with five or more slices)."""
+    direction = np.median(np.diff(positions, axis=0) / np.diff(rel)[:, None], axis=0)
+    anchors = positions - np.outer(rel, direction)
+    return int(np.argmax(np.linalg.norm(anchors - np.median(anchors, axis=0), axis=1)))
 
 
 def plan_series(
@@ -379,20 +688,25 @@ def plan_series(
 ) -> SeriesPlan:
     """Sort and validate the slices of one series; say how to build its volume.
 
-    Slices are sorted by ImagePositionPatient projected on the slice normal, never
-    by file name or InstanceNumber, and the slice spacing comes from those
-    positions, never from SliceThickness. Missing slices and irregular spacing are
-    accepted by interpolating onto a uniform grid (with a warning); duplicate
-    positions with equal pixels are dropped (with a warning).
+    Slices (files, or frames of a multi-frame file) are sorted by
+    ImagePositionPatient projected on the slice normal, never by file name,
+    InstanceNumber or frame number, and the slice spacing comes from those positions,
+    never from SliceThickness. Missing slices and irregular spacing are accepted by
+    interpolating onto a uniform grid (with a warning); duplicate positions with
+    equal pixels are dropped (with a warning).
 
     Raises:
-        InputError: fewer than 3 slices, two different slices at one position, or
-            positions that do not lie on one line.
+        InputError: fewer than 3 slices, two different slices at one position,
+            positions that do not lie on one line, or more missing than present.
     """
-    folder = describe(headers[0].path.parent)
+    first = headers[0]
+    folder = describe(first.path if first.pixels.frame is not None else first.path.parent)
     if len(headers) < MIN_SLICES:
-        raise InputError(folder, f"series has {len(headers)} slice(s); a volume needs {MIN_SLICES}")
-    iop = np.asarray(headers[0].orientation)
+        names = ", ".join(_slice_name(h, describe) for h in headers)
+        raise InputError(
+            folder, f"series has {len(headers)} slice(s) ({names}); a volume needs {MIN_SLICES}"
+        )
+    iop = np.asarray(first.orientation)
     normal = np.cross(iop[:3], iop[3:])
     norm = np.linalg.norm(normal)
     if norm < 0.5:
@@ -409,14 +723,14 @@ def plan_series(
     keep = [0]
     for i in range(1, len(headers)):
         if offsets[i] - offsets[keep[-1]] < DUPLICATE_TOL_MM:
-            a, b = headers[keep[-1]].path, headers[i].path
-            if not _same_pixels(a, b):
+            a, b = _slice_name(headers[keep[-1]], describe), _slice_name(headers[i], describe)
+            if not _same_pixels(headers[keep[-1]], headers[i]):
                 raise InputError(
                     folder,
-                    f"{describe(a)} and {describe(b)} sit at the same position "
+                    f"{a} and {b} sit at the same position "
                     f"({offsets[i]:.2f} mm along the normal) with different pixels",
                 )
-            warnings.append(f"{describe(b)}: duplicate of {describe(a)}; ignored")
+            warnings.append(f"{b}: duplicate of {a}; ignored")
             continue
         keep.append(i)
     headers = [headers[i] for i in keep]
@@ -433,12 +747,23 @@ def plan_series(
     predicted = positions[0] + np.outer(rel, direction)
     off_line = float(np.max(np.linalg.norm(positions - predicted, axis=1)))
     if off_line > COLLINEAR_TOL_MM:
-        raise InputError(folder, f"slice positions stray {off_line:.2f} mm from one straight stack")
+        worst = _slice_name(headers[_stray(positions, rel)], describe)
+        raise InputError(
+            folder,
+            f"slice positions stray {off_line:.2f} mm from one straight stack (furthest: {worst})",
+        )
 
     # Spacing: from positions, on a uniform grid at the median step.
     steps = np.diff(rel)
     spacing_mm = float(np.median(steps))
-    n_slices = round(rel[-1] / spacing_mm) + 1
+    grid_slices = rel[-1] / spacing_mm + 1
+    if grid_slices > MAX_GRID_PER_SOURCE * len(headers):
+        raise InputError(
+            folder,
+            f"{len(headers)} slices spread over {rel[-1]:.4g} mm at a {spacing_mm:.3g} mm step: "
+            "more slices missing than present",
+        )
+    n_slices = round(grid_slices)
     grid_index = rel / spacing_mm
     deviation = float(np.max(np.abs(grid_index - np.round(grid_index)))) * spacing_mm
     tolerance = max(SPACING_TOL_MM, SPACING_TOL_FRACTION * spacing_mm)
@@ -447,7 +772,7 @@ def plan_series(
         gap_after = [i for i, s in enumerate(steps) if s > GAP_FACTOR * spacing_mm]
         missing = n_slices - len(headers)
         where = ", ".join(
-            f"{rel[i]:.1f}-{rel[i + 1]:.1f} mm (after {describe(headers[i].path)})"
+            f"{rel[i]:.1f}-{rel[i + 1]:.1f} mm (after {_slice_name(headers[i], describe)})"
             for i in gap_after[:3]
         )
         warnings.append(
@@ -472,20 +797,20 @@ def plan_series(
             f"{folder}: stack is tilted {tilt:.2f} deg against the slice normal (gantry tilt); "
             "the affine is sheared to keep every voxel at its true position"
         )
-    modality = headers[0].modality
+    modality = first.modality
     if modality != "CT":
         warnings.append(
             f"{folder}: modality {modality or 'missing'}, not CT: values are not Hounsfield units"
         )
-    affine = geometry.dicom_affine(iop, positions[0], headers[0].pixel_spacing, step)
+    affine = geometry.dicom_affine(iop, positions[0], first.pixel_spacing, step)
     return SeriesPlan(
         files=tuple(h.path for h in headers),
         pixels=tuple(h.pixels for h in headers),
         slopes=tuple(h.slope for h in headers),
         intercepts=tuple(h.intercept for h in headers),
         source_offsets=tuple(float(v) for v in rel),
-        rows=headers[0].rows,
-        columns=headers[0].columns,
+        rows=first.rows,
+        columns=first.columns,
         n_slices=n_slices,
         slice_spacing=spacing_mm,
         affine=affine,
@@ -504,11 +829,14 @@ def _read_native(path: Path, element: PixelElement, rows: int, columns: int) -> 
     """16-bit native little-endian pixels straight from the file, as pydicom would
     return them: bits above BitsStored masked off, or sign-extended when signed."""
     dtype = np.dtype("<i2" if element.signed else "<u2")
-    pixels = np.fromfile(path, dtype=dtype, count=rows * columns, offset=element.offset or 0)
+    try:
+        pixels = np.fromfile(path, dtype=dtype, count=rows * columns, offset=element.offset or 0)
+    except OSError as exc:
+        raise InputError(path, f"cannot read pixel data ({exc.strerror})") from None
     if pixels.size != rows * columns:
         raise InputError(path, "pixel data ends early")
     spare = 16 - element.bits_stored
-    if spare > 0:
+    if 0 < spare < 16:
         if element.signed:
             pixels = (pixels << spare) >> spare  # arithmetic shift sign-extends
         else:
@@ -516,20 +844,61 @@ def _read_native(path: Path, element: PixelElement, rows: int, columns: int) -> 
     return pixels.reshape(rows, columns)
 
 
+#: Decoders for JPEG 2000, in the order medaug picks one. GDCM is left out where one of
+#: these is installed: on some damaged JPEG 2000 codestreams it throws a C++ exception
+#: that aborts the whole process (found by tests/io/test_dicom_damaged.py), where
+#: OpenJPEG through pylibjpeg raises a Python error that becomes one line.
+JPEG2000_PLUGINS = ("pylibjpeg", "pillow")
+
+
+def _decoding_plugin(transfer_syntax: str) -> str:
+    """The pydicom decoding plugin to use; "" lets pydicom try all it has."""
+    if transfer_syntax not in pydicom.uid.JPEG2000TransferSyntaxes:
+        return ""
+    from pydicom.pixels import get_decoder
+
+    available = get_decoder(UID(transfer_syntax)).available_plugins
+    return next((p for p in JPEG2000_PLUGINS if p in available), "")
+
+
+def _decode_frames(
+    path: Path, rows: int, columns: int, transfer_syntax: str | None, frames: list[int] | None
+) -> Iterator[np.ndarray]:
+    """Stored pixel values of ``frames`` (all when None) of a file, each (rows, columns),
+    through pydicom's decoders. ``transfer_syntax`` is the one its header was read with
+    (None: read it again). Any decoder failure is one InputError naming the file."""
+    from pydicom.pixels import iter_pixels
+
+    try:
+        if transfer_syntax is None:
+            transfer_syntax = _transfer_syntax(pydicom.dcmread(path, stop_before_pixels=True))
+        plugin = _decoding_plugin(transfer_syntax)
+        pixel_arrays = iter_pixels(
+            path, indices=frames, decoding_plugin=plugin, transfer_syntax_uid=UID(transfer_syntax)
+        )
+        for pixels in pixel_arrays:
+            if pixels.shape != (rows, columns):
+                raise InputError(
+                    path, f"pixel array is {pixels.shape}, header says {(rows, columns)}"
+                )
+            yield pixels
+    except InputError:
+        raise
+    except Exception as exc:  # decoders raise many types; each becomes one line
+        raise InputError(path, f"cannot decode pixel data ({_one_line(exc)})") from None
+
+
 def _read_slice(
     path: Path, rows: int, columns: int, element: PixelElement | None = None
 ) -> np.ndarray:
-    """Stored pixel values of one slice, (rows, columns)."""
+    """Stored pixel values of one slice (a file, or one frame of it), (rows, columns)."""
     if element is not None and element.offset is not None:
         return _read_native(path, element, rows, columns)
-    try:
-        ds = pydicom.dcmread(path)
-        pixels = ds.pixel_array
-    except Exception as exc:  # decoders raise many types; each becomes one line
-        raise InputError(path, f"cannot decode pixel data ({type(exc).__name__}: {exc})") from None
-    if pixels.shape != (rows, columns):
-        raise InputError(path, f"pixel array is {pixels.shape}, header says {(rows, columns)}")
-    return pixels
+    syntax = None if element is None else element.transfer_syntax
+    frames = None if element is None or element.frame is None else [element.frame]
+    for pixels in _decode_frames(path, rows, columns, syntax, frames):
+        return pixels
+    raise InputError(path, "no pixel data decoded")
 
 
 def read_series(plan: SeriesPlan, workers: int | None = None) -> np.ndarray:
@@ -537,7 +906,9 @@ def read_series(plan: SeriesPlan, workers: int | None = None) -> np.ndarray:
 
     Pixels fill a (Z, Y, X) C-ordered buffer slice by slice, so the returned
     (X, Y, Z) array is a transposed view of it with no extra copy; peak memory is
-    the float32 volume plus a few slices in flight.
+    the float32 volume plus a few slices in flight. The compressed frames of a
+    multi-frame file are decoded in a few runs over the file rather than one parse
+    of its (large) header per frame.
 
     Args:
         plan: from :func:`plan_series`.
@@ -547,18 +918,45 @@ def read_series(plan: SeriesPlan, workers: int | None = None) -> np.ndarray:
     workers = workers or min(4, os.cpu_count() or 1)
     src = np.empty((n_src, plan.rows, plan.columns), dtype=np.float32)
 
-    def fill(k: int) -> None:
-        pixels = _read_slice(plan.files[k], plan.rows, plan.columns, plan.pixels[k])
+    def store(k: int, pixels: np.ndarray) -> None:
         out = src[k]
         np.multiply(pixels, np.float32(plan.slopes[k]), out=out, casting="unsafe")
         out += np.float32(plan.intercepts[k])
 
+    # A job is a list of source slices: one for a file, a run of frames of one file.
+    jobs: list[list[int]] = []
+    frames_of: dict[Path, list[int]] = defaultdict(list)
+    for k, element in enumerate(plan.pixels):
+        if element.frame is not None and element.offset is None:
+            frames_of[plan.files[k]].append(k)
+        else:
+            jobs.append([k])
+    for ks in frames_of.values():
+        ks.sort(key=lambda k: plan.pixels[k].frame or 0)
+        run = -(-len(ks) // workers)
+        jobs.extend(ks[i : i + run] for i in range(0, len(ks), run))
+
+    def fill(job: list[int]) -> None:
+        if len(job) == 1:
+            k = job[0]
+            store(k, _read_slice(plan.files[k], plan.rows, plan.columns, plan.pixels[k]))
+            return
+        path, syntax = plan.files[job[0]], plan.pixels[job[0]].transfer_syntax
+        frames = [plan.pixels[k].frame or 0 for k in job]
+        done = 0
+        decoded = _decode_frames(path, plan.rows, plan.columns, syntax, frames)
+        for k, pixels in zip(job, decoded, strict=False):  # a short run is counted below
+            store(k, pixels)
+            done += 1
+        if done != len(job):
+            raise InputError(path, f"{done} of {len(job)} frames decoded")
+
     if workers > 1 and n_src > 8:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(fill, range(n_src)))
+            list(pool.map(fill, jobs))
     else:
-        for k in range(n_src):
-            fill(k)
+        for job in jobs:
+            fill(job)
     if plan.resampled:
         src = _resample_slices(
             src, np.asarray(plan.source_offsets), plan.n_slices, plan.slice_spacing

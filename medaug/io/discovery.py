@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medaug.errors import InputError
+from medaug.errors import InputError, MedaugError
 from medaug.io import dicom
 from medaug.io.atomic import is_temporary
 from medaug.io.nifti import is_nifti, nifti_stem, open_nifti
@@ -41,6 +41,8 @@ LABEL_DIR = re.compile(r"label|mask|seg", re.IGNORECASE)
 LABEL_SUFFIX = re.compile(r"[_-](seg|label|labels|mask|gt)$", re.IGNORECASE)
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 DIGITS = re.compile(r"\d+")
+#: Why a file that is neither DICOM nor NIfTI is skipped (a damaged preamble lands here).
+NOT_DICOM = "not a DICOM file (no DICM marker at byte 128, not readable as a bare dataset)"
 #: Below this many candidate files, header reading stays in this process.
 PARALLEL_MIN_FILES = 256
 
@@ -74,6 +76,14 @@ class Discovery(list[ScanRef]):
         return [r for r in self if r.usable]
 
 
+@dataclass(frozen=True)
+class _Broken:
+    """A DICOM file that cannot be read, and the series it names before the damage."""
+
+    problem: str
+    series_uid: str = ""
+
+
 @dataclass
 class _Found:
     root: Path
@@ -93,6 +103,13 @@ def display_path(p: Path, root: Path) -> str:
     except ValueError:
         return str(p)
     return str(r) if str(r) != "." else p.name
+
+
+def display_error(exc: MedaugError, root: Path) -> str:
+    """An error's one line, with the file it names relative to ``root``."""
+    if isinstance(exc, InputError):
+        return f"{display_path(Path(exc.path), root)}: {exc.problem}"
+    return str(exc)
 
 
 def discover(
@@ -227,24 +244,28 @@ def _walk_tree(root: Path, found: _Found, workers: int | None) -> None:
     if not candidates:
         return
     headers: list[dicom.SliceHeader] = []
-    broken: dict[Path, str] = {}
+    broken: dict[Path, _Broken] = {}
     for p, result in _read_headers(candidates, workers):
-        if isinstance(result, dicom.SliceHeader):
-            headers.append(result)
+        if isinstance(result, list):
+            headers.extend(result)
         elif isinstance(result, dicom.Skipped):
             found.notes.append(Note(found.rel(p), f"skipped: {result.reason}"))
-        elif isinstance(result, str):
+        elif isinstance(result, _Broken):
             broken[p] = result
+        else:
+            found.notes.append(Note(found.rel(p), f"skipped: {NOT_DICOM}"))
     _build_series(headers, broken, found)
 
 
-def _header_or_problem(p: Path) -> tuple[Path, dicom.SliceHeader | dicom.Skipped | str | None]:
+def _header_or_problem(
+    p: Path,
+) -> tuple[Path, list[dicom.SliceHeader] | dicom.Skipped | _Broken | None]:
     try:
-        return p, dicom.read_header(p)
+        return p, dicom.read_headers(p)
     except InputError as exc:
-        return p, exc.problem
+        return p, _Broken(exc.problem, dicom.series_uid_of(p))
     except OSError as exc:
-        return p, f"cannot read file ({exc.strerror})"
+        return p, _Broken(f"cannot read file ({exc.strerror})")
 
 
 def _read_headers(paths: list[Path], workers: int | None) -> Iterable[tuple[Path, object]]:
@@ -255,47 +276,56 @@ def _read_headers(paths: list[Path], workers: int | None) -> Iterable[tuple[Path
         return list(pool.map(_header_or_problem, paths, chunksize=64))
 
 
-def _build_series(headers: list[dicom.SliceHeader], broken: dict[Path, str], found: _Found) -> None:
+def _build_series(
+    headers: list[dicom.SliceHeader], broken: dict[Path, _Broken], found: _Found
+) -> None:
     """Group headers into series and plan each; broken files become errors.
 
-    Every broken file is reported as an error note. It also makes the series in its
-    folder unusable when that folder holds one series only (the file can only be one
-    of its slices); beside several series it becomes a warning on each, since it
-    cannot be told which one it belonged to.
+    Every broken file is reported as an error note. It also makes a series unusable
+    when it was one of its slices: its SeriesInstanceUID, read up to the damage, is
+    the series' one, or, where the damage hides it, the series is the only one in the
+    file's folder. A broken file that cannot be placed becomes a warning on each
+    series beside it.
     """
-    for p, problem in broken.items():
-        found.notes.append(Note(found.rel(p), problem, "error"))
+    for p, b in broken.items():
+        found.notes.append(Note(found.rel(p), b.problem, "error"))
     groups = dicom.group_series(headers, found.rel)
     series_per_folder: dict[Path, int] = defaultdict(int)
     for members, _ in groups:
         series_per_folder[members[0].path.parent] += 1
     for members, warnings in groups:
         folder = members[0].path.parent
+        files = tuple(sorted({h.path for h in members}))
         ref = ScanRef(
             case_id="",
             kind="dicom",
-            source=folder,
-            files=tuple(sorted(h.path for h in members)),
+            # a volume from a multi-frame file is named by that file
+            source=files[0] if members[0].pixels.frame is not None else folder,
+            files=files,
             warnings=list(warnings),
         )
-        broken_here = [p for p in broken if p.parent == folder]
         try:
             plan = dicom.plan_series(members, found.rel)
         except InputError as exc:
             ref.error = f"{exc.path}: {exc.problem}"
         else:
             ref.series = plan
-            ref.files = plan.files
+            ref.files = tuple(dict.fromkeys(plan.files))  # a multi-frame file once
             ref.warnings.extend(plan.warnings)
-        if broken_here and series_per_folder[folder] == 1:
-            # the folder holds this series alone, so the broken files are its slices
-            ref.error = f"{found.rel(broken_here[0])}: {broken[broken_here[0]]}"
-            if len(broken_here) > 1:
-                ref.error += f" (and {len(broken_here) - 1} more broken file(s))"
-        elif broken_here:
-            names = ", ".join(found.rel(p) for p in broken_here[:3])
+        uid = members[0].series_uid
+        alone = series_per_folder[folder] == 1
+        unplaced = [p for p, b in broken.items() if p.parent == folder and not b.series_uid]
+        mine = [p for p, b in broken.items() if uid and b.series_uid == uid]
+        if alone:
+            mine += unplaced
+        if mine:
+            ref.error = f"{found.rel(mine[0])}: {broken[mine[0]].problem}"
+            if len(mine) > 1:
+                ref.error += f" (and {len(mine) - 1} more broken file(s))"
+        elif unplaced:
+            names = ", ".join(found.rel(p) for p in unplaced[:3])
             ref.warnings.append(
-                f"{found.rel(folder)}: {len(broken_here)} unreadable file(s) beside this series "
+                f"{found.rel(folder)}: {len(unplaced)} unreadable file(s) beside this series "
                 f"({names})"
             )
         found.images.append(ref)

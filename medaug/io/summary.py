@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from medaug.errors import MedaugError
-from medaug.io.discovery import Discovery, Note, discover, display_path
+from medaug.io.discovery import Discovery, Note, discover, display_error, display_path
 from medaug.io.scan import ScanRef
 from medaug.parallel import map_cases
 
@@ -70,7 +70,7 @@ def summarize(ref: ScanRef, root: Path) -> ScanSummary:
     try:
         scan = load(ref)
     except MedaugError as exc:
-        row.error = str(exc)
+        row.error = display_error(exc, root)
         row.warnings = list(ref.warnings)
         return row
     row.shape = scan.shape

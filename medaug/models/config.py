@@ -7,13 +7,14 @@ channels, classes); loss weights have per-variant defaults (``VARIANT_DEFAULTS``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from medaug.errors import ConfigError
+from medaug.models.registry import variant_names
+from medaug.settings import Settings
 
 #: Sizes per preset. ``base``: channels of the first (full-resolution) level,
 #: doubling per level up to ``cap``; ``latent``: latent vector length; ``disc``:
@@ -40,13 +41,15 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Settings):
     """Architecture and loss weights of one generative model.
 
     Tensors the model sees are channel-first, ``(B, C, X, Y[, Z])``: ``image_channels``
     channels in [-1, 1] and a label class map; it generates the image and the
     label's ``classes`` one-hot channels (background first) together.
     """
+
+    SOURCE: ClassVar[str] = "model config"
 
     variant: str = "vaegan"
     dims: int = 2  # 2: axial slices; 3: volumes (MONAI's spatial_dims)
@@ -77,24 +80,10 @@ class ModelConfig:
     def latent_shape(self) -> tuple[int, ...]:
         return (self.latent_dim,)
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "model config") -> ModelConfig:
-        from medaug.settings import from_mapping
-
-        return from_mapping(cls, doc, source)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        return dataclasses.replace(self, **changes)
-
     def __post_init__(self) -> None:
-        from medaug.models.registry import variant_names
-
         for name in ("grid", "channels"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(v, int) for v in value):
@@ -151,8 +140,6 @@ def model_config(
         >>> cfg.channels, cfg.latent_dim
         ((16, 32, 64, 128, 128), 64)
     """
-    from medaug.models.registry import variant_names
-
     if variant not in variant_names():
         raise ConfigError(f"unknown model {variant!r}; choose one of {', '.join(variant_names())}")
     if preset not in PRESETS:

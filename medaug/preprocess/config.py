@@ -14,14 +14,14 @@ Example (YAML; JSON works the same):
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from medaug.errors import ConfigError, InputError
+from medaug.io.atomic import write_json
+from medaug.settings import Settings
 
 Crop = Literal["target", "body", "none"]
 Interpolation = Literal["linear", "bspline"]
@@ -32,7 +32,7 @@ GRIDS_3D = (32, 64, 96, 128)
 
 
 @dataclass
-class PreprocessConfig:
+class PreprocessConfig(Settings):
     """How scans become training tensors. Defaults suit TCIA Pancreas-CT on a CPU.
 
     Attributes:
@@ -142,20 +142,6 @@ class PreprocessConfig:
         """The target's value in the cached label map (classes are numbered 1, 2, ...)."""
         return list(self.labels).index(self.target) + 1
 
-    def replace(self, **changes: Any) -> PreprocessConfig:
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> PreprocessConfig:
-        """Build a config from a mapping; unknown keys are an error, not ignored."""
-        from medaug.settings import from_mapping
-
-        return from_mapping(cls, data, source)
-
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PreprocessConfig:
         """Read a YAML or JSON file (JSON is YAML, so one parser reads both)."""
@@ -173,8 +159,6 @@ class PreprocessConfig:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write as JSON (atomically)."""
-        from medaug.io.atomic import write_json
-
         write_json(path, self.to_dict())
 
 

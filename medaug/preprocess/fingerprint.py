@@ -15,6 +15,7 @@ import numpy as np
 
 from medaug.io.scan import Scan
 from medaug.preprocess.config import PreprocessConfig
+from medaug.preprocess.transforms import bounding_box, world_box
 
 #: HU percentiles recorded inside the body and the target.
 PERCENTILES = (0.5, 5.0, 50.0, 95.0, 99.5)
@@ -50,8 +51,6 @@ def _hu_stats(values: np.ndarray) -> dict[str, float]:
 
 def case_stats(scan: Scan, classes: np.ndarray | None, config: PreprocessConfig) -> CaseStats:
     """Measure one scan (HU image, and its class map if labelled)."""
-    from medaug.preprocess.transforms import bounding_box, world_box
-
     # .T: scans are x-fastest in memory, and boolean indexing is fast in memory order
     thin = scan.image[::STRIDE, ::STRIDE, ::STRIDE].T
     body = thin[thin > config.body_threshold_hu]

@@ -7,17 +7,9 @@ model-grid sized), then resamples only the voxels of that grid from the source. 
 reorientation to RAS, the resampling and the crop are therefore exact, and their cost
 is set by the output size, not the scan size.
 
-Cache layout (``OUT``)::
-
-    index.json        cache key, config, one record per case (grid affine, shape,
-                      target slices, warnings), skipped cases and why
-    config.json       the PreprocessConfig (YAML/JSON readable)
-    fingerprint.json  the dataset fingerprint (what the data is)
-    splits.json       patient-level train/val splits
-    cases/case_0000.json, case_0000_image.npy, case_0000_label.npy
-
-Case arrays are stored slice-major ``(Z, X, Y)`` so that an axial slice is one
-contiguous block of a memory-mapped file.
+The cache's layout and its reader are :mod:`medaug.preprocess.cache`; this module
+writes it (``preprocess``) and opens one for a stage that needs real cases on a
+model's grid (``open_cache``).
 """
 
 from __future__ import annotations
@@ -26,6 +18,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,16 +28,19 @@ import numpy as np
 
 from medaug import __version__
 from medaug.errors import ConfigError, InputError, MedaugError
+from medaug.io import load
 from medaug.io.atomic import atomic_path, write_json
+from medaug.io.discovery import discover, nothing_usable
 from medaug.io.scan import Scan, ScanRef
+from medaug.parallel import map_cases
 from medaug.preprocess import transforms as T
+from medaug.preprocess.cache import CASES, CONFIG, ENTRIES, FINGERPRINT, INDEX, Cache, case_paths
 from medaug.preprocess.config import PreprocessConfig
-from medaug.preprocess.fingerprint import CaseStats, case_stats
+from medaug.preprocess.fingerprint import CaseStats, case_stats, fingerprint
+from medaug.preprocess.splits import SPLITS, make_splits, save_splits
 
 #: Bumped when the cache files change meaning; part of every cache key.
 CACHE_FORMAT = 1
-INDEX = "index.json"
-CASES = "cases"
 
 
 @dataclass
@@ -278,6 +274,7 @@ class Preprocessing:
     seconds: float
     reused: bool = False
     notes: list[str] = field(default_factory=list)
+    plan_only: bool = False  # the data were measured, nothing was cached
 
     @property
     def done(self) -> list[CaseResult]:
@@ -297,6 +294,102 @@ class Preprocessing:
     @property
     def bytes(self) -> int:
         return sum(p.stat().st_size for p in (self.out / CASES).glob("case_*"))
+
+    def problems(self) -> list[str]:
+        """One line per skipped case, repeated warning and unusable scan (for stderr)."""
+        repeated: Counter[str] = Counter()
+        lines = []
+        for case in self.cases:
+            for w in (case.record or {}).get("warnings", []):
+                repeated[w.split(" (")[0]] += 1
+            if case.skipped:
+                lines.append(f"skipped {case.case_id}: {case.skipped}")
+        for w, n in sorted(repeated.items()):
+            lines.append(f"warning: {w} ({n} case(s); details in {INDEX})")
+        return lines + [f"unusable {note}" for note in self.notes]
+
+    def summary(self) -> str:
+        """What the cache holds (or, for a plan, what the data are), in a few lines."""
+        if self.plan_only:
+            return "\n".join(
+                [
+                    fingerprint_text(self.fingerprint, self.config),
+                    f"fingerprint -> {self.out / FINGERPRINT}",
+                ]
+            )
+        cfg = self.config
+        grid = "x".join(map(str, cfg.grid)) if cfg.grid else "box size"
+        done, reused = len(self.done), sum(c.reused for c in self.done)
+        what = "slices" if cfg.dims == 2 else "volumes"
+        # slices that show the target (2D), or volumes that hold it (3D)
+        on = [len(c.record["target_slices"]) for c in self.done if c.record]
+        with_target = sum(on) if cfg.dims == 2 else sum(n > 0 for n in on)
+        size_mb = self.bytes / 1e6
+        splits = json.loads((self.out / SPLITS).read_text())
+        first, patients = splits["splits"][0], splits["patients"]
+        n_train = len({patients[c] for c in first["train"]})
+        n_val = len({patients[c] for c in first["val"]})
+        kind = f"{splits['folds']} folds, fold 0: " if "folds" in splits else ""
+        return "\n".join(
+            [
+                f"{'Reused' if self.reused else 'Preprocessed'} {done} case(s) "
+                f"({reused} from cache, {len(self.skipped)} skipped) in {self.seconds:.1f} s "
+                f"-> {self.out}",
+                f"  {cfg.dims}D {what}: {self.samples} ({with_target} with {cfg.target}); "
+                f"grid {grid} at {'x'.join(f'{s:g}' for s in cfg.spacing_mm)} mm; "
+                f"crop {cfg.crop} + {cfg.margin_mm:g} mm",
+                f"  HU window [{cfg.hu_window[0]:g}, {cfg.hu_window[1]:g}] -> [-1, 1]; "
+                f"cache {size_mb:.1f} MB ({size_mb / max(done, 1):.2f} MB/case)",
+                f"  splits: {kind}{n_train} train / {n_val} val patient(s) ({SPLITS})",
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "seconds": round(self.seconds, 2),
+            "reused": self.reused,
+            "done": [c.case_id for c in self.done],
+            "skipped": {c.case_id: c.skipped for c in self.skipped},
+            "fingerprint": self.fingerprint,
+        }
+
+
+def fingerprint_text(fp: dict[str, Any], cfg: PreprocessConfig) -> str:
+    """A dataset fingerprint (and the grid the config plans) for a person."""
+
+    def row(name: str, summary: dict, unit: str = "") -> str:
+        if not summary:
+            return f"  {name:<16} -"
+        parts = ("min", "median", "max")
+        vals = [" x ".join(f"{v:g}" for v in summary[p]) for p in parts]
+        return f"  {name:<16} " + "   ".join(
+            f"{p} {v}{unit}" for p, v in zip(parts, vals, strict=True)
+        )
+
+    def hu(name: str, stats: dict) -> str:
+        if not stats:
+            return f"  {name:<16} -"
+        keys = ("p0.5", "p50", "p99.5", "mean", "std")
+        return f"  {name:<16} " + "  ".join(f"{k} {stats[k]:g}" for k in keys)
+
+    lines = [
+        f"Dataset fingerprint: {fp['cases']} case(s), "
+        f"{fp['cases_with_target']} with {fp['target']}",
+        row("spacing", fp["spacing_mm"], " mm"),
+        row("shape", fp["shape"]),
+        f"  {'orientation':<16} {', '.join(fp['orientations'])}",
+        hu("HU in body", fp["body_hu"]),
+        hu(f"HU in {fp['target']}", fp["target_hu"]),
+        row(f"{fp['target']} volume", fp["target_ml"], " ml"),
+        row(f"{fp['target']} box", fp["target_box_mm"], " mm"),
+    ]
+    if cfg.grid:
+        field = " x ".join(f"{g * s:g}" for g, s in zip(cfg.grid, cfg.spacing_mm, strict=False))
+        lines.append(f"Plan: {cfg.dims}D grid {cfg.grid} at {cfg.spacing_mm} mm = {field} mm field")
+    for case_id, why in fp.get("skipped", {}).items():
+        lines.append(f"  would skip {case_id}: {why}")
+    return "\n".join(lines)
 
 
 def cache_settings(config: PreprocessConfig) -> dict[str, Any]:
@@ -319,11 +412,6 @@ def case_key(ref: ScanRef, settings: dict[str, Any]) -> str:
     return h.hexdigest()[:20]
 
 
-def _case_paths(out: Path, case_id: str) -> tuple[Path, Path, Path]:
-    d = out / CASES
-    return d / f"{case_id}.json", d / f"{case_id}_image.npy", d / f"{case_id}_label.npy"
-
-
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as fp:
         np.save(fp, array)
@@ -335,11 +423,9 @@ def _process_case(job: tuple[ScanRef, PreprocessConfig, Path, str, bool, bool]) 
     The case's JSON is written last, so a case counts as done only when all its files
     are complete; a killed run redoes the cases without one.
     """
-    from medaug.io import load
-
     ref, config, out, key, plan_only, reuse = job
     result = CaseResult(ref.case_id, ref.patient, key)
-    meta_path, image_path, label_path = _case_paths(out, ref.case_id)
+    meta_path, image_path, label_path = case_paths(out, ref.case_id)
     if reuse and not plan_only and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
@@ -389,8 +475,8 @@ def open_cache(
     purpose: str = "",
     overwrite: bool = True,
     note: Callable[[str], None] | None = None,
-):
-    """``data`` as an open :class:`~medaug.data.Cache` made with ``config``.
+) -> Cache:
+    """``data`` as an open :class:`~medaug.preprocess.cache.Cache` made with ``config``.
 
     A cache is used as it is (its config must equal ``config``); scans are
     preprocessed into ``scratch`` (cases reused by key when done before).
@@ -405,14 +491,13 @@ def open_cache(
             command's own scratch folder) instead of refusing.
         note: called with a one-line note before preprocessing.
     """
-    from medaug.data.datasets import Cache
-
     data = Path(data)
-    if (data / "index.json").exists():
+    if Cache.exists(data):
         cache = Cache(data)
         if cache.config.to_dict() != config.to_dict():
             raise ConfigError(
-                f"{data}: a cache made with another preprocessing config than {against}"
+                f"a cache made with another preprocessing config than {against}",
+                prefix=f"{data}: ",
             )
         return cache
     if not data.exists():
@@ -466,10 +551,6 @@ def preprocess(
         ConfigError: ``out`` holds a cache of other inputs/settings (without
             ``overwrite``), or the splits cannot be made.
     """
-    from medaug.data.splits import make_splits, save_splits
-    from medaug.io.discovery import discover, nothing_usable
-    from medaug.preprocess.fingerprint import fingerprint
-
     start = time.perf_counter()
     config = config or PreprocessConfig()
     out = Path(out).expanduser().absolute()
@@ -488,16 +569,14 @@ def preprocess(
 
     if on_start:
         on_start(len(refs))
-    from medaug.parallel import map_cases
-
     jobs = [(ref, config, out, keys[ref.case_id], plan_only, not overwrite) for ref in refs]
     results = list(map_cases(_process_case, jobs, workers, progress))
     fp_doc = fingerprint([r.stats for r in results if r.stats], config)
     fp_doc["skipped"] = {r.case_id: r.skipped for r in results if r.skipped}
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "fingerprint.json", fp_doc)
-    config.save(out / "config.json")
-    result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes)
+    write_json(out / FINGERPRINT, fp_doc)
+    config.save(out / CONFIG)
+    result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes, plan_only=plan_only)
     if plan_only:
         result.seconds = time.perf_counter() - start
         return result
@@ -509,7 +588,7 @@ def preprocess(
             f"no scan could be preprocessed ({len(results)} skipped; the first: {first})",
         )
     patients = {r.case_id: r.patient for r in done}
-    save_splits(out / "splits.json", make_splits(patients, val_fraction, folds, seed))
+    save_splits(out / SPLITS, make_splits(patients, val_fraction, folds, seed))
     _remove_stale(out, {r.case_id for r in done})
     result.seconds = time.perf_counter() - start
     index = {
@@ -536,15 +615,15 @@ def _check_out(out: Path, index_path: Path, key: str, overwrite: bool, plan_only
         try:
             old = json.loads(index_path.read_text())
         except (OSError, ValueError):
-            raise InputError(index_path, "unreadable cache index; pass --overwrite") from None
+            raise InputError(index_path, "unreadable cache index; pass {overwrite=True}") from None
         if old.get("key") != key:
             raise ConfigError(
-                f"{out}: holds a cache built from other scans or settings; "
-                "pass --overwrite to rebuild it, or choose another folder"
+                "holds a cache built from other scans or settings; "
+                "pass {overwrite=True} to rebuild it, or choose another folder",
+                prefix=f"{out}: ",
             )
         return
-    known = {CASES, "fingerprint.json", "config.json", "splits.json", "preview.png"}
-    strangers = [p.name for p in out.iterdir() if p.name not in known]
+    strangers = [p.name for p in out.iterdir() if p.name not in ENTRIES]
     if strangers:
         raise InputError(
             out, f"folder is not empty and is not a medaug cache ({strangers[0]}); choose another"
@@ -562,8 +641,6 @@ def _reuse(
     start: float,
 ) -> Preprocessing:
     """A finished cache with the same key: read its records, refresh the splits."""
-    from medaug.data.splits import make_splits, save_splits
-
     index = json.loads((out / INDEX).read_text())
     cases = [
         CaseResult(rec["case_id"], rec["patient"], key, record=rec, reused=True)
@@ -574,8 +651,8 @@ def _reuse(
     ]
     cases.sort(key=lambda c: c.case_id)
     patients = {c.case_id: c.patient for c in cases if c.record}
-    save_splits(out / "splits.json", make_splits(patients, val_fraction, folds, seed))
-    fp = json.loads((out / "fingerprint.json").read_text())
+    save_splits(out / SPLITS, make_splits(patients, val_fraction, folds, seed))
+    fp = json.loads((out / FINGERPRINT).read_text())
     return Preprocessing(
         out, config, cases, fp, time.perf_counter() - start, reused=True,
         notes=[f"{r.case_id}: {r.error}" for r in found if r.error],

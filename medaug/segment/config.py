@@ -1,20 +1,34 @@
-"""The segmentation config: the U-Net, its training and how it is scored; saved in
-every segmenter checkpoint and in ``gain.json``."""
+"""The segmentation configs: ``SegmentConfig`` (the U-Net, its training and how it is
+scored; saved in every segmenter checkpoint) and ``GainConfig`` (the augmentation-gain
+experiment around it; saved in ``gain.json``)."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 from medaug.errors import ConfigError
+from medaug.settings import Settings
 
 AUGMENTS = ("none", "classical")
+#: The gain experiment's arms: what each U-Net trains on (``real`` always runs).
+ARMS = (
+    "real", "real+classical", "real+synth", "real+classical+synth", "synth-only",
+    "real+labels2image",
+)  # fmt: skip
+DEFAULT_ARMS = ARMS[:4]
+#: Arms that mix real items with other items at ``ratio``.
+MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image")
+#: How the gain experiment draws synthetic cases (``medaug.synth`` modes).
+GAIN_MODES = ("prior", "perturb")
 
 
 @dataclass(frozen=True)
-class SegmentConfig:
+class SegmentConfig(Settings):
     """Settings of one segmentation training run (MONAI ``UNet``, DiceCE loss)."""
+
+    SOURCE: ClassVar[str] = "segment config"
 
     steps: int = 500  # optimisation steps; the gain experiment's arms all run this many
     batch_size: int = 16  # items per step (slices in 2D, volumes in 3D)
@@ -35,18 +49,6 @@ class SegmentConfig:
     sw_overlap: float = 0.25  # 3D: sliding-window overlap at inference
     log_every: int = 50  # steps between loss records
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "segment config") -> SegmentConfig:
-        from medaug.settings import from_mapping
-
-        return from_mapping(cls, doc, source)
-
-    def replace(self, **changes: Any) -> SegmentConfig:
-        return dataclasses.replace(self, **changes)
-
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
             if getattr(self, name) < 1:
@@ -54,7 +56,7 @@ class SegmentConfig:
         if self.augment not in AUGMENTS:
             raise ConfigError(f"augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
         if not 0.0 <= self.ratio < 1.0:
-            raise ConfigError(f"--ratio must be in [0, 1), got {self.ratio}")
+            raise ConfigError(f"{{ratio}} must be in [0, 1), got {self.ratio}")
         if len(self.strides) != len(self.channels) - 1:
             raise ConfigError("strides must have one entry fewer than channels")
         if self.lr <= 0 or self.tolerance_mm <= 0 or self.workers < 0:
@@ -65,4 +67,100 @@ class SegmentConfig:
             raise ConfigError(f"target_fraction must be in [0, 1], got {self.target_fraction}")
 
 
-__all__ = ["AUGMENTS", "SegmentConfig"]
+@dataclass(frozen=True)
+class GainConfig(Settings):
+    """Settings of the augmentation-gain experiment (``run_gain``): the patient sweep,
+    the arms, the synthetic data and the generators behind them, and the U-Net that
+    every arm trains for the same number of steps."""
+
+    SOURCE: ClassVar[str] = "gain config"
+
+    train_patients: tuple[int | str, ...] = (2, 4, "all")  # real patients per regime; "all"
+    seeds: int = 3  # segmenter seeds per arm and regime: seed, seed + 1, ...
+    folds: int | None = None  # K-fold cross-validation over patients (None: one split)
+    test_fraction: float = 0.2  # share of patients held out for testing when folds is None
+    arms: tuple[str, ...] = DEFAULT_ARMS  # which of ARMS run (real always runs: the reference)
+    ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
+    synth_n: int = 200  # synthetic cases made per regime
+    synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
+    generator_steps: int = 1000  # training steps of each regime's generator
+    variant: str = "vaegan"  # the generator trained per regime
+    seed: int = 0  # the split, the patient order, the generators and the first U-Net seed
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (also the U-Net's)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)  # the U-Net every arm trains
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise ConfigError(f"{{ratio}} must be in [0, 1), got {self.ratio}")
+        # "real,real+synth" as well as separate names (the command line's --arms)
+        given = tuple(a.strip() for v in self.arms for a in str(v).split(",") if a.strip())
+        unknown = [a for a in given if a not in ARMS]
+        if unknown:
+            raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
+        if self.seeds < 1:
+            raise ConfigError(f"{{seeds}} must be at least 1, got {self.seeds}")
+        if self.synth_mode not in GAIN_MODES:
+            raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
+        if self.synth_n < 1 or self.generator_steps < 1:
+            raise ConfigError("{synth_n} and {generator_steps} must be at least 1")
+        # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
+        arms = ("real", *[a for a in ARMS[1:] if a in given])
+        sweep = tuple(parse_train_patients(self.train_patients))
+        object.__setattr__(self, "train_patients", sweep)
+        object.__setattr__(self, "arms", arms)
+        object.__setattr__(self, "segment", self.segment.replace(device=self.device))
+
+    @property
+    def needs_synthetic(self) -> bool:
+        return any("synth" in a for a in self.arms)
+
+    def settings(self, given: bool) -> dict[str, Any]:
+        """``gain.json``'s settings block (``given``: one generator was given)."""
+        return {
+            "train_patients": list(self.train_patients),
+            "seeds": self.seeds,
+            "folds": self.folds,
+            "test_fraction": None if self.folds else self.test_fraction,
+            "arms": list(self.arms),
+            "ratio": self.ratio,
+            "synth_n": self.synth_n,
+            "synth_mode": self.synth_mode,
+            "generator": "given" if given else self.variant,
+            "generator_steps": None if given else self.generator_steps,
+            "seed": self.seed,
+            "segment": self.segment.to_dict(),
+        }
+
+
+def parse_train_patients(values: Sequence[str | int]) -> list[int | str]:
+    """``["2", "4,8", "all"]`` -> ``[2, 4, 8, "all"]`` (sorted, unique)."""
+    out: set[int | str] = set()
+    for value in values:
+        for part in str(value).split(","):
+            part = part.strip().lower()
+            if not part:
+                continue
+            if part == "all":
+                out.add("all")
+            elif part.isdigit() and int(part) >= 1:
+                out.add(int(part))
+            else:
+                raise ConfigError(
+                    f"{{train_patients}} takes patient counts >= 1 or 'all', got {part!r}"
+                )
+    if not out:
+        raise ConfigError("{train_patients} needs at least one patient count")
+    numbers = sorted(v for v in out if isinstance(v, int))
+    return [*numbers, *(["all"] if "all" in out else [])]
+
+
+__all__ = [
+    "ARMS",
+    "AUGMENTS",
+    "DEFAULT_ARMS",
+    "GAIN_MODES",
+    "MIXED_ARMS",
+    "GainConfig",
+    "SegmentConfig",
+    "parse_train_patients",
+]

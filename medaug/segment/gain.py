@@ -39,43 +39,90 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import medaug
+from medaug.data.synthetic import SyntheticDataset
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import ConfigError, InputError
-from medaug.segment.config import SegmentConfig
+from medaug.io.atomic import write_json, write_text
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.config import PreprocessConfig
+from medaug.preprocess.splits import make_splits, recorded_sides
+from medaug.segment import labels2image
+from medaug.segment.config import (
+    ARMS,
+    DEFAULT_ARMS,
+    MIXED_ARMS,
+    GainConfig,
+    SegmentConfig,
+    parse_train_patients,
+)
+from medaug.segment.evaluate import score
+from medaug.segment.plot import gain_plot
+from medaug.segment.segmenter import data_cache
+from medaug.segment.stats import interval, paired
+from medaug.segment.train import fit
+from medaug.synth.run import synthesize
+from medaug.train.checkpoint import Checkpoint
+from medaug.train.fit import fit_or_resume
 
-ARMS = (
-    "real", "real+classical", "real+synth", "real+classical+synth", "synth-only",
-    "real+labels2image",
-)  # fmt: skip
-DEFAULT_ARMS = ARMS[:4]
-#: Arms that mix real items with other items at ``ratio``.
-MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image")
 RESULT = "gain.json"
 
 
-def parse_train_patients(values: Sequence[str | int]) -> list[int | str]:
-    """``["2", "4,8", "all"]`` -> ``[2, 4, 8, "all"]`` (sorted, unique)."""
-    out: set[int | str] = set()
-    for value in values:
-        for part in str(value).split(","):
-            part = part.strip().lower()
-            if not part:
-                continue
-            if part == "all":
-                out.add("all")
-            elif part.isdigit() and int(part) >= 1:
-                out.add(int(part))
-            else:
-                raise ConfigError(f"--train-cases takes patient counts >= 1 or 'all', got {part!r}")
-    if not out:
-        raise ConfigError("--train-cases needs at least one patient count")
-    numbers = sorted(v for v in out if isinstance(v, int))
-    return [*numbers, *(["all"] if "all" in out else [])]
+@dataclass(frozen=True)
+class Regime:
+    """One cell of the sweep: the first ``patients`` training patients of a fold.
+
+    Attributes:
+        fold: the split it belongs to.
+        patients: real training patients (``"all"`` resolved to a count).
+        cases: their cases (the real training set).
+        test_cases: the fold's test cases.
+    """
+
+    fold: int
+    patients: int
+    cases: tuple[str, ...]
+    test_cases: tuple[str, ...]
+
+    @property
+    def folder(self) -> Path:
+        """Its place in the experiment folder (generator, synthetic cases)."""
+        return Path("folds") / f"fold{self.fold}" / f"n{self.patients}"
+
+    def __str__(self) -> str:
+        return f"fold {self.fold}, {self.patients} patient(s)"
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    """One patient-level split of the experiment and its nested real training sets.
+
+    Attributes:
+        fold: its number.
+        test_patients / test_cases: held out for testing.
+        training_patients: the other patients, in the sweep's seeded order.
+        regimes: N -> the cases of the first N training patients (N as text, as in
+            ``gain.json``).
+    """
+
+    fold: int
+    test_patients: list[str]
+    test_cases: list[str]
+    training_patients: list[str]
+    regimes: dict[str, list[str]]
+
+    def cells(self) -> list[Regime]:
+        test = tuple(self.test_cases)
+        return [Regime(self.fold, int(n), tuple(c), test) for n, c in self.regimes.items()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def plan_folds(
@@ -84,31 +131,28 @@ def plan_folds(
     folds: int | None,
     test_fraction: float,
     seed: int,
-) -> list[dict[str, Any]]:
+) -> list[FoldPlan]:
     """The experiment's patient-level splits and the nested real training sets.
 
     Returns:
-        one dict per fold: ``fold``, ``test_patients``, ``test_cases``,
-        ``training_patients`` (in sweep order) and ``regimes`` (N -> case ids).
+        one :class:`FoldPlan` per fold.
 
     Raises:
         ConfigError: fewer patients than folds or than a regime needs.
         InputError: a fold whose test cases hold no target voxels.
     """
-    from medaug.data.splits import make_splits
-
     patients = {c: str(cache.records[c].get("patient", c)) for c in cache.case_ids}
     n_patients = len(set(patients.values()))
     if folds is not None and folds > n_patients:
         raise ConfigError(
-            f"--folds {folds} needs at least {folds} patients; the data have {n_patients}"
+            f"{{folds}} {folds} needs at least {folds} patients; the data have {n_patients}"
         )
     if n_patients < 2:
         raise ConfigError(
             f"the gain experiment needs at least 2 patients; the data have {n_patients}"
         )
     if folds is None and not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+        raise ConfigError(f"{{test_fraction}} must be in (0, 1), got {test_fraction}")
     doc = make_splits(patients, test_fraction, folds, seed)
     target = cache.config.target_class
     plans = []
@@ -128,28 +172,21 @@ def plan_folds(
             if count > len(order):
                 n_test = len({patients[c] for c in test_cases})
                 raise ConfigError(
-                    f"--train-cases {n}: fold {k} has only {len(order)} training patients "
+                    f"{{train_patients}} {n}: fold {k} has only {len(order)} training patients "
                     f"({n_patients} patients, {n_test} for testing)"
                 )
             chosen = set(order[:count])
             regimes[str(count)] = sorted(c for c, p in patients.items() if p in chosen)
-        plans.append(
-            {
-                "fold": k,
-                "test_patients": sorted({patients[c] for c in test_cases}),
-                "test_cases": list(test_cases),
-                "training_patients": order,
-                "regimes": regimes,
-            }
-        )
+        test_patients = sorted({patients[c] for c in test_cases})
+        plans.append(FoldPlan(k, test_patients, list(test_cases), order, regimes))
     return plans
 
 
-def check_generator(state: dict[str, Any], cache: Any, test_cases: Sequence[str]) -> dict[str, Any]:
+def check_generator(ckpt: Checkpoint, cache: Any, test_cases: Sequence[str]) -> dict[str, Any]:
     """Refuse a generator that cannot be used for this experiment.
 
     Args:
-        state: the checkpoint (``load_checkpoint``).
+        ckpt: the generator's checkpoint.
         cache: the experiment's cache.
         test_cases: the fold's test cases.
 
@@ -160,16 +197,9 @@ def check_generator(state: dict[str, Any], cache: Any, test_cases: Sequence[str]
         ConfigError: another preprocessing grid, no recorded split, or a test patient
             among its training cases (leakage).
     """
-    from medaug.data.splits import recorded_sides
-    from medaug.preprocess.config import PreprocessConfig
-    from medaug.train.checkpoint import configs
-
-    path = state.get("path", "checkpoint")
-    docs = configs(state)
-    check_grid(
-        PreprocessConfig.from_dict(docs["preprocess_config"], source=str(path)), cache.config, path
-    )
-    sides = recorded_sides(cache, docs["split"])
+    path = ckpt.path
+    check_grid(ckpt.preprocess, cache.config, path)
+    sides = recorded_sides(cache, ckpt.split)
     if sides is None:
         raise ConfigError(
             f"{path}: the checkpoint records no training cases, so it cannot be shown "
@@ -180,9 +210,10 @@ def check_generator(state: dict[str, Any], cache: Any, test_cases: Sequence[str]
     if leaked:
         who = sorted({str(cache.records[c].get("patient", c)) for c in leaked})
         raise ConfigError(
-            f"{path}: the generator was trained on {len(who)} test patient(s) "
+            f"the generator was trained on {len(who)} test patient(s) "
             f"({', '.join(who[:3])}); a gain measured on them would be leakage. Train it "
-            "on the experiment's training patients (gain.json: folds) or leave out --model"
+            "on the experiment's training patients (gain.json: folds) or leave out {model}",
+            prefix=f"{path}: ",
         )
     patients = sorted({str(cache.records[c].get("patient", c)) for c in seen})
     return {"training_cases": sorted(seen), "training_patients": patients}
@@ -204,258 +235,178 @@ def check_grid(generator: Any, experiment: Any, path: Any) -> None:
 def run_gain(
     input: str | os.PathLike[str],
     out: str | os.PathLike[str],
+    config: GainConfig | None = None,
     *,
     model: str | os.PathLike[str] | None = None,
-    train_patients: Sequence[int | str] = (2, 4, "all"),
-    seeds: int = 3,
-    folds: int | None = None,
-    test_fraction: float = 0.2,
-    arms: Sequence[str] = DEFAULT_ARMS,
-    segment: SegmentConfig | None = None,
-    ratio: float = 0.5,
-    synth_n: int = 200,
-    synth_mode: str = "prior",
-    generator_steps: int = 1000,
-    variant: str = "vaegan",
-    preprocess_config: Any = None,
-    seed: int = 0,
-    device: str = "auto",
+    preprocess_config: PreprocessConfig | None = None,
     on_event: Callable[[str], None] | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Run the augmentation-gain experiment and write ``gain.json``, ``gain.md``, ``gain.png``.
 
     Args:
         input: labelled scans (any layout ``medaug inspect`` reads) or a cache.
         out: the experiment's folder.
+        config: the experiment (:class:`GainConfig`: the sweep, seeds, folds, arms,
+            synthetic ratio and cases, the generators, the U-Net, seed, device).
         model: a generator checkpoint to use for every regime instead of training one
             per regime; its preprocessing config becomes the experiment's.
-        train_patients: the sweep: real training patients per regime (``"all"``: all
-            training patients of the fold).
-        seeds: segmenter seeds per arm and regime (0, 1, ...; offset by ``seed``).
-        folds: K-fold cross-validation over patients; default one split with
-            ``test_fraction`` of the patients for testing.
-        test_fraction: share of patients held out when ``folds`` is None.
-        arms: which of :data:`ARMS` to run (``real`` always runs: it is the reference).
-        segment: the U-Net settings shared by every arm (steps, batch, channels...).
-        ratio: synthetic share of the ``+synth`` arms, in [0, 1).
-        synth_n: synthetic cases made per regime.
-        synth_mode: ``prior`` or ``perturb`` (around the regime's own training cases).
-        generator_steps: training steps of each generator.
-        variant: the generator trained per regime.
         preprocess_config: ``PreprocessConfig`` for scans (default: 2D, medaug's
             defaults; the model's when ``model`` is given).
-        seed: the split, the patient order, the generators and the first segmenter seed.
-        device: ``auto``, ``cpu``, ``cuda``...
         on_event: one-line notes.
         on_run: called with each finished run's record.
+        **settings: :class:`GainConfig` fields that override ``config``'s
+            (``run_gain(scans, out, train_patients=[2, "all"], seeds=5)``).
 
     Returns:
         the ``gain.json`` document.
     """
-    from medaug.io.atomic import write_json, write_text
-    from medaug.segment.train import data_cache
-    from medaug.train.checkpoint import configs, load_checkpoint
-
     out = Path(out)
     note = on_event or (lambda _msg: None)
-    cfg = (segment or SegmentConfig()).replace(device=device)
-    if not 0.0 <= ratio < 1.0:
-        raise ConfigError(f"--ratio must be in [0, 1), got {ratio}")
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown:
-        raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
-    arms = ["real", *[a for a in ARMS[1:] if a in arms]]
-    if seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {seeds}")
-    if synth_mode not in ("prior", "perturb"):
-        raise ConfigError(f"--mode must be prior or perturb, got {synth_mode!r}")
-    if model is not None and folds is not None:
+    cfg = (config or GainConfig()).replace(**settings)
+    if model is not None and cfg.folds is not None:
         raise ConfigError(
-            "--model gives one generator, and --folds needs one per fold: leave out --folds "
-            "(one split) or --model (medaug trains a generator per fold and regime)"
+            "{model} gives one generator, and {folds} needs one per fold: leave out {folds} "
+            "(one split) or {model} (medaug trains a generator per fold and regime)"
         )
     given = None
     if model is not None:
-        from medaug.preprocess.config import PreprocessConfig
-
-        given = load_checkpoint(model)
-        pp = PreprocessConfig.from_dict(configs(given)["preprocess_config"], source=str(model))
+        given = Checkpoint.load(model)
         if preprocess_config is not None:
-            check_grid(pp, preprocess_config, model)
-        preprocess_config = pp
-    whose = "the generator's (--model)" if given is not None else "the --config given"
+            check_grid(given.preprocess, preprocess_config, model)
+        preprocess_config = given.preprocess
+    whose = "the generator's ({model})" if given is not None else "the {preprocess_config} given"
     cache = data_cache(input, out / "cache", None, note, preprocess_config, whose)
-    sweep = parse_train_patients([str(v) for v in train_patients])
-    plans = plan_folds(cache, sweep, folds, test_fraction, seed)
+    plans = plan_folds(cache, cfg.train_patients, cfg.folds, cfg.test_fraction, cfg.seed)
     note(
-        f"{len(plans)} split(s), {len(plans[0]['test_patients'])} test patient(s) each; "
-        f"regimes {', '.join(plans[0]['regimes'])} real patient(s); arms {', '.join(arms)}; "
-        f"{seeds} seed(s); {cfg.steps} steps per run"
+        f"{len(plans)} split(s), {len(plans[0].test_patients)} test patient(s) each; "
+        f"regimes {', '.join(plans[0].regimes)} real patient(s); arms {', '.join(cfg.arms)}; "
+        f"{cfg.seeds} seed(s); {cfg.segment.steps} steps per run"
     )
-    needs_synth = any("synth" in a for a in arms)
     generators: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for plan in plans:
-        fold = plan["fold"]
-        for regime, cases in plan["regimes"].items():
-            folder = out / "folds" / f"fold{fold}" / f"n{regime}"
-            synth = None
-            if needs_synth:
-                gen = _generator(
-                    given, cache, plan, regime, cases, folder, variant, generator_steps, seed,
-                    device, note,
-                )  # fmt: skip
-                synth_dir = _synthesize(
-                    gen, folder / "synthetic", synth_n, synth_mode, seed, cache, device, note
-                )
-                gen["synthetic"] = str(synth_dir.relative_to(out))
-                generators.append(gen)
-                from medaug.data.synthetic import SyntheticDataset
-
-                synth = SyntheticDataset(synth_dir, intensity="unit")
-            from medaug.segment import labels2image as l2i
-
-            painted = l2i.Labels2ImageDataset(cache, cases, seed) if l2i.ARM in arms else None
-            for s in range(seeds):
-                for arm in arms:
-                    source = painted if arm == l2i.ARM else synth
-                    run = _run(
-                        out, cache, plan, regime, cases, arm, cfg, seed + s, ratio, source, note
-                    )
-                    runs.append(run)
-                    if on_run is not None:
-                        on_run(run)
+    for regime in (r for plan in plans for r in plan.cells()):
+        synth = None
+        if cfg.needs_synthetic:
+            gen = _synthetic_for(out, regime, cache, cfg, given, note)
+            generators.append(gen)
+            synth = SyntheticDataset(out / gen["synthetic"], intensity="unit")
+        painted = None
+        if labels2image.ARM in cfg.arms:
+            painted = labels2image.Labels2ImageDataset(cache, list(regime.cases), cfg.seed)
+        for s in range(cfg.seeds):
+            for arm in cfg.arms:
+                source = painted if arm == labels2image.ARM else synth
+                run = _run(out, cache, regime, arm, cfg.seed + s, cfg, source, note)
+                runs.append(run)
+                if on_run is not None:
+                    on_run(run)
     doc = {
         "medaug_version": medaug.__version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": {
-            "train_patients": sweep,
-            "seeds": seeds,
-            "folds": folds,
-            "test_fraction": None if folds else test_fraction,
-            "arms": arms,
-            "ratio": ratio,
-            "synth_n": synth_n,
-            "synth_mode": synth_mode,
-            "generator": "given" if given is not None else variant,
-            "generator_steps": None if given is not None else generator_steps,
-            "seed": seed,
-            "segment": cfg.to_dict(),
-        },
+        "settings": cfg.settings(given=given is not None),
+        "config": cfg.to_dict(),
         "preprocess_config": cache.config.to_dict(),
-        "splits": plans,
+        "splits": [plan.to_dict() for plan in plans],
         "generators": generators,
         "runs": runs,
-        "summary": summarize(runs, arms),
+        "summary": summarize(runs, cfg.arms),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(out / RESULT, doc)
     write_text(out / "gain.md", table(doc))
-    from medaug.report import gain_plot
-
     gain_plot(doc, out / "gain.png")
     return json.loads((out / RESULT).read_text())  # as written: lists, not tuples
 
 
-def _generator(given, cache, plan, regime, cases, folder, variant, steps, seed, device, note):
-    """The regime's generator: the given one, or one trained on its patients only."""
-    from medaug.train import TrainConfig, train
-    from medaug.train.checkpoint import list_checkpoints, load_checkpoint
-    from medaug.train.distributed import pick_device
-    from medaug.train.runs import runs_in
-
-    state = given
-    if state is None:
-        gen_dir = folder / "generator"
-        done = [r for r in runs_in(gen_dir) if list_checkpoints(r)]
-        state = load_checkpoint(list_checkpoints(done[-1])[-1]) if done else None
-        if state is None or int(state["step"]) < steps:
-            preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
-            others = [c for c in cache.case_ids if c not in set(cases)]
-            items = _items(cache, cases)
-            note(
-                f"fold {plan['fold']}, {regime} patient(s): training a {variant} generator "
-                f"({steps} steps) on those patients only"
-            )
-            tcfg = TrainConfig(steps=steps, seed=seed, device=device, batch_size=min(16, items))
-            result = train(
-                cache.root, gen_dir, model=variant, preset=preset, config=tcfg,
-                resume=bool(done), cases=(cases, others),
-            )  # fmt: skip
-            if result.checkpoint is None:
-                raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
-            state = load_checkpoint(result.checkpoint)
-    info = check_generator(state, cache, plan["test_cases"])
-    path = Path(state["path"])
-    from medaug.synth.sampler import file_sha256
-
+def _synthetic_for(
+    out: Path, regime: Regime, cache: Cache, cfg: GainConfig, given: Checkpoint | None, note
+) -> dict[str, Any]:
+    """The regime's generator (the given one, or one trained on its patients only),
+    checked for leakage, and its synthetic cases; returns the generator's record."""
+    folder = out / regime.folder
+    ckpt = given
+    if ckpt is None:
+        note(f"{regime}: a {cfg.variant} generator of those patients only")
+        path = fit_or_resume(
+            cache, folder / "generator", cfg.variant, cfg.generator_steps, regime.cases,
+            seed=cfg.seed, device=cfg.device, on_event=note,
+        )  # fmt: skip
+        ckpt = Checkpoint.load(path)
+    info = check_generator(ckpt, cache, regime.test_cases)
+    synth_dir = _synthesize(ckpt, folder / "synthetic", regime, cache, cfg, note)
     return {
-        "fold": plan["fold"],
-        "regime": int(regime),
-        "checkpoint": str(path),
-        "sha256": file_sha256(path),
+        "fold": regime.fold,
+        "regime": regime.patients,
+        "checkpoint": str(ckpt.path),
+        "sha256": ckpt.sha256,
         "training_patients": len(info["training_patients"]),
         "leakage_check": "passed: no test case among its training cases",
+        "synthetic": str(synth_dir.relative_to(out)),
     }
 
 
-def _items(cache: Any, cases: Sequence[str]) -> int:
-    if cache.config.dims == 3:
-        return len(cases)
-    return sum(int(cache.records[c]["shape"][2]) for c in cases)
-
-
-def _synthesize(gen, out: Path, n: int, mode: str, seed: int, cache: Any, device, note) -> Path:
-    from medaug.synth.output import MANIFEST
-    from medaug.synth.run import synthesize
-
-    try:
-        doc = json.loads((out / MANIFEST).read_text())
-    except (OSError, ValueError):
-        doc = {}
-    made = doc.get("settings", {})
-    same = (made.get("checkpoint_sha256"), made.get("mode"), made.get("seed")) == (
-        gen["sha256"], mode, seed,
+def _synthesize(
+    ckpt: Checkpoint, out: Path, regime: Regime, cache: Cache, cfg: GainConfig, note
+) -> Path:
+    """``cfg.synth_n`` cases of ``ckpt`` in ``out``: kept when complete, resumed when a
+    killed run of the same generator and settings left some, else made anew."""
+    n, mode, seed = cfg.synth_n, cfg.synth_mode, cfg.seed
+    made = SynthFolder.find(out)
+    settings = made.settings if made is not None else {}
+    same = (settings.get("checkpoint_sha256"), settings.get("mode"), settings.get("seed")) == (
+        ckpt.sha256, mode, seed,
     )  # fmt: skip
-    if same and doc.get("complete") and doc.get("n") == n:
+    if made is not None and same and made.complete and made.n == n:
         return out
-    note(f"fold {gen['fold']}, {gen['regime']} patient(s): synthesizing {n} {mode} cases")
+    note(f"{regime}: synthesizing {n} {mode} cases")
     # the same generator and settings: a killed synthesis resumes with its written cases
-    resume = same and doc.get("n", 0) <= n
+    resume = made is not None and same and made.n <= n
     synthesize(
-        out, n, model=gen["checkpoint"], mode=mode, seed=seed, overwrite=not resume,
-        input=cache.root if mode == "perturb" else None, device=device,
+        out, n, model=ckpt, mode=mode, seed=seed, overwrite=not resume,
+        input=cache.root if mode == "perturb" else None, device=cfg.device,
     )  # fmt: skip
     return out
 
 
-def _run(out, cache, plan, regime, cases, arm, cfg, seed, ratio, synth, note) -> dict[str, Any]:
-    """One segmenter: train on the arm's data, score on the fold's test cases."""
-    from medaug.io.atomic import write_json
-    from medaug.segment.evaluate import score
-    from medaug.segment.train import fit
-
-    run_cfg = cfg.replace(
+def _run(
+    out: Path,
+    cache: Cache,
+    regime: Regime,
+    arm: str,
+    seed: int,
+    cfg: GainConfig,
+    synth: SyntheticDataset | labels2image.Labels2ImageDataset | None,
+    note,
+) -> dict[str, Any]:
+    """One segmenter: train on the arm's data (``synth``: the synthetic or painted
+    items of a mixed arm), score on the fold's test cases."""
+    run_cfg = cfg.segment.replace(
         seed=seed,
         augment="classical" if "classical" in arm else "none",
-        ratio=ratio if arm in MIXED_ARMS else 0.0,
+        ratio=cfg.ratio if arm in MIXED_ARMS else 0.0,
         synthetic_only=arm == "synth-only",
     )
     ident = {
-        "fold": plan["fold"],
-        "regime": int(regime),
+        "fold": regime.fold,
+        "regime": regime.patients,
         "arm": arm,
         "seed": seed,
         "config": run_cfg.to_dict(),
-        "train_cases": list(cases),
-        "test_cases": plan["test_cases"],
-        "synthetic": None if synth is None or "synth" not in arm else synth.manifest["settings"],
+        "train_cases": list(regime.cases),
+        "test_cases": list(regime.test_cases),
+        "synthetic": (
+            synth.manifest["settings"]
+            if "synth" in arm and isinstance(synth, SyntheticDataset)
+            else None
+        ),
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     # the key in the name: runs of other settings (steps, ratio...) stay beside these
-    path = out / "runs" / f"fold{plan['fold']}-n{regime}-{arm}-seed{seed}-{key}.json"
+    name = f"fold{regime.fold}-n{regime.patients}-{arm}-seed{seed}-{key}.json"
+    path = out / "runs" / name
     if path.exists():
         try:
             done = json.loads(path.read_text())
@@ -463,35 +414,31 @@ def _run(out, cache, plan, regime, cases, arm, cfg, seed, ratio, synth, note) ->
                 return done
         except (OSError, ValueError):
             pass  # a damaged record: the run is redone
-    fitted = fit(cache, cases, run_cfg, synth if "synth" in arm or "labels2image" in arm else None)
-    scores = score(fitted.net, cache, plan["test_cases"], run_cfg)
+    mixed = synth if "synth" in arm or arm == labels2image.ARM else None
+    fitted = fit(cache, list(regime.cases), run_cfg, mixed)
+    scores = score(fitted.net, cache, list(regime.test_cases), run_cfg)
     record = {
         "key": key,
-        "fold": plan["fold"],
-        "regime": int(regime),
+        "fold": regime.fold,
+        "regime": regime.patients,
         "arm": arm,
         "seed": seed,
         "steps": fitted.steps,
         "batch_size": run_cfg.batch_size,
         "items_real": fitted.items_real,
         "items_synthetic": fitted.items_synthetic,
-        "train_patients": int(regime),
+        "train_patients": regime.patients,
         "seconds": round(fitted.seconds, 2),
         "final_loss": fitted.losses[-1][1] if fitted.losses else None,
         "test": scores,
     }
     write_json(path, record)
-    note(
-        f"fold {plan['fold']}, {regime} patient(s), seed {seed}, {arm}: "
-        f"Dice {scores['dice']:.3f} ({fitted.seconds:.0f} s)"
-    )
+    note(f"{regime}, seed {seed}, {arm}: Dice {scores['dice']:.3f} ({fitted.seconds:.0f} s)")
     return record
 
 
 def summarize(runs: list[dict[str, Any]], arms: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (regime, arm): Dice over runs, and the paired test against ``real``."""
-    from medaug.segment.stats import interval, paired
-
     rows = []
     for regime in sorted({r["regime"] for r in runs}):
         mine = [r for r in runs if r["regime"] == regime]
@@ -605,6 +552,11 @@ def _p(p: float | None) -> str:
 __all__ = [
     "ARMS",
     "DEFAULT_ARMS",
+    "MIXED_ARMS",
+    "FoldPlan",
+    "GainConfig",
+    "Regime",
+    "SegmentConfig",
     "check_generator",
     "parse_train_patients",
     "plan_folds",

@@ -37,6 +37,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from medaug.preprocess.transforms import hu_to_unit, unit_to_hu
+from medaug.segment.train import real_dataset
+
 #: The gain experiment's arm: real items mixed with labels2image items at ``--ratio``.
 ARM = "real+labels2image"
 #: Voxels below this HU are air (or lung); so are voxels clipped at the window floor.
@@ -159,8 +162,6 @@ def labels2image(
     Returns:
         ``(image in [-1, 1], params)``; the pair's label is ``label`` itself.
     """
-    from medaug.preprocess.transforms import hu_to_unit, unit_to_hu
-
     low = config.hu_window[0]
     hu = unit_to_hu(image_unit, config.hu_window)
     classes = tissue_classes(hu, label, config.target_class, window_floor=low)
@@ -188,8 +189,6 @@ class Labels2ImageDataset(Dataset):
     intensity = "unit"
 
     def __init__(self, cache: Any, cases: Sequence[str], seed: int = 0, variants: int = VARIANTS):
-        from medaug.segment.train import real_dataset
-
         self.real = real_dataset(cache, cases)
         self.config = cache.config
         self.root = cache.root
@@ -201,8 +200,6 @@ class Labels2ImageDataset(Dataset):
         return len(self.real) * self.variants
 
     def __getitem__(self, j: int) -> dict[str, Any]:
-        from medaug.preprocess.transforms import hu_to_unit, unit_to_hu
-
         k = j % len(self.real)
         item = self.real[k]
         window = self.config.hu_window

@@ -12,7 +12,6 @@ only in what they were asked to differ in.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,10 +22,22 @@ from typing import Any
 import torch
 
 import medaug
-from medaug.errors import ConfigError, InputError
+from medaug.data.datasets import SliceDataset, VolumeDataset
+from medaug.data.synthetic import MixedDataset, SyntheticDataset, check_compatible
+from medaug.errors import ConfigError
+from medaug.io.atomic import write_json
+from medaug.preprocess.splits import split_record
+from medaug.segment.augment import classical
 from medaug.segment.config import SegmentConfig
-
-CHECKPOINT = "segmenter.pt"
+from medaug.segment.evaluate import score, scores_text
+from medaug.segment.segmenter import (
+    CHECKPOINT,
+    build_unet,
+    data_cache,
+    load_segmenter,
+    save_segmenter,
+)
+from medaug.train.distributed import pick_device
 
 
 @dataclass
@@ -49,25 +60,9 @@ class Fitted:
     seconds: float = 0.0
 
 
-def build_unet(cfg: SegmentConfig, dims: int) -> torch.nn.Module:
-    """MONAI ``UNet``: one image channel in, background + target out."""
-    from monai.networks.nets import UNet
-
-    return UNet(
-        spatial_dims=dims,
-        in_channels=1,
-        out_channels=2,
-        channels=cfg.channels,
-        strides=cfg.strides,
-        num_res_units=cfg.res_units,
-    )
-
-
 def real_dataset(cache: Any, cases: Sequence[str]):
     """The real items of ``cases``: slices (context 0) or volumes, and the 2D sampling
     weights that draw target-bearing slices ``target_fraction`` of the time."""
-    from medaug.data import SliceDataset, VolumeDataset
-
     if cache.config.dims == 2:
         return SliceDataset(cache, list(cases), context=0)
     return VolumeDataset(cache, list(cases))
@@ -107,12 +102,8 @@ def fit(
     from monai.transforms import Compose
     from torch.utils.data import DataLoader
 
-    from medaug.data.synthetic import MixedDataset, check_compatible
-    from medaug.segment.augment import classical
-    from medaug.train.distributed import pick_device
-
     if (cfg.ratio > 0 or cfg.synthetic_only) and synthetic is None:
-        raise ConfigError("a synthetic ratio above 0 needs --synthetic SYNTH_DIR")
+        raise ConfigError("a synthetic ratio above 0 needs {synthetic} items")
     device = pick_device(cfg.device)
     dims = cache.config.dims
     real = real_dataset(cache, cases)
@@ -185,6 +176,20 @@ class SegmentResult:
     fitted: Fitted
     evaluation: dict[str, Any] | None
 
+    def summary(self) -> str:
+        f = self.fitted
+        lines = [
+            f"Trained {f.steps} steps in {f.seconds:.0f} s: {f.items_real} real and "
+            f"{f.items_synthetic} synthetic items"
+        ]
+        if self.evaluation is not None:
+            lines.append(scores_text(self.evaluation, "held-out cases"))
+        lines.append(f"  segmenter -> {self.checkpoint}")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint), "evaluation": self.evaluation}
+
 
 def train_segmenter(
     data: str | os.PathLike[str],
@@ -213,42 +218,26 @@ def train_segmenter(
     Returns:
         the written files and the held-out scores.
     """
-    from medaug.data import load_split
-    from medaug.data.splits import split_record
-    from medaug.data.synthetic import SyntheticDataset
-    from medaug.io.atomic import atomic_path, write_json
-    from medaug.segment.evaluate import score
-
     cfg = config or SegmentConfig()
     out = Path(out)
     note = on_event or (lambda _msg: None)
     cache = data_cache(data, out / "cache", dims, note)
-    train_cases, val_cases = load_split(cache.root, fold)
+    train_cases, val_cases = cache.split(fold)
     synth = None
     if synthetic is not None:
         if cfg.ratio == 0 and not cfg.synthetic_only:
-            raise ConfigError("--synthetic given with --ratio 0: set a ratio in (0, 1)")
+            raise ConfigError("{synthetic} given with {ratio} 0: set a ratio in (0, 1)")
         synth = SyntheticDataset(synthetic, intensity="unit")
     elif cfg.ratio > 0:
-        raise ConfigError("--ratio above 0 needs --synthetic SYNTH_DIR")
+        raise ConfigError("{ratio} above 0 needs {synthetic} (a synthesis folder)")
     note(f"training on {len(train_cases)} case(s), scoring {len(val_cases)} held-out case(s)")
     fitted = fit(cache, train_cases, cfg, synth, on_log)
 
     out.mkdir(parents=True, exist_ok=True)
-    state = {
-        "format": 1,
-        "kind": "segmenter",
-        "medaug_version": medaug.__version__,
-        "step": fitted.steps,
-        "segment_config": json.dumps(cfg.to_dict()),
-        "preprocess_config": json.dumps(cache.config.to_dict()),
-        "split": json.dumps(split_record(cache, fold)),
-        "synthetic": json.dumps(_synthetic_info(synth)),
-        "model": {k: v.detach().cpu() for k, v in fitted.net.state_dict().items()},
-    }
-    path = out / CHECKPOINT
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    path = save_segmenter(
+        out / CHECKPOINT, fitted.net, cfg, cache.config, step=fitted.steps,
+        split=split_record(cache, fold), synthetic=_synthetic_info(synth),
+    )  # fmt: skip
     write_json(
         out / "training.json",
         {
@@ -270,56 +259,6 @@ def train_segmenter(
     return SegmentResult(out, path, fitted, evaluation)
 
 
-def load_segmenter(path: str | os.PathLike[str], device: Any = "cpu"):
-    """Rebuild a segmenter from ``segmenter.pt`` (or the folder holding it).
-
-    Returns:
-        ``(net, SegmentConfig, PreprocessConfig, split)`` with the net in eval mode.
-    """
-    from medaug.preprocess.config import PreprocessConfig
-    from medaug.train.checkpoint import load_checkpoint
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT
-        if not path.exists():
-            raise InputError(
-                path.parent, f"no {CHECKPOINT} here (the --out of `medaug segment train`)"
-            )
-    state = load_checkpoint(path, kind="segmenter")
-    source = str(path)
-    cfg = SegmentConfig.from_dict(json.loads(state["segment_config"]), source=source)
-    pp = PreprocessConfig.from_dict(json.loads(state["preprocess_config"]), source=source)
-    net = build_unet(cfg, pp.dims)
-    net.load_state_dict(state["model"])
-    return net.to(device).eval(), cfg, pp, json.loads(state["split"])
-
-
-def data_cache(
-    data: str | os.PathLike[str],
-    scratch: Path,
-    dims: int | None,
-    note,
-    config=None,
-    against: str = "the one required",
-):
-    """``data`` as an open cache (:func:`medaug.preprocess.open_cache`): a cache with
-    ``config`` (any config when None), or scans preprocessed into ``scratch`` with
-    ``config`` (default ``PreprocessConfig(dims)``)."""
-    from medaug.data import Cache
-    from medaug.preprocess import PreprocessConfig, open_cache
-
-    if config is None:
-        given = (Path(data) / "index.json").exists()
-        config = Cache(data).config if given else PreprocessConfig(dims=3 if dims == 3 else 2)
-    cache = open_cache(
-        data, scratch, config, against=against, purpose=" for segmentation", note=note
-    )
-    if dims is not None and dims != cache.config.dims:
-        raise ConfigError(f"{data}: a {cache.config.dims}D cache, but --dims {dims}")
-    return cache
-
-
 def _synthetic_info(synth: Any) -> dict[str, Any] | None:
     if synth is None:
         return None
@@ -327,6 +266,8 @@ def _synthetic_info(synth: Any) -> dict[str, Any] | None:
     return {"cases": len(synth.cases), "items": len(synth), "checkpoint_sha256": ckpt.get("sha256")}
 
 
+# CHECKPOINT, build_unet, data_cache and load_segmenter are defined in
+# segment/segmenter.py and stay importable from here as before.
 __all__ = [
     "CHECKPOINT",
     "Fitted",
@@ -335,5 +276,6 @@ __all__ = [
     "data_cache",
     "fit",
     "load_segmenter",
+    "real_dataset",
     "train_segmenter",
 ]

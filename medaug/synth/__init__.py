@@ -5,7 +5,8 @@ NIfTI, DICOM and training lists.
 
 from __future__ import annotations
 
+from medaug.synth.config import MODES, SynthConfig
 from medaug.synth.run import SynthResult, synthesize
-from medaug.synth.sampler import MODES, SynthCase, Synthesizer
+from medaug.synth.sampler import SynthCase, Synthesizer
 
-__all__ = ["MODES", "SynthCase", "SynthResult", "Synthesizer", "synthesize"]
+__all__ = ["MODES", "SynthCase", "SynthConfig", "SynthResult", "Synthesizer", "synthesize"]

@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medaug.data.splits import training_cases
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import InputError
 from medaug.io.atomic import atomic_path
 from medaug.io.nifti import write_volume
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.pipeline import invert
+from medaug.preprocess.splits import training_cases
 
 
 def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> Path:
@@ -27,31 +30,27 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
     Returns:
         the dataset folder.
     """
-    from medaug.data import Cache
-    from medaug.preprocess.config import PreprocessConfig
-    from medaug.preprocess.pipeline import invert
-    from medaug.synth.output import MANIFEST, read_manifest
-
     synth_dir = Path(synth_dir)
-    manifest = read_manifest(synth_dir)
-    config = PreprocessConfig.from_dict(manifest["preprocess_config"], source=MANIFEST)
+    folder_in = SynthFolder.open(synth_dir)
+    config = folder_in.config
     folder = Path(dest) / f"Dataset{dataset_id:03d}_medaug"
     with atomic_path(folder) as tmp:
         (tmp / "imagesTr").mkdir(parents=True)
         (tmp / "labelsTr").mkdir()
-        for rec in manifest["cases"]:
+        for rec in folder_in.cases:
             if not rec.get("image", "").endswith(".nii.gz"):
                 raise InputError(
-                    synth_dir, "nnU-Net export needs NIfTI images (--format nifti|both)"
+                    synth_dir,
+                    "nnU-Net export needs NIfTI images (synthesize with {fmt=nifti} or both)",
                 )
             shutil.copyfile(
                 synth_dir / rec["image"], tmp / "imagesTr" / f"{rec['case']}_0000.nii.gz"
             )
             shutil.copyfile(synth_dir / rec["label"], tmp / "labelsTr" / f"{rec['case']}.nii.gz")
         real = 0
-        if (synth_dir / "cache" / "index.json").exists():
+        if Cache.exists(synth_dir / "cache"):
             cache = Cache(synth_dir / "cache")
-            for case_id in training_cases(cache, manifest.get("split")):
+            for case_id in training_cases(cache, folder_in.split):
                 scan = invert(
                     np.moveaxis(np.asarray(cache.array(case_id, "image"), np.float32), 0, -1),
                     config,
@@ -66,10 +65,10 @@ def export_nnunet(synth_dir: str | Path, dest: str | Path, dataset_id: int) -> P
                 real += 1
         doc = {
             "name": f"Dataset{dataset_id:03d}_medaug",
-            "description": f"{real} real and {len(manifest['cases'])} synthetic cases (medaug)",
+            "description": f"{real} real and {len(folder_in.cases)} synthetic cases (medaug)",
             "channel_names": {"0": "CT"},
-            "labels": {"background": 0, **manifest["classes"]},
-            "numTraining": real + len(manifest["cases"]),
+            "labels": {"background": 0, **folder_in.classes},
+            "numTraining": real + len(folder_in.cases),
             "file_ending": ".nii.gz",
         }
         (tmp / "dataset.json").write_text(json.dumps(doc, indent=2) + "\n")

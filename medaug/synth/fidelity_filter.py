@@ -1,7 +1,8 @@
 """``medaug synth --min-fidelity D``: keep only pairs whose image shows what the label says.
 
 Each candidate pair is scored with a segmenter (given, or trained on the
-generator's training cases, as ``medaug evaluate`` does): Dice of its prediction on
+generator's training cases, as ``medaug evaluate`` does; it comes from above as a
+:class:`Judge`, since synthesis sits below segmentation): Dice of its prediction on
 the candidate's image against the candidate's label, over the whole case (a slice,
 a stacked volume or a 3D volume). A candidate below D is rejected and the next one
 drawn. A label without target counts as agreeing only when the segmenter finds no
@@ -17,53 +18,62 @@ candidates were tried and rejected. The stream cannot be cut into shards.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from medaug.errors import ConfigError
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.config import PreprocessConfig
+from medaug.preprocess.transforms import hu_to_unit
+from medaug.synth.config import SynthConfig
+from medaug.synth.sampler import SynthCase, Synthesizer
+from medaug.train.checkpoint import file_sha256
 
-#: Candidates drawn per case at most: the filter gives up after ``TRIES * n``.
-TRIES = 10
 #: Where a segmenter trained for the filter is kept, inside the synthesis folder.
 SEGMENTER_DIR = Path(".synth") / "segmenter"
 
 
-def check_settings(min_fidelity: float, shard: Any = None, tries: int = TRIES) -> None:
-    """Refuse a threshold outside (0, 1], a sharded run, or fewer than one try."""
-    if not 0.0 < min_fidelity <= 1.0:
-        raise ConfigError(f"--min-fidelity must be in (0, 1], got {min_fidelity:g}")
-    if shard is not None:
-        raise ConfigError(
-            "--min-fidelity with --shard: kept case i depends on every candidate before "
-            "it, so the stream cannot be split; run one unsharded synthesis"
-        )
-    if tries < 1:
-        raise ConfigError(f"the fidelity filter needs at least 1 try per case, got {tries}")
+class Judge(Protocol):
+    """What the filter needs of a segmenter (:class:`medaug.segment.fidelity.Segmenter`
+    is one): target masks of items in [-1, 1], its file, and a description."""
+
+    path: Path
+
+    def predict(self, images: np.ndarray) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
 
 
-def case_dice(seg: Any, image_hu: np.ndarray, label: np.ndarray, config: Any) -> float:
+#: Builds a run's judge: ``(synthesizer, real cases or None, the folder to keep a
+#: segmenter trained for it, the run's SynthConfig, notes) -> Judge``
+#: (:func:`medaug.evaluate.fidelity.judge`). Synthesis sits below segmentation, so the
+#: segmenter comes in from above.
+JudgeFactory = Callable[
+    [Synthesizer, Cache | None, Path, SynthConfig, Callable[[str], None] | None], Judge
+]
+
+
+def case_dice(
+    seg: Judge, image_hu: np.ndarray, label: np.ndarray, config: PreprocessConfig
+) -> float:
     """Dice of the segmenter's prediction on one case against its label.
 
     Args:
-        seg: a :class:`medaug.evaluate.fidelity.Segmenter`.
+        seg: the judge (a :class:`medaug.segment.fidelity.Segmenter`).
         image_hu: (X, Y, S) HU: S slices of a 2D generator, or a 3D volume; scored
             as it will be written (whole HU), so ``segment eval`` on the folder agrees.
         label: its class map.
         config: the generator's ``PreprocessConfig``.
     """
-    from medaug.evaluate.fidelity import predict
-    from medaug.preprocess.transforms import hu_to_unit
-
     written = np.clip(np.rint(image_hu), -32768, 32767)  # the int16 HU the case is saved as
     image = hu_to_unit(written, config.hu_window).astype(np.float32)
     if config.dims == 2:
-        pred = np.moveaxis(predict(seg, np.moveaxis(image, -1, 0)), 0, -1)
+        pred = np.moveaxis(seg.predict(np.moveaxis(image, -1, 0)), 0, -1)
     else:
-        pred = predict(seg, image[None])[0]
+        pred = seg.predict(image[None])[0]
     truth = label == config.target_class
     total = int(truth.sum()) + int(pred.sum())
     if total == 0:
@@ -83,11 +93,11 @@ class FidelityFilter:
         tries: candidates per case at most.
     """
 
-    def __init__(self, synth: Any, seg: Any, min_dice: float, n: int, tries: int = TRIES):
+    def __init__(self, synth: Synthesizer, seg: Judge, min_dice: float, n: int, tries: int):
         self.synth, self.seg, self.min_dice = synth, seg, min_dice
         self.n, self.tries, self.limit = n, tries, tries * n
         self._candidate: dict[int, int] = {}
-        self._scored: dict[int, tuple[float, Any]] = {}
+        self._scored: dict[int, tuple[float, SynthCase | None]] = {}
         self._kwargs: dict[str, Any] = {}
         self.best: float | None = None
 
@@ -100,8 +110,6 @@ class FidelityFilter:
     @property
     def settings(self) -> dict[str, Any]:
         """What the manifest's settings add (a resumed run must match them)."""
-        from medaug.synth.sampler import file_sha256
-
         return {
             "min_fidelity": self.min_dice,
             "fidelity_tries": self.tries,
@@ -112,10 +120,10 @@ class FidelityFilter:
         self._kwargs = kwargs
         return {"kept": index}
 
-    def generate(self, plans: list[dict[str, Any]], batch_size: int = 16) -> list[Any]:
+    def generate(self, plans: list[dict[str, Any]], batch_size: int = 16) -> list[SynthCase]:
         return [self._kept(p["kept"], batch_size) for p in plans]
 
-    def _kept(self, index: int, batch_size: int) -> Any:
+    def _kept(self, index: int, batch_size: int) -> SynthCase:
         """Kept case ``index``: the first passing candidate after kept case ``index - 1``."""
         c = self._candidate[index - 1] + 1 if index > 0 else 0
         while True:
@@ -143,9 +151,9 @@ class FidelityFilter:
     def _give_up(self, index: int) -> None:
         best = "none" if self.best is None else f"{self.best:.3f}"
         raise ConfigError(
-            f"--min-fidelity {self.min_dice:g}: {self.limit} candidate pairs tried (the limit, "
-            f"{self.tries} per case) and only {index} of {self.n} passed; the best Dice "
-            f"reached was {best}. Lower --min-fidelity, or train the generator longer"
+            f"{{min_fidelity={self.min_dice:g}}}: {self.limit} candidate pairs tried (the "
+            f"limit, {self.tries} per case) and only {index} of {self.n} passed; the best Dice "
+            f"reached was {best}. Lower {{min_fidelity}}, or train the generator longer"
         )
 
     def info(self, done: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -165,38 +173,4 @@ class FidelityFilter:
         }
 
 
-def build(
-    synth: Any,
-    min_fidelity: float,
-    *,
-    n: int,
-    segmenter: str | os.PathLike[str] | None,
-    real: Any,
-    out: Path,
-    tries: int = TRIES,
-    seed: int = 0,
-    device: str | None = None,
-    note: Callable[[str], None] | None = None,
-) -> FidelityFilter:
-    """The filter of a synthesis run: its segmenter loaded (``--segmenter``, checked
-    against the generator's grid and target) or trained on the generator's training
-    cases in ``real`` (kept in ``out/.synth/segmenter`` and reused)."""
-    from medaug.evaluate import fidelity
-
-    dev = str(synth.device if device is None else device)
-    if segmenter is not None:
-        seg = fidelity.load(segmenter, synth.config, synth.device)
-    elif real is None:
-        raise ConfigError(
-            "--min-fidelity needs a segmenter: give --segmenter SEG, or --input scans to "
-            "train one on the generator's training cases"
-        )
-    else:
-        from medaug.data.splits import training_cases
-
-        cases = training_cases(real, synth.split)
-        seg = fidelity.train(real, cases, out / SEGMENTER_DIR, seed=seed, device=dev, note=note)
-    return FidelityFilter(synth, seg, min_fidelity, n, tries)
-
-
-__all__ = ["TRIES", "FidelityFilter", "build", "case_dice", "check_settings"]
+__all__ = ["SEGMENTER_DIR", "FidelityFilter", "Judge", "JudgeFactory", "case_dice"]

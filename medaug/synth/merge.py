@@ -23,12 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import InputError
 from medaug.io.atomic import TMP_MARK, atomic_path, is_temporary
+from medaug.preprocess.cache import Cache
 from medaug.synth import output
+from medaug.synth.preview import synthesis_preview
 
 #: Manifest keys that differ between shards of one run (or only say when it was written).
 PER_SHARD = ("written", "settings", "indices", "complete", "cases")
+#: Manifest keys shards need not share: the whole config, whose case-deciding part is
+#: ``settings`` (compared), and whose rest (device, batch size, writers) is how fast.
+RUNTIME = ("synth_config",)
 #: Record keys naming a case's files, relative to its folder.
 FILE_KEYS = ("image", "label", "dicom", "seg")
 
@@ -52,6 +58,23 @@ class MergeResult:
     linked: int
     copied: int
     manifest: dict[str, Any]
+
+    def summary(self) -> str:
+        resumed = self.n - self.linked
+        return "\n".join(
+            [
+                f"Merged {len(self.shards)} shards: {self.n} cases in {self.out}"
+                + (f" ({self.copied} files copied, not linked)" if self.copied else "")
+                + (f"; {resumed} were there from an earlier merge" if resumed else ""),
+                f"  datalist -> {self.out / output.DATALIST}",
+                f"  manifest -> {self.out / output.MANIFEST}",
+                f"  preview  -> {self.out / output.PREVIEW}",
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"out": str(self.out), "n": self.n, "shards": [str(s) for s in self.shards]}
+        return doc | {"linked": self.linked, "copied": self.copied}
 
 
 @dataclass
@@ -121,20 +144,21 @@ def _read_shard(folder: Path) -> _Shard:
     """A shard's manifest and records, checked to be a complete shard."""
     if not folder.is_dir():
         raise InputError(folder, "no such shard folder")
-    doc = output.read_manifest(folder)
-    shard = doc.get("settings", {}).get("shard")
+    opened = SynthFolder.open(folder)
+    doc = opened.manifest
+    shard = opened.settings.get("shard")
     if shard is None or "indices" not in doc:
-        raise InputError(folder, "not a shard (it was written without --shard K/N)")
+        raise InputError(folder, "not a shard (it was written without {shard})")
     k, count = shard
     start, stop = doc["indices"]
     indices = range(start, stop)
-    records = output.records(folder)
+    records = opened.records()
     have = [i for i in indices if i in records]
     if not doc.get("complete") or len(have) < len(indices):
         raise InputError(
             folder,
             f"shard {k}/{count} is incomplete ({len(have)} of {len(indices)} cases written); "
-            "run its `medaug synth --shard` command again to finish it",
+            "run its synthesis ({shard}) again to finish it",
         )
     for i in indices:
         for key in FILE_KEYS:
@@ -158,7 +182,7 @@ def _check_same(part: _Shard, first: _Shard) -> None:
     changed += [
         k
         for k in sorted(set(a) | set(b))
-        if k not in (*PER_SHARD, "checkpoint") and a.get(k) != b.get(k)
+        if k not in (*PER_SHARD, *RUNTIME, "checkpoint") and a.get(k) != b.get(k)
     ]
     if changed:
         what = ", ".join(changed[:3])
@@ -203,7 +227,7 @@ def _prepare(
         return {}
     if not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    if (out / output.MANIFEST).exists():
+    if SynthFolder.exists(out):
         # the same settings, or an InputError naming what differs
         done = output.prepare(out, settings, n, early=True)
     else:
@@ -216,7 +240,7 @@ def _prepare(
             raise InputError(
                 out,
                 f"is not empty ({', '.join(sorted(foreign)[:3])}...); "
-                "use another folder or --overwrite",
+                "use another folder or {overwrite=True}",
             )
         done = {}
     for name in ("images", "labels", "dicom", str(output.RECORDS.parent)):
@@ -258,14 +282,10 @@ def _link_file(src: Path, dst: Path) -> int:
 def _preview(out: Path, doc: dict[str, Any], parts: list[_Shard]) -> None:
     """``preview.png`` as synthesis draws it: the real cases from the first shard's
     cache of them (every shard preprocessed the same scans), when there is one."""
-    from medaug.data import Cache
-    from medaug.preprocess.config import PreprocessConfig
-    from medaug.report import synthesis_preview
-
-    config = PreprocessConfig.from_dict(doc["preprocess_config"], source=str(out))
+    config = SynthFolder(out, doc).config
     real = None
     cache = parts[0].folder / "cache"
-    if doc.get("real_cases") and (cache / "index.json").exists():
+    if doc.get("real_cases") and Cache.exists(cache):
         real = Cache(cache)
     synthesis_preview(out, doc, config, real)
 

@@ -23,7 +23,6 @@ they are all there. :mod:`medaug.synth.merge` joins complete shards into one fol
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -32,13 +31,22 @@ from typing import Any
 import numpy as np
 
 import medaug
-from medaug.errors import ConfigError, InputError
+from medaug.data.synthfolder import (
+    DATALIST,
+    MANIFEST,
+    PREVIEW,
+    RECORDS,
+    SynthFolder,
+    read_case,
+    read_records,
+)
+from medaug.errors import InputError
 from medaug.io.atomic import TMP_MARK, is_temporary, write_json
+from medaug.io.dicom_seg import write_seg
+from medaug.io.dicom_write import new_series_info, write_ct_series
+from medaug.io.nifti import write_volume
+from medaug.synth.sampler import SynthCase
 
-MANIFEST = "manifest.json"
-DATALIST = "dataset.json"
-PREVIEW = "preview.png"
-RECORDS = Path(".synth") / "cases"
 #: Entries this module writes; ``--overwrite`` removes exactly these.
 OWN = ("images", "labels", "dicom", DATALIST, MANIFEST, PREVIEW, ".synth", "model", "cache")
 #: Entries other commands add to a synthesis folder (evaluate, report).
@@ -61,16 +69,7 @@ def shard_range(n: int, shard: tuple[int, int] | list[int] | None) -> range:
 
 def records(out: Path) -> dict[int, dict[str, Any]]:
     """The complete cases in ``out``: case index -> record."""
-    folder = out / RECORDS
-    found = {}
-    if folder.is_dir():
-        for path in sorted(folder.glob("synth_*.json")):
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue  # a damaged record: the case is redone
-            found[int(rec["index"])] = rec
-    return found
+    return read_records(out)
 
 
 def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) -> dict[int, dict]:
@@ -90,19 +89,18 @@ def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) ->
         return {}
     if not out.is_dir():
         raise InputError(out, "exists and is not a folder")
-    manifest = out / MANIFEST
-    if manifest.exists():
-        try:
-            doc = json.loads(manifest.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(manifest, f"unreadable manifest ({exc}); use --overwrite") from None
-        old = doc.get("settings", {})
+    if SynthFolder.exists(out):
+        folder = SynthFolder.find(out)
+        if folder is None:
+            raise InputError(out / MANIFEST, "unreadable manifest; use {overwrite=True}")
+        old = folder.settings
         keys = set(settings) if early else set(old) | set(settings)
         changed = [k for k in sorted(keys) if old.get(k) != settings.get(k)]
         if changed:
             what = ", ".join(f"{k} {old.get(k)!r} -> {settings.get(k)!r}" for k in changed[:3])
             raise InputError(
-                out, f"holds synthetic cases made with other settings ({what}); use --overwrite"
+                out,
+                f"holds synthetic cases made with other settings ({what}); use {{overwrite=True}}",
             )
         if not early:
             remove_temporaries(out)  # a killed run's half-written files
@@ -111,15 +109,16 @@ def prepare(out: Path, settings: dict[str, Any], n: int, early: bool = False) ->
         if not early and all(i in done for i in wanted):
             raise InputError(
                 out,
-                f"already holds {len(done)} cases made with these settings; use --overwrite "
-                "to make them again, or a larger --n to add more",
+                f"already holds {len(done)} cases made with these settings; use "
+                "{overwrite=True} to make them again, or a larger {n} to add more",
             )
         return done
     foreign = [p.name for p in out.iterdir() if p.name not in OWN and not is_temporary(p)]
     if foreign:
         raise InputError(
             out,
-            f"is not empty ({', '.join(sorted(foreign)[:3])}...); use another --out or --overwrite",
+            f"is not empty ({', '.join(sorted(foreign)[:3])}...); "
+            "use another {out} or {overwrite=True}",
         )
     return {}
 
@@ -138,32 +137,9 @@ def clear(out: Path) -> None:
 
 
 def read_manifest(out: Path) -> dict[str, Any]:
-    """The manifest of a synthesis folder that holds at least one case."""
-    path = out / MANIFEST
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(out, "not a medaug synthesis folder (no manifest.json)") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"unreadable manifest ({exc})") from None
-    if not doc.get("cases"):
-        raise InputError(path, "holds no synthetic cases")
-    return doc
-
-
-def read_case(out: Path, record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """A written case: ``(X, Y, Z)`` float32 HU image (NIfTI, else its DICOM series)
-    and uint8 label."""
-    from medaug.io.nifti import read_nifti
-
-    label = read_nifti(out / record["label"], None)[0].astype(np.uint8)
-    if str(record["image"]).endswith(".nii.gz"):
-        hu = read_nifti(out / record["image"])[0]
-    else:
-        from medaug.io import load
-
-        hu = load(out / record["image"], with_label=False).image
-    return hu, label
+    """The manifest of a synthesis folder that holds at least one case
+    (:meth:`SynthFolder.open`, as a mapping)."""
+    return SynthFolder.open(out).manifest
 
 
 def remove_temporaries(out: Path) -> None:
@@ -231,16 +207,68 @@ def label_voxels(label: np.ndarray, classes: dict[str, int]) -> dict[str, int]:
     return {name: int((label == k).sum()) for name, k in classes.items()}
 
 
-def check_settings(n: int, mode: str, fmt: str, strength: float, batch_size: int) -> None:
-    if n < 1:
-        raise ConfigError(f"--n must be at least 1, got {n}")
-    if fmt not in ("nifti", "dicom", "both"):
-        raise ConfigError(f"--format must be nifti, dicom or both, got {fmt!r}")
-    if strength < 0:
-        raise ConfigError(f"--strength must be >= 0, got {strength}")
-    if batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
-    from medaug.synth.sampler import MODES
+class CaseWriter:
+    """Writes one case's files, then its record (safe to call from writer threads).
 
-    if mode not in MODES:
-        raise ConfigError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    Args:
+        out: the synthesis folder.
+        fmt: ``nifti``, ``dicom`` or ``both`` for the image.
+        seg: also write the label as DICOM SEG.
+        classes: class name -> label value (the generator's).
+        entropy: what makes each case's DICOM UIDs unique (the checkpoint's hash).
+    """
+
+    def __init__(self, out: Path, fmt: str, seg: bool, classes: dict[str, int], entropy: str):
+        self.out, self.fmt, self.seg = out, fmt, seg
+        self.classes, self.entropy = classes, entropy
+
+    def write(self, case: SynthCase) -> dict[str, Any]:
+        name = case.name
+        rec: dict[str, Any] = {"case": name, "index": case.index, "shape": list(case.image.shape)}
+        hu = np.clip(np.rint(case.image), -32768, 32767).astype(np.int16)
+        if self.fmt in ("nifti", "both"):
+            write_volume(hu, case.affine, self.out / "images" / f"{name}.nii.gz")
+            rec["image"] = f"images/{name}.nii.gz"
+        write_volume(case.label, case.affine, self.out / "labels" / f"{name}.nii.gz")
+        rec["label"] = f"labels/{name}.nii.gz"
+        if self.fmt in ("dicom", "both"):
+            rec |= self._dicom(case, hu)
+            rec.setdefault("image", rec["dicom"])
+        rec["label_voxels"] = label_voxels(case.label, self.classes)
+        rec["params"] = case.params
+        write_record(self.out, rec)
+        return rec
+
+    def _dicom(self, case: SynthCase, hu: np.ndarray) -> dict[str, str]:
+        name = case.name
+        info = new_series_info(
+            f"SYNTHETIC^{name}", f"MEDAUG-{name}", entropy=[self.entropy, *case.params["seed"]]
+        )
+        folder = self.out / "dicom" / name
+        files = write_ct_series(hu, case.affine, folder, info, signed=True)
+        rec = {"dicom": f"dicom/{name}"}
+        if self.seg:
+            write_seg(case.label, files, self.out / "dicom" / f"{name}_seg.dcm", self.classes)
+            rec["seg"] = f"dicom/{name}_seg.dcm"
+        return rec
+
+
+__all__ = [
+    "DATALIST",
+    "LATER",
+    "MANIFEST",
+    "OWN",
+    "PREVIEW",
+    "RECORDS",
+    "CaseWriter",
+    "clear",
+    "datalist",
+    "manifest",
+    "prepare",
+    "read_case",
+    "read_manifest",
+    "records",
+    "remove_temporaries",
+    "shard_range",
+    "write_record",
+]

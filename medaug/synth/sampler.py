@@ -25,23 +25,24 @@ source's slices shifted by one shared ``eps``; for ``interpolate`` slice ``k`` o
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from medaug.data.datasets import case_number
 from medaug.errors import ConfigError
 from medaug.preprocess import transforms as T
+from medaug.preprocess.cache import case_number
 from medaug.preprocess.pipeline import grid_affine
+from medaug.preprocess.splits import training_cases
+from medaug.synth.config import MODES
+from medaug.train.checkpoint import Checkpoint, file_sha256
+from medaug.train.distributed import pick_device
 
 Mode = Literal["prior", "perturb", "interpolate"]
-MODES: tuple[str, ...] = ("prior", "perturb", "interpolate")
 #: Slices between two random anchors of a stacked 2D prior sample.
 ANCHOR_EVERY = 8
 #: Interpolation weights are drawn from this range (no near-copies of the ends).
@@ -75,19 +76,12 @@ def case_name(index: int) -> str:
     return f"synth_{index:04d}"
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class Synthesizer:
     """Sample image + label pairs from a checkpoint (no files written).
 
     Args:
-        checkpoint: a checkpoint file or a run folder (its newest checkpoint).
+        checkpoint: a checkpoint file or a run folder (its newest checkpoint), or a
+            :class:`~medaug.train.checkpoint.Checkpoint` already read.
         real: a cache of real cases preprocessed with the model's config; needed by
             ``perturb`` and ``interpolate``.
         device: ``cpu``, ``cuda``, ``cuda:1``...; default CUDA when available.
@@ -102,24 +96,21 @@ class Synthesizer:
 
     def __init__(
         self,
-        checkpoint: str | os.PathLike[str],
+        checkpoint: str | os.PathLike[str] | Checkpoint,
         *,
         real: Any = None,
         device: str | torch.device | None = None,
         ema: bool = True,
     ):
-        from medaug.train.checkpoint import configs, load_checkpoint, model_from_state
-        from medaug.train.distributed import pick_device
-
-        state = load_checkpoint(checkpoint)
-        self.checkpoint = Path(state["path"])
-        self.step = int(state["step"])
+        ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+        self.checkpoint = ckpt.path
+        self.step = ckpt.step
         #: the training / validation cases of the checkpoint, by content hash (or None)
-        self.split: dict[str, Any] | None = configs(state)["split"]
+        self.split: dict[str, Any] | None = ckpt.split
         self.device = pick_device(str(device or "auto"))
-        self.model, self.config = model_from_state(state, ema=ema, device=self.device)
-        del state
-        self.sha256 = file_sha256(self.checkpoint)
+        self.model = ckpt.build_model(ema=ema, device=self.device)
+        self.config = ckpt.preprocess
+        self.sha256 = ckpt.sha256
         self.real = real
         if real is not None and real.config.to_dict() != self.config.to_dict():
             raise ConfigError(
@@ -144,27 +135,25 @@ class Synthesizer:
         if self.real is None:
             return []
         if self._sources is None:
-            from medaug.data.splits import training_cases
-
             self._sources = training_cases(self.real, self.split)
         return self._sources
 
     def check_mode(self, mode: str) -> None:
         if mode not in MODES:
-            raise ConfigError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+            raise ConfigError(f"{{mode}} must be one of {', '.join(MODES)}, got {mode!r}")
         if mode == "prior":
             return
         if not self.model.has_encoder:
             raise ConfigError(
-                f"--mode {mode} encodes real cases, and a {self.model.name} model has no "
-                "encoder; use --mode prior or a model with one (vae, vaegan, aae, avb, gvae)"
+                f"{{mode}} {mode} encodes real cases, and a {self.model.name} model has no "
+                "encoder; use {mode=prior} or a model with one (vae, vaegan, aae, avb, gvae)"
             )
         need = 2 if mode == "interpolate" else 1
         if len(self.real_cases()) < need:
             which = "of the generator's training cases" if self.split else "labelled cases"
             raise ConfigError(
-                f"--mode {mode} starts from real cases and needs {need} {which} under "
-                f"--input; found {len(self.real_cases())}"
+                f"{{mode}} {mode} starts from real cases and needs {need} {which} under "
+                f"{{input}}; found {len(self.real_cases())}"
             )
 
     # ---- plans: everything random about case i, from (seed, i) ---------------------
@@ -255,9 +244,10 @@ class Synthesizer:
             lab = torch.from_numpy(np.moveaxis(label, 0, -1).copy())[None, None]
         else:
             c = self.config.context_slices
-            rows = [np.clip(np.arange(k - c, k + c + 1), 0, image.shape[0] - 1) for k in zs]
+            ks = [k for k in zs if k is not None]  # 2D: every entry is a slice number
+            rows = [np.clip(np.arange(k - c, k + c + 1), 0, image.shape[0] - 1) for k in ks]
             img = torch.from_numpy(np.stack([image[r] for r in rows]))
-            lab = torch.from_numpy(np.stack([label[k] for k in zs]))[:, None]
+            lab = torch.from_numpy(np.stack([label[k] for k in ks]))[:, None]
         return {"image": img.to(self.device), "label": lab.to(self.device).long()}
 
     # ---- decoding ----------------------------------------------------------------------

@@ -3,16 +3,18 @@ checkpoint next to the model config."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 from medaug.errors import ConfigError
+from medaug.settings import Settings
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """Settings of one training run (the model's own settings are in ``ModelConfig``)."""
+
+    SOURCE: ClassVar[str] = "train config"
 
     steps: int = 2000  # optimisation steps; one step runs every phase once
     epochs: float | None = None  # instead of steps: passes over the training split
@@ -36,18 +38,6 @@ class TrainConfig:
     keep_checkpoints: int = 2  # newest checkpoints kept per run
     n_samples: int = 16  # tiles in a sample grid
     collapse_steps: int = 500  # discriminator accuracy >= 0.99 this long: warn
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc: dict[str, Any], source: str = "train config") -> TrainConfig:
-        from medaug.settings import from_mapping
-
-        return from_mapping(cls, doc, source)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
 
     def __post_init__(self) -> None:
         if not isinstance(self.betas, tuple) or len(self.betas) != 2:

@@ -11,7 +11,9 @@ weights and see the same averaged gradients, so they stay identical.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -29,11 +31,11 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: this machine has no CUDA GPU (use cpu or auto)")
+            raise ConfigError(f"{{device}} {name}: this machine has no CUDA GPU (use cpu or auto)")
         index = local_rank if name == "cuda" else int(name.split(":", 1)[1] or 0)
         if index >= torch.cuda.device_count():
             raise ConfigError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here"
+                f"{{device}} {name}: only {torch.cuda.device_count()} CUDA device(s) here"
             )
         return torch.device("cuda", index)
     raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
@@ -114,3 +116,15 @@ class Distributed:
     def close(self) -> None:
         if self.owns_group and dist.is_initialized():
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def job(device: str = "auto") -> Iterator[Distributed]:
+    """This process's place in the torchrun job, its process group held for the block
+    (so that work before ``train``, such as preprocessing on the main process while
+    the others wait, and ``train`` itself share one group)."""
+    place = Distributed.from_env(device)
+    try:
+        yield place
+    finally:
+        place.close()

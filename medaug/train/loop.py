@@ -11,9 +11,10 @@ The host waits on the device only every ``log_every`` steps.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,16 +23,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Sampler
 
 from medaug import __version__
-from medaug.data.splits import split_record
+from medaug.data.datasets import SliceDataset, VolumeDataset
 from medaug.errors import ConfigError, InputError, MedaugError
-from medaug.models import GenerativeModel, ModelConfig, Noise, build_model, model_config
+from medaug.io.atomic import write_json
+from medaug.models.base import GenerativeModel, Noise
+from medaug.models.config import ModelConfig, model_config
+from medaug.models.registry import build_model
+from medaug.preprocess.cache import Cache
+from medaug.preprocess.config import PreprocessConfig
+from medaug.preprocess.splits import split_record
 from medaug.train import checkpoint as ckpt
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import Distributed
-from medaug.train.runs import StatsLog, check_writable, new_run_dir, pair_tiles, runs_in
+from medaug.train.runs import StatsLog, check_writable, loss_text, new_run_dir, runs_in
+from medaug.viz import pair_tiles, save_grid
 
 
 class TrainingStopped(MedaugError):
@@ -48,6 +57,8 @@ class TrainingStopped(MedaugError):
 
 @dataclass
 class TrainResult:
+    """What a training run did; its run folder holds the rest."""
+
     run_dir: Path
     step: int  # steps done in total (including those before a resume)
     steps: int  # the run's planned total
@@ -56,6 +67,28 @@ class TrainResult:
     checkpoint: Path | None
     events: list[str] = field(default_factory=list)
     resumed_from: int = 0
+
+    def summary(self) -> str:
+        """A few lines for a person: steps, speed, losses and where things are."""
+        speed = self.last.get("samples_per_s", 0)
+        return "\n".join(
+            [
+                f"Trained {self.run_dir.name}: step {self.step}/{self.steps} in "
+                f"{self.seconds:.0f} s ({speed:g} samples/s at the end)",
+                f"  {loss_text(self.last)}",
+                f"  checkpoint -> {self.checkpoint}",
+                f"  samples    -> {self.run_dir / 'samples'} (reals.png to compare)",
+            ]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run": str(self.run_dir),
+            "step": self.step,
+            "seconds": round(self.seconds, 1),
+            "last": self.last,
+            "events": self.events,
+        }
 
 
 class StepBatches(Sampler[list[int]]):
@@ -117,47 +150,9 @@ def _amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if mode == "bf16" else torch.float16
 
 
-def prepare_data(
-    data: str | Path, out: Path, dims: int | None, dist: Distributed, quiet: bool = True
-) -> Path:
-    """A cache folder for ``data``: itself if it is one, else preprocess it (defaults)
-    into ``out/cache-<dims>d`` (reused by later runs on the same scans)."""
-    data = Path(data)
-    if (data / "index.json").exists():
-        return data
-    if not data.exists():
-        raise InputError(data, "no such file or folder")
-    cache = out / f"cache-{dims or 2}d"
-    if dist.is_main:
-        from medaug.preprocess import PreprocessConfig, preprocess
-
-        preprocess(data, cache, PreprocessConfig(dims=3 if dims == 3 else 2))
-    dist.barrier()
-    return cache
-
-
-def _dataset(cache_dir: Path, fold: int, dims: int | None, cases):
-    from medaug.data import Cache, SliceDataset, VolumeDataset, load_split
-
-    cache = Cache(cache_dir)
-    cdims = cache.config.dims
-    if dims is not None and dims != cdims:
-        raise ConfigError(
-            f"{cache_dir}: a cache made for {cdims}D given to a {dims}D model "
-            f"(make one with `medaug preprocess ... --dims {dims}`)"
-        )
-    train_cases = list(cases[0]) if cases is not None else load_split(cache_dir, fold)[0]
-    if not train_cases:
-        raise ConfigError(f"{cache_dir}: no training cases in this split")
-    if cdims == 2:
-        ds = SliceDataset(cache, train_cases)
-        return cache, ds, ds.sample_weights()
-    return cache, VolumeDataset(cache, train_cases), None
-
-
 def train(
-    data: str | Path,
-    out: str | Path,
+    cache: str | os.PathLike[str] | Cache,
+    out: str | os.PathLike[str],
     *,
     model: str | ModelConfig = "vaegan",
     dims: int | None = None,
@@ -171,10 +166,14 @@ def train(
     on_event: Callable[[str], None] | None = None,
     on_step: Callable[[int, GenerativeModel], None] | None = None,
 ) -> TrainResult:
-    """Train a generative model on a cache (or a scan folder, preprocessed first).
+    """Train a generative model on a cache.
+
+    Stages meet at their artifacts: ``train`` reads the cache that
+    :func:`medaug.preprocess.preprocess` wrote (``medaug train SCANS`` preprocesses
+    first, then calls this).
 
     Args:
-        data: a cache from ``medaug preprocess`` or a folder of scans.
+        cache: a cache folder from ``preprocess`` (or an open ``Cache``).
         out: folder of numbered run folders (``out/00003-vaegan-2d``).
         model: a variant name (sized by ``preset`` for the data) or a full config.
         dims: 2 or 3; must match the cache (default: the cache's).
@@ -200,206 +199,305 @@ def train(
             loss became non-finite (the last good checkpoint is kept).
     """
     cfg = config or TrainConfig()
+    opened = cache if isinstance(cache, Cache) else Cache(cache)
     out = Path(out)
     check_writable(out)
+    ask = _Request(model, dims, preset, cfg, model_overrides or {}, resume, cases)
+    hooks = _Hooks(on_start, on_log, on_event, on_step)
     dist = Distributed.from_env(cfg.device)
     try:
-        return _train(
-            data, out, model, dims, preset, cfg, model_overrides or {}, resume, cases, dist,
-            on_start, on_log, on_event, on_step,
-        )  # fmt: skip
+        return _loop(_setup(opened, out, ask, dist, hooks))
     finally:
         dist.close()
 
 
-def _train(
-    data, out, model, dims, preset, cfg, overrides, resume, cases, dist, on_start, on_log,
-    on_event, on_step,
-) -> TrainResult:  # fmt: skip
+@dataclass(frozen=True)
+class _Request:
+    """What ``train`` was asked for (its arguments)."""
+
+    model: str | ModelConfig
+    dims: int | None
+    preset: str
+    cfg: TrainConfig
+    overrides: dict[str, Any]
+    resume: bool
+    cases: tuple[Sequence[str], Sequence[str]] | None
+
+
+@dataclass
+class _Hooks:
+    """The caller's callbacks; only the main process calls them (but ``on_step``)."""
+
+    on_start: Callable[[int, int], None] | None = None
+    on_log: Callable[[dict[str, Any]], None] | None = None
+    on_event: Callable[[str], None] | None = None
+    on_step: Callable[[int, GenerativeModel], None] | None = None
+
+
+@dataclass
+class _Run:
+    """Everything the loop works on, built by :func:`_setup`.
+
+    Attributes:
+        cfg: the settings in force (a resumed run's own, with new steps / device).
+        start, total: steps done before this call, and the run's planned total.
+        info: what every checkpoint records besides the weights.
+        training: model, optimisers, schedulers, EMA, scaler (what a checkpoint saves).
+        phases: each phase's parameters, in the order the phases run.
+        amp: the autocast dtype, or None (full precision).
+        channels_last: the CUDA memory format of model and batches (None on the CPU).
+        log: ``stats.jsonl`` + TensorBoard (main process only).
+        events: warnings raised during the run (collapse signs).
+    """
+
+    dist: Distributed
+    cfg: TrainConfig
+    start: int
+    total: int
+    run_dir: Path
+    info: ckpt.RunInfo
+    training: ckpt.Trainables
+    phases: dict[str, list[torch.nn.Parameter]]
+    loader: DataLoader
+    amp: torch.dtype | None
+    channels_last: torch.memory_format | None
+    log: StatsLog | None
+    hooks: _Hooks
+    t_start: float
+    events: list[str] = field(default_factory=list)
+
+    def event(self, msg: str) -> None:
+        self.events.append(msg)
+        if self.dist.is_main and self.hooks.on_event is not None:
+            self.hooks.on_event(msg)
+
+
+def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Hooks) -> _Run:
+    """Check everything that can fail, then build the run: its folder (new or
+    resumed), the model and its optimisers (restored on resume), and the loader."""
     t_start = time.perf_counter()
-    device = dist.device
-    events: list[str] = []
+    cases = None if ask.cases is None else (list(ask.cases[0]), list(ask.cases[1]))
+    cfg = ask.cfg
+    dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases)
+    mcfg = _model_config(ask.model, cache.config, ask.preset, ask.overrides)
+    run_dir, state = _resumable(out, mcfg) if ask.resume else (None, None)
+    if state is not None:
+        cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
+    total = _total_steps(cfg, len(dataset), dist.world, cache.config.dims)
+    amp = _amp(cfg, dist.device)
+    if run_dir is None:
+        run_dir = new_run_dir(out, mcfg.variant, mcfg.dims) if dist.is_main else out
+        run_dir = _shared_path(run_dir, dist)
 
-    def event(msg: str) -> None:
-        events.append(msg)
-        if dist.is_main and on_event is not None:
-            on_event(msg)
+    channels_last = None
+    if dist.device.type == "cuda":
+        channels_last = torch.channels_last if mcfg.dims == 2 else torch.channels_last_3d
+    training, phases = _trainables(mcfg, cfg, dist, amp, channels_last)
+    start = state.restore(training) if state is not None else 0
+    if start >= total:
+        raise ConfigError(
+            f"already trained {start} steps; pass a larger {{steps}} to go on",
+            prefix=f"{run_dir}: ",
+        )
+    split = split_record(cache, cfg.fold, cases)
+    info = ckpt.RunInfo(mcfg, cfg.replace(steps=total), cache.config, cache.fingerprint(), split)
+    batches = StepBatches(
+        weights, len(dataset), cfg.batch_size, dist.rank, dist.world, cfg.seed, start, total
+    )
+    loader = DataLoader(
+        dataset, batch_sampler=batches, num_workers=cfg.workers,
+        pin_memory=dist.device.type == "cuda", persistent_workers=False,
+    )  # fmt: skip
+    log = None
+    if dist.is_main:
+        _write_config(run_dir, info, cache.root, dist.world)
+        log = StatsLog(run_dir)
+        _write_reals(run_dir, training.net, dataset, cfg)
+        if hooks.on_start is not None:
+            hooks.on_start(start, total)
+    return _Run(
+        dist, cfg, start, total, run_dir, info, training, phases, loader, amp, channels_last,
+        log, hooks, t_start,
+    )  # fmt: skip
 
-    cache_dir = prepare_data(data, out, dims, dist)
-    if cases is not None:
-        cases = (list(cases[0]), list(cases[1]))
-    cache, dataset, weights = _dataset(cache_dir, cfg.fold, dims, cases)
-    pp = cache.config
+
+def _dataset(cache: Cache, fold: int, dims: int | None, cases) -> tuple[Any, np.ndarray | None]:
+    """The training items and, in 2D, their sampling weights (target-bearing slices)."""
+    cdims = cache.config.dims
+    if dims is not None and dims != cdims:
+        raise ConfigError(
+            f"a cache made for {cdims}D given to a {dims}D model "
+            f"(preprocess the scans with {{dims={dims}}})",
+            prefix=f"{cache.root}: ",
+        )
+    train_cases = list(cases[0]) if cases is not None else cache.split(fold)[0]
+    if not train_cases:
+        raise ConfigError(f"{cache.root}: no training cases in this split")
+    if cdims == 2:
+        ds = SliceDataset(cache, train_cases)
+        return ds, ds.sample_weights()
+    return VolumeDataset(cache, train_cases), None
+
+
+def _model_config(
+    model: str | ModelConfig, pp: PreprocessConfig, preset: str, overrides: dict[str, Any]
+) -> ModelConfig:
+    """``model`` as a config sized for the cache's grid and channels."""
     if isinstance(model, ModelConfig):
         mcfg = model
     else:
         mcfg = model_config(
             model,
             dims=pp.dims,
-            grid=pp.grid,
+            grid=pp.grid or (),
             image_channels=1 + 2 * pp.context_slices if pp.dims == 2 else 1,
             classes=len(pp.labels) + 1,
             preset=preset,
             **overrides,
         )
-    if tuple(mcfg.grid) != tuple(pp.grid) or mcfg.dims != pp.dims:
+    if tuple(mcfg.grid) != tuple(pp.grid or ()) or mcfg.dims != pp.dims:
         raise ConfigError(f"model grid {mcfg.grid} does not match the cache grid {pp.grid}")
+    return mcfg
 
-    # ---- resume or start a run ---------------------------------------------------
-    state: dict[str, Any] | None = None
-    if resume:
-        run_dir, state = _resumable(out, mcfg)
-        saved = TrainConfig.from_dict(ckpt.configs(state)["train_config"])
-        cfg = saved.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
-    if cfg.batch_size % dist.world:
-        raise ConfigError(f"batch size {cfg.batch_size} does not split over {dist.world} processes")
-    if cfg.batch_size > len(dataset):
+
+def _total_steps(cfg: TrainConfig, items: int, world: int, dims: int) -> int:
+    """The run's planned total steps (``epochs`` converted), after checking the batch."""
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch size {cfg.batch_size} does not split over {world} processes")
+    if cfg.batch_size > items:
         raise ConfigError(
             f"batch size {cfg.batch_size} is larger than the training set "
-            f"({len(dataset)} {'slices' if pp.dims == 2 else 'volumes'} in fold {cfg.fold})"
+            f"({items} {'slices' if dims == 2 else 'volumes'} in fold {cfg.fold})"
         )
-    total = cfg.steps
     if cfg.epochs is not None:
-        total = max(1, math.ceil(cfg.epochs * len(dataset) / cfg.batch_size))
-    amp = _amp(cfg, device)
-    if not resume:
-        run_dir = new_run_dir(out, mcfg.variant, mcfg.dims) if dist.is_main else out
-        run_dir = _shared_path(run_dir, dist)
+        return max(1, math.ceil(cfg.epochs * items / cfg.batch_size))
+    return cfg.steps
 
-    # ---- model, optimisers, EMA --------------------------------------------------
+
+def _trainables(
+    mcfg: ModelConfig,
+    cfg: TrainConfig,
+    dist: Distributed,
+    amp: torch.dtype | None,
+    channels_last: torch.memory_format | None,
+) -> tuple[ckpt.Trainables, dict[str, list[torch.nn.Parameter]]]:
+    """The model (same initial weights on every process), Adam with a linear warm-up
+    per phase, the EMA of the weights and the fp16 gradient scaler."""
     torch.manual_seed(cfg.seed)
-    net: GenerativeModel = build_model(mcfg).to(device)
+    net: GenerativeModel = build_model(mcfg).to(dist.device)
     dist.broadcast_module(net)
-    memory_format = torch.channels_last if mcfg.dims == 2 else torch.channels_last_3d
-    if device.type == "cuda":
-        net = net.to(memory_format=memory_format)  # type: ignore[call-overload]
+    if channels_last is not None:
+        net = net.to(memory_format=channels_last)  # type: ignore[call-overload]
     optims, scheds = {}, {}
-    phase_params = {phase: net.phase_parameters(phase) for phase in net.phases}
-    for phase, params in phase_params.items():
+    phases = {phase: net.phase_parameters(phase) for phase in net.phases}
+    for phase, params in phases.items():
         lr = cfg.lr if phase == "generator" else cfg.lr_d
         optims[phase] = torch.optim.Adam(params, lr=lr, betas=cfg.betas)
         scheds[phase] = torch.optim.lr_scheduler.LambdaLR(
             optims[phase], lambda s: min(1.0, (s + 1) / max(1, cfg.warmup_steps))
         )
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
     ema = None
     if cfg.ema_decay > 0:
         ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    start = 0
-    if state is not None:
-        start = _restore(state, net, optims, scheds, ema, scaler)
-        if start >= total:
-            raise ConfigError(
-                f"{run_dir}: already trained {start} steps; pass a larger --steps to go on"
-            )
-    docs = {
-        "model_config": mcfg.to_dict(),
-        "train_config": cfg.replace(steps=total).to_dict(),
-        "preprocess_config": pp.to_dict(),
-        "fingerprint": _fingerprint(cache_dir),
-        "split": split_record(cache, cfg.fold, cases),
-    }
-    if dist.is_main:
-        _write_config(run_dir, docs, cache_dir, dist.world)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp == torch.float16)
+    return ckpt.Trainables(net, optims, scheds, ema, scaler), phases
 
-    # ---- data ----------------------------------------------------------------------
-    batches = StepBatches(
-        weights, len(dataset), cfg.batch_size, dist.rank, dist.world, cfg.seed, start, total
-    )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-    local = cfg.batch_size // dist.world
-    log = StatsLog(run_dir) if dist.is_main else None
-    if dist.is_main:
-        _write_reals(run_dir, net, dataset, cfg)
-        if on_start is not None:
-            on_start(start, total)
 
-    # ---- the loop ----------------------------------------------------------------------
+def _loop(run: _Run) -> TrainResult:
+    """Steps ``start + 1 .. total``; logs, samples and checkpoints on their cadence;
+    stops cleanly on SIGTERM / SIGINT (after a checkpoint) or a non-finite loss."""
     stop_signal: list[str] = []
     pending: list[tuple[int, str, dict[str, torch.Tensor]]] = []
+    monitor = _Monitor(run, run.start)
     last: dict[str, Any] = {}
-    saved_path: Path | None = None
-    monitor = _Monitor(cfg, dist, scheds, log, on_log, event, t_start, start)
-    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
-    step = start
+    saved: Path | None = None
+    step = run.start
     with _signals(stop_signal):
-        for step, batch in zip(range(start + 1, total + 1), loader, strict=False):
-            batch = {
-                k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v)
-                for k, v in batch.items()
-            }
-            if device.type == "cuda":
-                batch["image"] = batch["image"].contiguous(memory_format=memory_format)
-            gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, 1))
-            noise = Noise(local, device, gen, cfg.batch_size, dist.rank * local)
-            for phase, params in phase_params.items():
-                _only_phase(net, params)
-                optims[phase].zero_grad(set_to_none=True)
-                with autocast:
-                    terms = net.losses(batch, phase, noise)
-                scaler.scale(terms["loss"]).backward()
-                dist.average_gradients(params)
-                scaler.unscale_(optims[phase])
-                if cfg.grad_clip > 0:
-                    terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                scaler.step(optims[phase])
-                scheds[phase].step()
-                pending.append((step, phase, {k: v.detach() for k, v in terms.items()}))
-            scaler.update()
-            if ema is not None:
-                # decay ramps up from 0.1 so early samples are not the initial weights
-                decay = min(cfg.ema_decay, (1.0 + step) / (10.0 + step))
-                ema.multi_avg_fn = get_ema_multi_avg_fn(decay)
-                ema.update_parameters(net)
-            if on_step is not None:
-                on_step(step, net)
-
-            at_log = step % cfg.log_every == 0 or step == total
-            at_ckpt = step % cfg.checkpoint_every == 0 or step == total
+        for step, batch in zip(range(run.start + 1, run.total + 1), run.loader, strict=False):
+            _step(run, step, batch, pending)
+            at_log = step % run.cfg.log_every == 0 or step == run.total
+            at_ckpt = step % run.cfg.checkpoint_every == 0 or step == run.total
             # one process alone checks its flag every step; a job agrees at syncs only
             stopping = bool(stop_signal)
-            if dist.active:
-                stopping = dist.any(stopping) if at_log or at_ckpt else False
+            if run.dist.active:
+                stopping = run.dist.any(stopping) if at_log or at_ckpt else False
             if at_log or at_ckpt or stopping:
-                _check_finite(pending, dist, run_dir)
+                _check_finite(pending, run.dist, run.run_dir)
             if at_log:
                 last = monitor.record(step, pending)
-            if dist.is_main and (step % cfg.sample_every == 0 or step == total):
-                _write_samples(run_dir, _sampler(net, ema), cfg, step)
+            if run.dist.is_main and (step % run.cfg.sample_every == 0 or step == run.total):
+                _write_samples(run.run_dir, _sampler(run.training), run.cfg, step)
             if at_ckpt or stopping:
-                if dist.is_main:
-                    snapshot = _state(step, docs, net, optims, scheds, ema, scaler)
-                    saved_path = ckpt.save_checkpoint(run_dir, snapshot, cfg.keep_checkpoints)
-                dist.barrier()
+                saved = _save(run, step) or saved
             if stopping:
-                if log is not None:
-                    log.write({"step": step, "event": "stopped by a signal"})
-                    log.close()
-                name = stop_signal[0] if stop_signal else "SIGTERM"
-                raise TrainingStopped(
-                    f"stopped by {name} at step {step}/{total}; checkpoint saved in {run_dir} "
-                    "(continue with --resume)",
-                    exit_code=128 + int(signal.Signals[name]),
-                )
-    if log is not None:
-        log.close()
+                _stop(run, step, stop_signal[0] if stop_signal else "SIGTERM")
+    if run.log is not None:
+        run.log.close()
+    seconds = time.perf_counter() - run.t_start
     return TrainResult(
-        run_dir,
-        step,
-        total,
-        time.perf_counter() - t_start,
-        last,
-        saved_path,
-        events,
-        resumed_from=start,
+        run.run_dir, step, run.total, seconds, last, saved, run.events, resumed_from=run.start
+    )
+
+
+def _step(
+    run: _Run, step: int, batch: dict[str, Any], pending: list[tuple[int, str, dict]]
+) -> None:
+    """One optimisation step: every phase in order, then the EMA and the step hook.
+    The loss terms stay on the device in ``pending`` until the next sync."""
+    device, cfg, t = run.dist.device, run.cfg, run.training
+    batch = {
+        k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+    }
+    if run.channels_last is not None:
+        batch["image"] = batch["image"].contiguous(memory_format=run.channels_last)
+    local = cfg.batch_size // run.dist.world
+    gen = torch.Generator(device=device).manual_seed(step_seed(cfg.seed, step, 1))
+    noise = Noise(local, device, gen, cfg.batch_size, run.dist.rank * local)
+    autocast = torch.autocast(
+        device.type, dtype=run.amp or torch.float32, enabled=run.amp is not None
+    )
+    for phase, params in run.phases.items():
+        _only_phase(t.net, params)
+        t.optims[phase].zero_grad(set_to_none=True)
+        with autocast:
+            terms = t.net.losses(batch, phase, noise)
+        t.scaler.scale(terms["loss"]).backward()
+        run.dist.average_gradients(params)
+        t.scaler.unscale_(t.optims[phase])
+        if cfg.grad_clip > 0:
+            terms["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        t.scaler.step(t.optims[phase])
+        t.scheds[phase].step()
+        pending.append((step, phase, {k: v.detach() for k, v in terms.items()}))
+    t.scaler.update()
+    if t.ema is not None:
+        # decay ramps up from 0.1 so early samples are not the initial weights
+        decay = min(cfg.ema_decay, (1.0 + step) / (10.0 + step))
+        t.ema.multi_avg_fn = get_ema_multi_avg_fn(decay)
+        t.ema.update_parameters(t.net)
+    if run.hooks.on_step is not None:
+        run.hooks.on_step(step, t.net)
+
+
+def _save(run: _Run, step: int) -> Path | None:
+    """The checkpoint of ``step`` (written by the main process; the others wait)."""
+    path = None
+    if run.dist.is_main:
+        keep = run.cfg.keep_checkpoints
+        path = ckpt.save_checkpoint(run.run_dir, step, run.info, run.training, keep)
+    run.dist.barrier()
+    return path
+
+
+def _stop(run: _Run, step: int, name: str) -> None:
+    """End a run stopped by a signal (its checkpoint is written)."""
+    if run.log is not None:
+        run.log.write({"step": step, "event": "stopped by a signal"})
+        run.log.close()
+    raise TrainingStopped(
+        f"stopped by {name} at step {step}/{run.total}; checkpoint saved in {run.run_dir} "
+        "(continue with {resume=True})",
+        exit_code=128 + int(signal.Signals[name]),
     )
 
 
@@ -432,9 +530,9 @@ class _Monitor:
     over steps and processes, throughput, learning rates, GPU memory; and watches the
     discriminator's accuracy for a collapse sign."""
 
-    def __init__(self, cfg, dist, scheds, log, on_log, event, t_start, start):
-        self.cfg, self.dist, self.scheds, self.log = cfg, dist, scheds, log
-        self.on_log, self.event, self.t_start = on_log, event, t_start
+    def __init__(self, run: _Run, start: int):
+        self.cfg, self.dist, self.scheds, self.log = run.cfg, run.dist, run.training.scheds, run.log
+        self.on_log, self.event, self.t_start = run.hooks.on_log, run.event, run.t_start
         self.t_last, self.step_last = time.perf_counter(), start
         self.won_since: int | None = None
 
@@ -482,52 +580,20 @@ class _Monitor:
             self.won_since = step  # report again only after another stretch
 
 
-def _state(step, docs, net, optims, scheds, ema, scaler) -> dict[str, Any]:
-    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {
-        "format": ckpt.FORMAT,
-        "medaug_version": __version__,
-        "step": step,
-        **{k: json.dumps(v) for k, v in docs.items()},
-        "model": net.state_dict(),
-        "ema": ema.module.state_dict() if ema is not None else {},
-        "ema_steps": ema.n_averaged if ema is not None else torch.zeros(()),
-        "optimizers": {p: o.state_dict() for p, o in optims.items()},
-        "schedulers": {p: s.state_dict() for p, s in scheds.items()},
-        "scaler": scaler.state_dict(),
-        "rng": rng,
-    }
-
-
-def _restore(state, net, optims, scheds, ema, scaler) -> int:
-    net.load_state_dict(state["model"])
-    for p, o in optims.items():
-        o.load_state_dict(state["optimizers"][p])
-        scheds[p].load_state_dict(state["schedulers"][p])
-    if ema is not None and state["ema"]:
-        ema.module.load_state_dict(state["ema"])
-        ema.n_averaged.copy_(state["ema_steps"])
-    if state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"]["torch"])
-    return int(state["step"])
-
-
-def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, dict[str, Any]]:
+def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, ckpt.Checkpoint]:
     """The newest run in ``out`` with a checkpoint, checked against ``mcfg``."""
     runs = [r for r in runs_in(out) if ckpt.list_checkpoints(r)]
     if not runs:
-        raise InputError(out, "--resume: no run with a checkpoint here")
+        raise InputError(out, "{resume}: no run with a checkpoint here")
     run_dir = runs[-1]
-    state = ckpt.load_checkpoint(run_dir)
-    saved = ModelConfig.from_dict(ckpt.configs(state)["model_config"])
+    state = ckpt.Checkpoint.load(run_dir)
+    saved = state.model_config
     for name in ("variant", "dims", "grid", "image_channels", "classes"):
         if getattr(saved, name) != getattr(mcfg, name):
             raise ConfigError(
-                f"{state['path']}: --resume: this checkpoint has {name} "
-                f"{getattr(saved, name)}, the run asks for {getattr(mcfg, name)}"
+                f"{{resume}}: this checkpoint has {name} "
+                f"{getattr(saved, name)}, the run asks for {getattr(mcfg, name)}",
+                prefix=f"{state.path}: ",
             )
     return run_dir, state
 
@@ -543,33 +609,23 @@ def _shared_path(path: Path, dist: Distributed) -> Path:
     return Path(box[0])
 
 
-def _fingerprint(cache_dir: Path) -> dict[str, Any]:
-    path = cache_dir / "fingerprint.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def _write_config(run_dir: Path, docs: dict[str, Any], cache_dir: Path, world: int) -> None:
-    from medaug.io.atomic import write_json
-
+def _write_config(run_dir: Path, info: ckpt.RunInfo, cache_dir: Path, world: int) -> None:
+    docs = info.documents()
     doc = {
         "medaug_version": __version__,
         "data": str(cache_dir),
         "processes": world,
-        "model_config": docs["model_config"],
-        "train_config": docs["train_config"],
-        "preprocess_config": docs["preprocess_config"],
+        **{k: docs[k] for k in ("model_config", "train_config", "preprocess_config")},
     }
     write_json(run_dir / "config.json", doc)
 
 
-def _sampler(net: GenerativeModel, ema: Any) -> GenerativeModel:
+def _sampler(training: ckpt.Trainables) -> GenerativeModel:
     """The weights samples come from: the EMA copy where there is one."""
-    return ema.module if ema is not None else net
+    return training.ema.module if training.ema is not None else training.net
 
 
 def _write_samples(run_dir: Path, model: GenerativeModel, cfg: TrainConfig, step: int) -> None:
-    from medaug.report import save_grid
-
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     image, label = model.to_pair(model.sample(cfg.n_samples, gen))
@@ -579,8 +635,6 @@ def _write_samples(run_dir: Path, model: GenerativeModel, cfg: TrainConfig, step
 
 def _write_reals(run_dir: Path, model: GenerativeModel, dataset, cfg: TrainConfig) -> None:
     """``samples/reals.png``: training pairs drawn as the sampler draws them, to compare."""
-    from medaug.report import save_grid
-
     path = run_dir / "samples" / "reals.png"
     if path.exists():
         return
@@ -597,8 +651,6 @@ def _write_reals(run_dir: Path, model: GenerativeModel, dataset, cfg: TrainConfi
 def _signals(caught: list[str]) -> Iterator[None]:
     """SIGTERM / SIGINT set a flag the loop checks after each step (cluster
     preemption); a second SIGINT interrupts at once."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -9,9 +9,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from medaug.errors import InputError
 
 _RUN = re.compile(r"^(\d{5})-([a-z0-9]+)-([23])d$")
@@ -79,22 +76,19 @@ class StatsLog:
             self._tb.close()
 
 
+def loss_text(stats: dict[str, Any]) -> str:
+    """The losses a person watches: generator, discriminator, KL (nats), pixel L1."""
+    names = {
+        "generator/loss": "G",
+        "discriminator/loss": "D",
+        "generator/kl": "KL",
+        "generator/pixel_l1": "L1",
+    }
+    return "  ".join(f"{short} {stats[key]:.3g}" for key, short in names.items() if key in stats)
+
+
 def read_stats(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(run_dir) / "stats.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def pair_tiles(image: torch.Tensor, label: torch.Tensor, channel: int) -> list[np.ndarray]:
-    """Image ``(B, C, X, Y[, Z])`` and class map ``(B, 1, ...)`` -> overlay tiles of the
-    axial slice (centre slice of volumes), image channel ``channel``."""
-    from medaug.report import overlay
-
-    img = image.detach().float().cpu().numpy()
-    lab = label.detach().cpu().numpy()
-    if img.ndim == 5:
-        z = img.shape[-1] // 2
-        img, lab = img[..., z], lab[..., z]
-    scale = max(1, 256 // max(img.shape[2:]))
-    return [overlay(img[i, channel], lab[i, 0], scale) for i in range(img.shape[0])]

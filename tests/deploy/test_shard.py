@@ -122,7 +122,7 @@ def test_a_shard_refuses_bad_requests_before_writing(world: World, tmp_path: Pat
     for shard, message in (((3, 3), "0 <= K < N"), ((0, 8), "more shards than cases")):
         with pytest.raises(ConfigError, match=message):
             synthesize(tmp_path / "x", N, model=world.model, shard=shard, device="cpu")
-    with pytest.raises(ConfigError, match="--shard needs --model"):
+    with pytest.raises(ConfigError, match="shard needs model"):
         synthesize(tmp_path / "x", N, input=world.cohort, shard=(0, 2), device="cpu")
     assert not (tmp_path / "x").exists()
     # a folder of another shard is not resumed as this one

@@ -13,14 +13,22 @@ import pytest
 import torch
 
 from medaug.data import Cache, load_split
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import ConfigError, InputError
-from medaug.evaluate import evaluate, fidelity
+from medaug.evaluate import evaluate
+from medaug.evaluate.fidelity import PREVIEW
 from medaug.evaluate.verdict import verdict
 from medaug.io.nifti import write_volume
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.preprocess.pipeline import grid_affine
 from medaug.preprocess.transforms import unit_to_hu
-from medaug.segment import SegmentConfig, evaluate_segmenter, load_segmenter, train_segmenter
+from medaug.segment import (
+    SegmentConfig,
+    evaluate_segmenter,
+    fidelity,
+    load_segmenter,
+    train_segmenter,
+)
 from medaug.synth import output
 from tests.conftest import run_cli
 from tests.synth.test_synth import error_lines, one_error_line
@@ -113,7 +121,7 @@ def test_real_pairs_score_the_heldout_real_dice_and_the_report_leads_with_it(wor
     page = write_report(out).read_text()
     assert page.index("Verdict") < page.index("Metrics") and "Label fidelity" in page
     assert "{'unit'" not in page and "synthetic slices against" in page
-    assert "Worst pairs by label fidelity" in page and (out / fidelity.PREVIEW).is_file()
+    assert "Worst pairs by label fidelity" in page and (out / PREVIEW).is_file()
 
 
 def test_labels_away_from_the_organ_score_near_zero(world, tmp_path):
@@ -213,7 +221,7 @@ def test_a_synthesis_folder_without_labels_is_refused(world, tmp_path):
     proc = run_cli("evaluate", "--real", world["cohort"], "--synthetic", out)
     assert "synth_0000 has no label file" in error_lines(proc)[-1]
     with pytest.raises(InputError, match="no label file"):
-        fidelity.synthetic_items(out, output.read_manifest(out), GRID)
+        fidelity.synthetic_items(SynthFolder.open(out), GRID)
 
 
 def test_3d_pairs_are_scored_as_volumes(world, tmp_path):
@@ -229,7 +237,7 @@ def test_3d_pairs_are_scored_as_volumes(world, tmp_path):
     assert gen.checkpoint is not None
     synth = synthesize(tmp_path / "s3", 3, model=gen.checkpoint, device="cpu").out
     seg = train_segmenter(cache, tmp_path / "seg3", config=SEG.replace(steps=2, batch_size=2))
-    images, labels, names = fidelity.synthetic_items(synth, output.read_manifest(synth), grid)
+    images, labels, names = fidelity.synthetic_items(SynthFolder.open(synth), grid)
     assert labels.shape == images.shape
     assert images.shape == (3, 16, 16, 16) and names == ["synth_0000", "synth_0001", "synth_0002"]
     doc = evaluate_segmenter(seg.checkpoint, synth, out=tmp_path / "e", device="cpu")

@@ -173,7 +173,8 @@ def test_fewer_than_three_slices_is_an_error(write_series: WriteSeries) -> None:
     for path in series_files(folder)[2:]:
         path.unlink()
     found = io.discover(folder)
-    assert "series has 2 slice(s); a volume needs 3" in (found[0].error or "")
+    expected = "series has 2 slice(s) (1-001.dcm, 1-002.dcm); a volume needs 3"
+    assert found[0].error == f"series: {expected}"
 
 
 def test_missing_series_uid_falls_back_with_a_warning(write_series: WriteSeries) -> None:
@@ -282,8 +283,9 @@ def test_non_ct_modality_is_reported(write_series: WriteSeries) -> None:
 
 
 def test_header_of_pydicom_ct_small() -> None:
-    header = dicom.read_header(shipped("CT_small.dcm"))
-    assert isinstance(header, dicom.SliceHeader)
+    headers = dicom.read_headers(shipped("CT_small.dcm"))
+    assert isinstance(headers, list) and len(headers) == 1
+    header = headers[0]
     assert header.position == pytest.approx((-158.135803, -179.035797, -75.699997))
     assert header.pixel_spacing == pytest.approx((0.661468, 0.661468))
     assert (header.rows, header.columns) == (128, 128)
@@ -294,7 +296,7 @@ def test_header_of_pydicom_ct_small() -> None:
 def test_non_dicom_file_is_not_a_header(tmp_path: Path) -> None:
     path = tmp_path / "notes"
     path.write_bytes(b"just some text, no preamble" * 10)
-    assert dicom.read_header(path) is None
+    assert dicom.read_headers(path) is None
 
 
 @pytest.mark.parametrize("signed", [False, True])
@@ -316,8 +318,10 @@ def test_direct_pixel_read_matches_pydicom_decoding(
         words[:8] |= np.uint16(0xF000)  # overlay-style garbage above bit 11
     ds.PixelData = words.tobytes()
     ds.save_as(path)
-    header = dicom.read_header(path)
-    assert isinstance(header, dicom.SliceHeader) and header.pixels.offset is not None
+    headers = dicom.read_headers(path)
+    assert isinstance(headers, list)
+    header = headers[0]
+    assert header.pixels.offset is not None
     fast = dicom._read_slice(path, 64, 64, header.pixels)
     slow = dicom._read_slice(path, 64, 64)
     np.testing.assert_array_equal(fast, slow)

@@ -68,7 +68,7 @@ def test_same_inputs_reuse_other_settings_refused(dicom_cohort: Path, tmp_path: 
     assert (out / "cases" / "case_0001_image.npy").stat().st_mtime_ns == stamp
     # dataset-only settings do not invalidate the cache
     assert preprocess(dicom_cohort, out, config.replace(context_slices=2), workers=1).reused
-    with pytest.raises(ConfigError, match="--overwrite"):
+    with pytest.raises(ConfigError, match="overwrite=True"):
         preprocess(dicom_cohort, out, config.replace(hu_window=(-100, 200)), workers=1)
     rebuilt = preprocess(
         dicom_cohort, out, config.replace(hu_window=(-100, 200)), workers=1, overwrite=True

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from medaug.errors import ConfigError
-from medaug.evaluate import fidelity
-from medaug.segment import SegmentConfig, train_segmenter
+from medaug.evaluate.fidelity import judge
+from medaug.segment import SegmentConfig, fidelity, train_segmenter
 from medaug.synth import synthesize
 from medaug.synth.fidelity_filter import case_dice
 from medaug.synth.output import read_case
@@ -60,7 +60,7 @@ def test_kept_cases_are_the_first_passing_candidates_at_any_batch_size(filter_wo
     for batch in (2, 5):
         out = tmp_path / f"b{batch}"
         result = synthesize(out, 3, model=filter_world["checkpoint"], device="cpu",
-                            min_fidelity=threshold, segmenter=filter_world["seg"],
+                            judge=judge, min_fidelity=threshold, segmenter=filter_world["seg"],
                             batch_size=batch)  # fmt: skip
         runs.append(result.manifest)
         params = [c["params"] for c in result.manifest["cases"]]
@@ -80,9 +80,9 @@ def test_kept_cases_are_the_first_passing_candidates_at_any_batch_size(filter_wo
 
     # a resumed run (2 cases, then 3) continues the stream after the last kept case
     out = tmp_path / "resumed"
-    synthesize(out, 2, model=filter_world["checkpoint"], device="cpu", min_fidelity=threshold,
-               segmenter=filter_world["seg"])  # fmt: skip
-    more = synthesize(out, 3, model=filter_world["checkpoint"], device="cpu",
+    synthesize(out, 2, model=filter_world["checkpoint"], device="cpu", judge=judge,
+               min_fidelity=threshold, segmenter=filter_world["seg"])  # fmt: skip
+    more = synthesize(out, 3, model=filter_world["checkpoint"], device="cpu", judge=judge,
                       min_fidelity=threshold, segmenter=filter_world["seg"])  # fmt: skip
     assert more.written == 1
     assert [c["params"]["candidate"] for c in more.manifest["cases"]] == expected
@@ -97,7 +97,7 @@ def test_a_filter_that_rejects_everything_says_how_far_it_got(filter_world, tmp_
     torch.save(state, greedy)
     with pytest.raises(ConfigError, match=r"20 candidate pairs tried \(the limit, 10 per case\)"):
         synthesize(tmp_path / "o", 2, model=filter_world["checkpoint"], device="cpu",
-                   min_fidelity=1.0, segmenter=greedy)  # fmt: skip
+                   judge=judge, min_fidelity=1.0, segmenter=greedy)  # fmt: skip
     args = ("--min-fidelity", "0.99", "--segmenter", greedy, "--device", "cpu", "--quiet")
     model = ("--model", filter_world["checkpoint"], "--n", "1", "--out", tmp_path / "cli")
     line = one_error_line(run_cli("synth", *model, *args))
@@ -128,7 +128,7 @@ def test_bad_filter_settings_fail_with_one_line(filter_world, tmp_path, case):
 def test_without_a_segmenter_one_is_trained_on_the_generator_cases(filter_world, tmp_path):
     out = tmp_path / "o"
     result = synthesize(out, 2, input=filter_world["cache"], model=filter_world["checkpoint"],
-                        device="cpu", min_fidelity=0.01)  # fmt: skip
+                        device="cpu", judge=judge, min_fidelity=0.01)  # fmt: skip
     seg = result.manifest["fidelity_filter"]["segmenter"]
     assert seg["source"].startswith("trained here") and seg["train_cases"] == 3
     assert (out / ".synth" / "segmenter" / "segmenter.pt").is_file()

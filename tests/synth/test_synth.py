@@ -330,7 +330,7 @@ def test_3d_series_hold_the_generators_volume(world: World, tmp_path: Path):
 
 
 def test_2d_dicom_without_stack_is_refused(world: World, tmp_path: Path):
-    with pytest.raises(ConfigError, match="--stack"):
+    with pytest.raises(ConfigError, match="stack=True"):
         synthesize(tmp_path / "out", 2, model=world.vaegan2, device="cpu", fmt="dicom")
     assert not (tmp_path / "out").exists()
 

@@ -8,9 +8,21 @@ from __future__ import annotations
 import json
 import sys
 
+import torch
 import torch.distributed as dist
 
 from medaug.train import TrainConfig, train
+
+
+def keep_first_gradients(path: str):
+    """An ``on_step`` hook that saves every parameter's gradient after step 1 (rank 0)."""
+
+    def hook(step: int, model: torch.nn.Module) -> None:
+        if step == 1 and dist.get_rank() == 0:
+            grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+            torch.save(grads, path)
+
+    return hook
 
 
 def main(plan_path: str) -> None:
@@ -23,6 +35,7 @@ def main(plan_path: str) -> None:
             model=job["variant"],
             config=TrainConfig.from_dict(job["train"]),
             model_overrides=plan["model"],
+            on_step=keep_first_gradients(job["grads"]),
         )
     dist.destroy_process_group()
 

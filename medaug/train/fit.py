@@ -1,0 +1,94 @@
+"""One way to get a generator for a later stage: fit one on a cache, or finish or reuse
+the one fitted there before.
+
+Synthesis without ``--model`` and the gain experiment (a generator per fold and
+regime) both need "a generator of this variant, trained this many steps on these
+cases, in this folder". ``fit_or_resume`` is that procedure: it reuses a checkpoint
+that is far enough, resumes a shorter run, or starts one; it sizes the model for the
+device (the ``cpu`` preset on a CPU, ``gpu-small`` on a GPU) and the batch for the
+data.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from medaug.errors import ConfigError
+from medaug.preprocess.cache import Cache
+from medaug.train.checkpoint import checkpoint_step, list_checkpoints
+from medaug.train.config import TrainConfig
+from medaug.train.distributed import pick_device
+from medaug.train.loop import train
+from medaug.train.runs import runs_in
+
+
+def fit_or_resume(
+    cache: Cache,
+    out: str | os.PathLike[str],
+    variant: str,
+    steps: int | None = None,
+    cases: Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    on_event: Callable[[str], None] | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_log: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """A checkpoint of a ``variant`` generator trained ``steps`` steps on ``cache``.
+
+    Args:
+        cache: the training cache.
+        out: the folder of its run(s); a run there with a checkpoint of at least
+            ``steps`` steps is used as it is, a shorter one is resumed.
+        variant: the model variant.
+        steps: training steps (default ``TrainConfig().steps``).
+        cases: the training cases (the others of the cache are recorded as held
+            out); default the training side of the cache's first split.
+        seed: weights, batches and noise.
+        device: ``auto``, ``cpu``, ``cuda``...; also picks the model size preset.
+        on_event: one-line notes (and training warnings).
+        on_start / on_log: progress callbacks passed to :func:`medaug.train.train`.
+
+    Returns:
+        the newest checkpoint file.
+    """
+    note = on_event or (lambda _msg: None)
+    out = Path(out)
+    cfg = TrainConfig(seed=seed, device=device)
+    cfg = cfg.replace(steps=steps or cfg.steps)
+    runs = [r for r in runs_in(out) if list_checkpoints(r)]
+    if runs:
+        newest = list_checkpoints(runs[-1])[-1]
+        if checkpoint_step(newest) >= cfg.steps:
+            note(f"using the generator fitted before: {newest}")
+            return newest
+    training = list(cases) if cases is not None else cache.split(0)[0]
+    held_out = [c for c in cache.case_ids if c not in set(training)]
+    cfg = cfg.replace(batch_size=min(cfg.batch_size, max(1, cache.items(training))))
+    preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
+    note(
+        f"fitting a {variant} generator ({preset} preset, {cfg.steps} steps) on "
+        f"{len(training)} cases -> {out}"
+    )
+    result = train(
+        cache,
+        out,
+        model=variant,
+        preset=preset,
+        config=cfg,
+        resume=bool(runs),
+        cases=None if cases is None else (training, held_out),
+        on_event=note,
+        on_start=on_start,
+        on_log=on_log,
+    )
+    if result.checkpoint is None:
+        raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
+    return result.checkpoint
+
+
+__all__ = ["fit_or_resume"]
