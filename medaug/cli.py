@@ -620,6 +620,18 @@ def synth(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: JsonOption = False,
+    min_fidelity: Annotated[
+        float | None,
+        typer.Option(
+            metavar="D",
+            help="Keep only pairs a segmenter agrees with at Dice >= D, in (0, 1]; "
+            "rejected pairs are replaced by new draws.",
+        ),
+    ] = None,
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(help="--min-fidelity: segmenter.pt (default: trained on --input)."),
+    ] = None,
 ) -> None:
     """Synthesize labelled scans: NIfTI (and DICOM), a datalist, a manifest, a preview."""
     part = _shard(shard) if shard is not None else None
@@ -630,11 +642,13 @@ def synth(
         )
     if export is not None and format == OutFormat.dicom:
         _fail("--export nnunet needs NIfTI images: use --format nifti or both")
+    from medaug.evaluate import fidelity
     from medaug.synth import SynthConfig, synthesize
 
     cfg = SynthConfig(
         mode=mode.value, seed=seed, strength=strength, stack=stack, slices=slices,
         fmt=format.value, seg=seg, batch_size=batch_size, device=device,
+        min_fidelity=min_fidelity, segmenter=None if segmenter is None else str(segmenter),
     )  # fmt: skip
     quiet = quiet or as_json
     with _progress(quiet) as bars:
@@ -644,6 +658,7 @@ def synth(
             on_event=None if quiet else _console(stderr=True).print,
             on_start=lambda todo, _done: bars.total("synthesizing")(todo),
             on_case=bars.advance("synthesizing"), train_callbacks=bars.training("fitting"),
+            judge=fidelity.judge,
         )  # fmt: skip
     exported = None
     if export is not None:
@@ -698,6 +713,15 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Subsampling, pairs, feature extractor.")] = 0,
     device: DeviceOption = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    segmenter: Annotated[
+        Path | None,
+        typer.Option(
+            help="Segmenter for label fidelity (default: trained on the generator's cases)."
+        ),
+    ] = None,
+    fidelity_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of the label-fidelity segmenter trained here.")
+    ] = 300,
 ) -> None:
     """Measure synthetic cases against real ones; writes evaluation.json and report.html."""
     from medaug.evaluate import evaluate as run
@@ -705,7 +729,8 @@ def evaluate(
 
     doc = run(
         real, synthetic, model=model, iw_samples=iw_samples, feature_steps=feature_steps,
-        seed=seed, device=device, on_event=_note(as_json),
+        seed=seed, device=device, on_event=_note(as_json), segmenter=segmenter,
+        fidelity_steps=fidelity_steps,
     )  # fmt: skip
     report = write_report(synthetic)
     if as_json:
@@ -721,6 +746,9 @@ def evaluate(
     for row in metric_rows(doc):
         table.add_row(*row)
     console = _console()
+    for line in doc["verdict"]:
+        text = line["text"]
+        console.print(f"[yellow]warning: {text}[/yellow]" if line["level"] == "warning" else text)
     console.print(table)
     console.print(f"  evaluation -> {synthetic / 'evaluation.json'}")
     console.print(f"  report     -> {report}")
@@ -840,6 +868,13 @@ def gain(
     batch_size: Annotated[int, typer.Option(min=1, help="Segmenter items per step.")] = 16,
     ratio: Annotated[float, typer.Option(help="Synthetic share in the +synth arms.")] = 0.5,
     synth_only: Annotated[bool, typer.Option(help="Also run a synthetic-only arm.")] = False,
+    arms: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Arms to run, e.g. real,real+synth,real+labels2image (repeat or comma; "
+            "real always runs; default: the four real/classical/synth arms)."
+        ),
+    ] = None,
     synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
     mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
     generator_steps: Annotated[int, typer.Option(min=1, help="Steps per generator.")] = 1000,
@@ -859,14 +894,14 @@ def gain(
     Writes gain.json, gain.md (the table) and gain.png (Dice against real patients)."""
     from medaug.preprocess import PreprocessConfig
     from medaug.segment import GainConfig, SegmentConfig
-    from medaug.segment.gain import ARMS, DEFAULT_ARMS, run_gain, table
+    from medaug.segment.gain import DEFAULT_ARMS, run_gain, table
 
     cfg = GainConfig(
         train_patients=tuple(train_cases) if train_cases else None,
         seeds=seeds,
         folds=folds,
         test_fraction=test_fraction,
-        arms=(*DEFAULT_ARMS, *([ARMS[-1]] if synth_only else [])),
+        arms=(*(arms or DEFAULT_ARMS), *(["synth-only"] if synth_only else [])),
         ratio=ratio,
         synth_n=synth_n,
         synth_mode=mode.value,
@@ -903,12 +938,18 @@ def demo(
     ] = 150,
     gain_seeds: Annotated[
         int, typer.Option(min=1, help="Seeds per arm of the gain experiment.")
-    ] = 3,
+    ] = 2,
     gain_cases: Annotated[
-        list[str] | None, typer.Option(help="Real patients per gain regime (default: 2 4).")
+        list[str] | None, typer.Option(help="Real patients per gain regime (default: 2).")
     ] = None,
     generator_steps: Annotated[
         int, typer.Option(min=1, help="Steps of each generator the gain experiment trains.")
+    ] = 200,
+    gain_folds: Annotated[
+        int, typer.Option(min=2, help="Folds of the gain experiment: every patient tested once.")
+    ] = 4,
+    fidelity_steps: Annotated[
+        int, typer.Option(min=1, help="Steps of evaluate's label-fidelity segmenter.")
     ] = 300,
 ) -> None:
     """Run the main job on built-in data: phantom -> train -> synth -> evaluate -> gain."""
@@ -938,6 +979,7 @@ def demo(
         model=runs,
         feature_steps=feature_steps,
         seed=seed,
+        fidelity_steps=fidelity_steps,
     )
     typer.echo(
         f"\nLook at {synth_out / 'preview.png'} (synthetic above real) and "
@@ -949,8 +991,10 @@ def demo(
     gain(
         input=out / "cache",
         out=out / "gain",
-        train_cases=gain_cases or ["2", "4"],
+        train_cases=gain_cases or ["2"],
         seeds=gain_seeds,
+        folds=min(gain_folds, patients),  # every patient tested once (README: make demo)
+        arms=["real,real+classical,real+synth,real+labels2image"],
         steps=gain_steps,
         mode=GainMode.prior,
         generator_steps=generator_steps,

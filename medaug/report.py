@@ -66,6 +66,8 @@ def metric_rows(doc: dict) -> list[tuple[str, str, str]]:
         return "n/a" if v is None else format(v, spec)
 
     rows = [
+        # label fidelity first: the number generators are judged by (medaug.evaluate.verdict)
+        *(tuple(row) for row in (doc.get("fidelity") or {}).get("rows", [])),
         ("MMD, pixels (lower is closer)", f(doc["mmd_pixels"]), "0 = same distribution"),
         ("MMD, features (lower is closer)", f(doc["mmd_features"]), "0 = same distribution"),
     ]
@@ -150,6 +152,17 @@ def loss_curves(stats: list[dict], path: str | os.PathLike[str]) -> Path:
     return save_figure(fig, path, dpi=100)
 
 
+def _verdict_html(lines: list[dict]) -> str:
+    """The verdict of ``medaug evaluate`` (``evaluation.json``: ``verdict``) as a list."""
+    colour = {"ok": "#1b7f3b", "info": "#444", "warning": "#b35900"}
+    items = "".join(
+        f"<li style='color:{colour.get(v['level'], '#444')}'>"
+        f"{'warning: ' if v['level'] == 'warning' else ''}{html.escape(v['text'])}</li>"
+        for v in lines
+    )
+    return f"<h2>Verdict</h2><ul>{items}</ul>" if lines else ""
+
+
 def write_report(
     folder: str | os.PathLike[str], path: str | os.PathLike[str] | None = None
 ) -> Path:
@@ -177,6 +190,9 @@ def write_report(
         return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
     parts = [f"<h1>medaug report: {html.escape(folder.name)}</h1>"]
+    evaluation = folder / "evaluation.json"
+    if evaluation.exists():  # the verdict leads the page
+        parts.append(_verdict_html(json.loads(evaluation.read_text()).get("verdict", [])))
     if manifest:
         ck = manifest["checkpoint"]
         parts.append(
@@ -187,7 +203,6 @@ def write_report(
         )
         if (folder / "preview.png").exists():
             parts += ["<h2>Synthetic and real</h2>", img(folder / "preview.png", "preview")]
-    evaluation = folder / "evaluation.json"
     if evaluation.exists():
         doc = json.loads(evaluation.read_text())
         rows = "".join(
@@ -196,11 +211,15 @@ def write_report(
         )
         parts += [
             "<h2>Metrics</h2>",
-            f"<p>Items: {doc['items']}. Split: {html.escape(doc['split'])}. "
-            f"Features: {html.escape(doc['feature_extractor'])}.</p>",
+            f"<p>{html.escape(doc.get('settings_text') or str(doc['items']))}</p>",
             "<table><tr><th>metric</th><th>synthetic</th><th>real / reading</th></tr>"
             f"{rows}</table>",
         ]
+        worst = (doc.get("fidelity") or {}).get("preview")
+        if worst and (folder / worst["file"]).is_file():
+            caption = f"<p>{html.escape(worst['caption'])}</p>"
+            parts += ["<h2>Worst pairs by label fidelity</h2>", caption]
+            parts.append(img(folder / worst["file"], "worst pairs"))
     if run is not None:
         stats = read_stats(run)
         if stats:

@@ -197,7 +197,8 @@ def test_bad_options(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_path: Path) -> None:
-    args = ("--patients", "3", "--steps", "4", "--n", "4", "--feature-steps", "5")
+    args = ("--patients", "3", "--steps", "4", "--n", "4", "--feature-steps", "5",
+            "--fidelity-steps", "2")  # fmt: skip
     gain = ("--gain-steps", "2", "--gain-seeds", "2", "--gain-cases", "1", "--generator-steps", "2")
     result = run_cli("demo", "--out", tmp_path / "d", *args, *gain, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -212,11 +213,14 @@ def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_pa
     assert (
         str(synth / "preview.png") in result.stdout and str(synth / "report.html") in result.stdout
     )
-    # it ends with the gain table: one regime, the four arms, two seeds each
+    assert "label fidelity" in result.stdout and "Verdict" in page
+    # it ends with the gain table: one regime, four arms (the cheap baseline among them),
+    # every patient tested once (3 folds of 3 patients), two seeds each
     table = result.stdout[result.stdout.index("| real patients | arm |") :]
     assert [line.split(" | ")[1] for line in table.splitlines()[2:6]] == [
-        "real", "real+classical", "real+synth", "real+classical+synth",
+        "real", "real+classical", "real+synth", "real+labels2image",
     ]  # fmt: skip
     assert (tmp_path / "d" / "gain" / "gain.png").exists()
     doc = json.loads((tmp_path / "d" / "gain" / "gain.json").read_text())
-    assert len(doc["runs"]) == 4 * 2 and doc["settings"]["synth_mode"] == "prior"
+    assert len(doc["runs"]) == 3 * 4 * 2 and doc["settings"]["synth_mode"] == "prior"
+    assert doc["settings"]["folds"] == 3 and doc["summary"][1]["vs_real"]["pairs"] == 3 * 2

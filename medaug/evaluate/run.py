@@ -8,7 +8,9 @@ Real cases are split into the generator's training cases and held-out cases by t
 content hashes its checkpoint recorded; model-based metrics (reconstruction, ELBO,
 KL, importance-weighted log-likelihood) use held-out cases, and the memorization
 check compares each synthetic item's distance to the training set with the distances
-of held-out items to it.
+of held-out items to it. Label fidelity (:mod:`medaug.evaluate.fidelity`): a
+segmenter trained on the generator's training cases judges every synthetic pair, beside
+the held-out real items; :mod:`medaug.evaluate.verdict` puts the document into words.
 
 Likelihoods assume a Laplace image likelihood with scale :data:`LAPLACE_SCALE` (in
 the [-1, 1] intensity unit, fixed so that variants compare) and a categorical label
@@ -27,15 +29,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from medaug.data.synthfolder import SynthFolder, read_case
+from medaug.data.synthfolder import SynthFolder
+from medaug.evaluate import fidelity
 from medaug.evaluate import metrics as M
 from medaug.evaluate.features import SegmentationFeatures
+from medaug.evaluate.verdict import annotate
 from medaug.io.atomic import write_json
 from medaug.models.losses import kl_normal
 from medaug.models.networks import GaussianEncoder
 from medaug.preprocess.pipeline import open_cache
 from medaug.preprocess.splits import recorded_sides
-from medaug.preprocess.transforms import hu_to_unit, unit_to_hu
+from medaug.preprocess.transforms import unit_to_hu
+from medaug.segment.fidelity import real_items, synthetic_items
 from medaug.train.checkpoint import file_sha256, load_model
 from medaug.train.distributed import pick_device
 
@@ -57,6 +62,8 @@ def evaluate(
     seed: int = 0,
     device: str | None = None,
     on_event: Callable[[str], None] | None = None,
+    segmenter: str | os.PathLike[str] | None = None,
+    fidelity_steps: int = 300,
 ) -> dict[str, Any]:
     """Measure a synthesis folder against real scans; writes ``evaluation.json`` there.
 
@@ -70,6 +77,10 @@ def evaluate(
         seed: subsampling, pairs and the feature extractor.
         device: ``cpu``, ``cuda``...; default CUDA when available.
         on_event: called with one-line notes.
+        segmenter: a ``medaug segment train`` checkpoint for label fidelity
+            (:mod:`medaug.evaluate.fidelity`); default one trained here on the
+            generator's training cases.
+        fidelity_steps: training steps of that segmenter.
 
     Returns:
         the evaluation document (also written to ``synthetic/evaluation.json``).
@@ -83,7 +94,7 @@ def evaluate(
     rng = np.random.default_rng(seed)
 
     note("reading the synthetic cases")
-    s_img, s_lab = _subsample(*_synthetic_items(synth_dir, manifest, config), rng)
+    s_img, s_lab = _subsample(*synthetic_items(folder, config)[:2], rng)
     note("preprocessing the real scans onto the synthetic grid")
     # evaluate's own scratch cache: another --real than last time rebuilds it (cases
     # are still reused by key) instead of refusing with a flag evaluate does not have
@@ -92,9 +103,9 @@ def evaluate(
         against="the synthetic cases'", purpose=" for comparison",
     )  # fmt: skip
     train_ids, held_ids, split_note = _split(cache, manifest)
-    r_img, r_lab = _subsample(*_cache_items(cache, cache.case_ids), rng)
-    t_img, t_lab = _subsample(*_cache_items(cache, train_ids), rng)
-    h_img, h_lab = _cache_items(cache, held_ids) if held_ids else (None, None)
+    r_img, r_lab = _subsample(*real_items(cache, cache.case_ids)[:2], rng)
+    t_img, t_lab = _subsample(*real_items(cache, train_ids)[:2], rng)
+    h_img, h_lab = real_items(cache, held_ids)[:2] if held_ids else (None, None)
 
     doc: dict[str, Any] = {
         "synthetic": str(synth_dir),
@@ -146,31 +157,21 @@ def evaluate(
     else:
         doc["memorization"] = {"skipped": "no held-out real cases: " + split_note}
 
+    # ---- label fidelity: does each synthetic image show what its label says? ----------------
+    doc["fidelity"] = fidelity.measure(
+        cache, train_ids, held_ids, folder, segmenter=segmenter,
+        steps=fidelity_steps, seed=seed, device=str(dev), note=note,
+    )  # fmt: skip
+
     # ---- model-based: reconstruction, ELBO, KL, IWLL ------------------------------------------
     ckpt = model or _fitted_checkpoint(synth_dir, manifest)
     ref_img, ref_lab = (h_img, h_lab) if h_img is not None and len(h_img) else (r_img, r_lab)
     doc["model"] = _model_metrics(ckpt, ref_img, ref_lab, width, iw_samples, seed, dev, note)
     doc["model"]["cases"] = "held-out real" if ref_img is h_img else "all real (none held out)"
     doc["seconds"] = round(time.perf_counter() - t0, 1)
-    doc = _plain(doc)
+    doc = annotate(_plain(doc))  # the verdict and settings in words, for every reader
     write_json(synth_dir / EVALUATION, doc)
     return doc
-
-
-def _synthetic_items(synth_dir: Path, manifest: dict, config) -> tuple[np.ndarray, np.ndarray]:
-    """All synthetic items in [-1, 1] with their labels: (N, X, Y) or (N, X, Y, Z)."""
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for rec in manifest["cases"]:
-        hu, label = read_case(synth_dir, rec)
-        image = hu_to_unit(hu, config.hu_window).astype(np.float32)
-        if config.dims == 2:
-            images.extend(np.moveaxis(image, -1, 0))
-            labels.extend(np.moveaxis(label, -1, 0))
-        else:
-            images.append(image)
-            labels.append(label)
-    return np.stack(images), np.stack(labels)
 
 
 def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
@@ -182,21 +183,6 @@ def _split(cache, manifest: dict) -> tuple[list[str], list[str], str]:
     if not train_ids:
         return list(cache.case_ids), [], "none of these real cases is one the generator trained on"
     return train_ids, held, f"{len(train_ids)} training and {len(held)} held-out real cases"
-
-
-def _cache_items(cache, case_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    images: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    for c in case_ids:
-        image = np.asarray(cache.array(c, "image"), dtype=np.float32)  # (Z, X, Y)
-        label = np.asarray(cache.array(c, "label"))
-        if cache.config.dims == 2:
-            images.extend(image)
-            labels.extend(label)
-        else:
-            images.append(np.moveaxis(image, 0, -1))
-            labels.append(np.moveaxis(label, 0, -1))
-    return np.stack(images), np.stack(labels)
 
 
 def _subsample(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator):

@@ -13,8 +13,13 @@ from medaug.settings import Settings
 
 AUGMENTS = ("none", "classical")
 #: The gain experiment's arms: what each U-Net trains on (``real`` always runs).
-ARMS = ("real", "real+classical", "real+synth", "real+classical+synth", "synth-only")
+ARMS = (
+    "real", "real+classical", "real+synth", "real+classical+synth", "synth-only",
+    "real+labels2image",
+)  # fmt: skip
 DEFAULT_ARMS = ARMS[:4]
+#: Arms that mix real items with other items at ``ratio``.
+MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image")
 #: How the gain experiment draws synthetic cases (``medaug.synth`` modes).
 GAIN_MODES = ("prior", "perturb")
 #: The gain experiment's real patients per regime when none are asked for.
@@ -79,7 +84,7 @@ class GainConfig(Settings):
     folds: int | None = None  # K-fold cross-validation over patients (None: one split)
     test_fraction: float = 0.2  # share of patients held out for testing when folds is None
     arms: tuple[str, ...] = DEFAULT_ARMS  # which of ARMS run (real always runs: the reference)
-    ratio: float = 0.5  # synthetic share of the batches of the +synth arms, in [0, 1)
+    ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
     synth_n: int = 200  # synthetic cases made per regime
     synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
     generator_steps: int = 1000  # training steps of each regime's generator
@@ -91,7 +96,9 @@ class GainConfig(Settings):
     def __post_init__(self) -> None:
         if not 0.0 <= self.ratio < 1.0:
             raise ConfigError(f"{{ratio}} must be in [0, 1), got {self.ratio}")
-        unknown = [a for a in self.arms if a not in ARMS]
+        # "real,real+synth" as well as separate names (the command line's --arms)
+        given = tuple(a.strip() for v in self.arms for a in str(v).split(",") if a.strip())
+        unknown = [a for a in given if a not in ARMS]
         if unknown:
             raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
         if self.seeds < 1:
@@ -101,7 +108,7 @@ class GainConfig(Settings):
         if self.synth_n < 1 or self.generator_steps < 1:
             raise ConfigError("{synth_n} and {generator_steps} must be at least 1")
         # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
-        arms = ("real", *[a for a in ARMS[1:] if a in self.arms])
+        arms = ("real", *[a for a in ARMS[1:] if a in given])
         if self.train_patients is not None:
             sweep = tuple(parse_train_patients(self.train_patients))
             object.__setattr__(self, "train_patients", sweep)
@@ -178,6 +185,7 @@ __all__ = [
     "DEFAULT_ARMS",
     "DEFAULT_TRAIN_PATIENTS",
     "GAIN_MODES",
+    "MIXED_ARMS",
     "GainConfig",
     "SegmentConfig",
     "default_sweep",

@@ -2,13 +2,13 @@
 target structure, on whole cases of a cache (all slices of a 2D case, the volume of a
 3D one, by sliding window), in millimetres of the model grid.
 
-The metrics are MONAI's (``compute_dice``, ``compute_hausdorff_distance`` with
-``percentile=95``, ``compute_surface_dice``), with the grid's spacing.
+The metrics are MONAI's (:mod:`medaug.segment.metrics`), with the grid's spacing. A
+synthesis folder is scored pair by pair against its own labels
+(:func:`medaug.segment.fidelity.evaluate_synthetic`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +17,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import ConfigError, InputError
 from medaug.io.atomic import write_json
 from medaug.preprocess.splits import recorded_sides
+from medaug.segment import fidelity
 from medaug.segment.config import SegmentConfig
+from medaug.segment.metrics import case_metrics, summarize_cases
 from medaug.segment.segmenter import data_cache, load_segmenter
 from medaug.train.distributed import pick_device
 
@@ -48,49 +51,6 @@ def predict(net: torch.nn.Module, cache: Any, case_id: str, cfg: SegmentConfig) 
             )  # fmt: skip
             mask = torch.as_tensor(logits).float().argmax(1)[0].cpu()
     return mask.numpy().astype(np.uint8)
-
-
-def case_metrics(
-    pred: np.ndarray, truth: np.ndarray, spacing: Sequence[float], tolerance_mm: float
-) -> dict[str, Any]:
-    """Dice, HD95 (mm) and surface Dice of binary ``(X, Y, Z)`` masks.
-
-    A missed structure (empty prediction) scores Dice 0 and surface Dice 0, and its
-    HD95 is undefined (``None``): averages of HD95 are over the cases that have one.
-    """
-    import warnings
-
-    from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
-
-    warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
-    p = torch.from_numpy(pred.astype(bool))
-    t = torch.from_numpy(truth.astype(bool))
-    onehot_p = torch.stack([~p, p])[None].float()
-    onehot_t = torch.stack([~t, t])[None].float()
-    dice = float(
-        compute_dice(onehot_p, onehot_t, include_background=False, ignore_empty=False)[0, 0]
-    )
-    hd95: float | None = None
-    surface = 0.0
-    if p.any():
-        hd = float(
-            compute_hausdorff_distance(
-                onehot_p, onehot_t, include_background=False, percentile=95, spacing=list(spacing)
-            )[0, 0]
-        )
-        hd95 = hd if math.isfinite(hd) else None
-        surface = float(
-            compute_surface_dice(
-                onehot_p, onehot_t, [tolerance_mm], include_background=False, spacing=list(spacing)
-            )[0, 0]
-        )
-    return {
-        "dice": round(dice, 5),
-        "hd95_mm": None if hd95 is None else round(hd95, 3),
-        "surface_dice": round(surface, 5),
-        "target_voxels": int(t.sum()),
-        "predicted_voxels": int(p.sum()),
-    }
 
 
 def score(
@@ -126,17 +86,6 @@ def score(
     }
 
 
-def summarize_cases(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means over cases (HD95 over the cases where it is defined)."""
-    hd = [r["hd95_mm"] for r in rows if r["hd95_mm"] is not None]
-    return {
-        "dice": round(float(np.mean([r["dice"] for r in rows])), 5),
-        "hd95_mm": round(float(np.mean(hd)), 3) if hd else None,
-        "surface_dice": round(float(np.mean([r["surface_dice"] for r in rows])), 5),
-        "missed": sum(r["predicted_voxels"] == 0 for r in rows),
-    }
-
-
 def scores_text(doc: dict[str, Any], title: str) -> str:
     """A score document (:func:`score`) as a plain table: per case, then the mean."""
 
@@ -153,6 +102,8 @@ def scores_text(doc: dict[str, Any], title: str) -> str:
         cells = [r[0].ljust(widths[0])]
         cells += [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
         lines.append("  ".join(cells).rstrip())
+    if "fidelity" in doc:  # a synthesis folder: pairs scored against their own labels
+        lines.append(fidelity.summary_line(doc["fidelity"], doc["threshold"], doc["unit"]))
     return "\n".join(lines)
 
 
@@ -170,7 +121,9 @@ def evaluate_segmenter(
     Args:
         model: ``segmenter.pt`` or the folder holding it.
         data: a cache or a folder of labelled scans (preprocessed with the model's
-            config into ``out/cache``).
+            config into ``out/cache``); or a ``medaug synth`` folder, whose pairs are
+            each scored against their own label
+            (:func:`medaug.segment.fidelity.evaluate_synthetic`).
         out: where ``evaluation.json`` goes (default the model's folder).
         device: where to run.
         include_training: also score cases the segmenter trained on (recognised by
@@ -180,6 +133,8 @@ def evaluate_segmenter(
     Returns:
         the evaluation document (also written as ``evaluation.json``).
     """
+    if SynthFolder.exists(data):  # a synthesis folder: each pair against its own label
+        return fidelity.evaluate_synthetic(model, data, out=out, device=device, on_event=on_event)
     note = on_event or (lambda _msg: None)
     model = Path(model)
     net, cfg, pp, split = load_segmenter(model, pick_device(device))

@@ -19,10 +19,14 @@ Design, in the order ``run_gain`` follows it:
    weights (the seed) for the same number of steps with the same batch size:
    ``real``; ``real+classical`` (MONAI affine, elastic, intensity, noise);
    ``real+synth`` (synthetic items at ``ratio``); ``real+classical+synth``; and
-   optionally ``synth-only``.
+   optionally ``synth-only`` and ``real+labels2image`` (the cheap baseline: images
+   painted from the regime's real labels, :mod:`medaug.segment.labels2image`, at
+   ``ratio``).
 5. **Statistics.** Per arm and regime: mean test Dice over runs (folds x seeds), its
-   standard deviation and 95% t interval; and a paired test against ``real`` on the
-   same test cases (per-case Dice averaged over seeds; paired t and Wilcoxon).
+   standard deviation and 95% t interval; and a paired comparison with ``real`` over
+   every (test case, seed) pair (the same seed starts both arms from the same weights
+   and real items): the mean difference with its 95% t interval, paired t and
+   Wilcoxon.
 
 Everything resumes: the cache and generators by their own keys and checkpoints, the
 synthetic folders by their records, each run by its result file under ``runs/``.
@@ -49,9 +53,11 @@ from medaug.io.atomic import write_json, write_text
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.splits import make_splits, recorded_sides
+from medaug.segment import labels2image
 from medaug.segment.config import (
     ARMS,
     DEFAULT_ARMS,
+    MIXED_ARMS,
     GainConfig,
     SegmentConfig,
     default_sweep,
@@ -302,9 +308,13 @@ def run_gain(
             gen = _synthetic_for(out, regime, cache, cfg, given, note)
             generators.append(gen)
             synth = SyntheticDataset(out / gen["synthetic"], intensity="unit")
+        painted = None
+        if labels2image.ARM in cfg.arms:
+            painted = labels2image.Labels2ImageDataset(cache, list(regime.cases), cfg.seed)
         for s in range(cfg.seeds):
             for arm in cfg.arms:
-                run = _run(out, cache, regime, arm, cfg.seed + s, cfg, synth, note)
+                source = painted if arm == labels2image.ARM else synth
+                run = _run(out, cache, regime, arm, cfg.seed + s, cfg, source, note)
                 runs.append(run)
                 if on_run is not None:
                     on_run(run)
@@ -383,14 +393,15 @@ def _run(
     arm: str,
     seed: int,
     cfg: GainConfig,
-    synth: SyntheticDataset | None,
+    synth: SyntheticDataset | labels2image.Labels2ImageDataset | None,
     note,
 ) -> dict[str, Any]:
-    """One segmenter: train on the arm's data, score on the fold's test cases."""
+    """One segmenter: train on the arm's data (``synth``: the synthetic or painted
+    items of a mixed arm), score on the fold's test cases."""
     run_cfg = cfg.segment.replace(
         seed=seed,
         augment="classical" if "classical" in arm else "none",
-        ratio=cfg.ratio if arm in ("real+synth", "real+classical+synth") else 0.0,
+        ratio=cfg.ratio if arm in MIXED_ARMS else 0.0,
         synthetic_only=arm == "synth-only",
     )
     ident = {
@@ -401,7 +412,11 @@ def _run(
         "config": run_cfg.to_dict(),
         "train_cases": list(regime.cases),
         "test_cases": list(regime.test_cases),
-        "synthetic": None if synth is None or "synth" not in arm else synth.manifest["settings"],
+        "synthetic": (
+            synth.manifest["settings"]
+            if "synth" in arm and isinstance(synth, SyntheticDataset)
+            else None
+        ),
     }
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     # the key in the name: runs of other settings (steps, ratio...) stay beside these
@@ -414,7 +429,8 @@ def _run(
                 return done
         except (OSError, ValueError):
             pass  # a damaged record: the run is redone
-    fitted = fit(cache, list(regime.cases), run_cfg, synth if "synth" in arm else None)
+    mixed = synth if "synth" in arm or arm == labels2image.ARM else None
+    fitted = fit(cache, list(regime.cases), run_cfg, mixed)
     scores = score(fitted.net, cache, list(regime.test_cases), run_cfg)
     record = {
         "key": key,
@@ -473,14 +489,14 @@ def summarize(runs: list[dict[str, Any]], arms: Sequence[str]) -> list[dict[str,
     return rows
 
 
-def _per_case(runs: list[dict[str, Any]], arm: str) -> dict[tuple[int, str], float]:
-    """(fold, test case) -> Dice averaged over the arm's seeds."""
-    values: dict[tuple[int, str], list[float]] = {}
-    for r in runs:
-        if r["arm"] == arm:
-            for c in r["test"]["cases"]:
-                values.setdefault((r["fold"], c["case"]), []).append(c["dice"])
-    return {k: float(np.mean(v)) for k, v in values.items()}
+def _per_case(runs: list[dict[str, Any]], arm: str) -> dict[tuple[int, str, int], float]:
+    """(fold, test case, seed) -> Dice: the pairs of the paired comparison."""
+    return {
+        (r["fold"], c["case"], r["seed"]): c["dice"]
+        for r in runs
+        if r["arm"] == arm
+        for c in r["test"]["cases"]
+    }
 
 
 def table(doc: dict[str, Any]) -> str:
@@ -488,7 +504,7 @@ def table(doc: dict[str, Any]) -> str:
     s = doc["settings"]
     head = (
         "real patients", "arm", "runs", "Dice mean", "sd", "95% CI", "ΔDice vs real",
-        "paired p (t / Wilcoxon)", "HD95 mm", "surface Dice",
+        "ΔDice 95% CI (pairs)", "paired p (t / Wilcoxon)", "HD95 mm", "surface Dice",
     )  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in doc["summary"]:
@@ -497,11 +513,12 @@ def table(doc: dict[str, Any]) -> str:
         ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
         vs = row.get("vs_real")
         delta = "" if vs is None else f"{vs['mean_difference']:+.3f}"
+        dci = "" if vs is None else _diff_ci(vs)
         p = "" if vs is None else f"{_p(vs['t_p'])} / {_p(vs['wilcoxon_p'])}"
         hd = "–" if row["hd95_mm"] is None else f"{row['hd95_mm']:.1f}"
         lines.append(
             f"| {row['regime']} | {row['arm']} | {row['runs']} | {d['mean']:.3f} | {sd} | {ci} | "
-            f"{delta} | {p} | {hd} | {row['surface_dice']:.3f} |"
+            f"{delta} | {dci} | {p} | {hd} | {row['surface_dice']:.3f} |"
         )
     splits = doc["splits"]
     test = len(splits[0]["test_patients"])
@@ -532,10 +549,15 @@ def table(doc: dict[str, Any]) -> str:
         "",
         setup,
         "Dice is the test patients' mean per run; the interval is the 95% t interval over runs "
-        "(folds x seeds); the paired tests compare per-case Dice (averaged over seeds) with "
-        "`real`.",
+        "(folds x seeds). ΔDice is the mean paired difference from `real` over every "
+        "(test case, seed) pair, with its 95% t interval and the paired tests.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _diff_ci(vs: dict[str, Any]) -> str:
+    ci = vs.get("ci95")
+    return f"[{ci[0]:+.3f}, {ci[1]:+.3f}] ({vs['pairs']})" if ci else f"– ({vs['pairs']})"
 
 
 def _p(p: float | None) -> str:
@@ -545,6 +567,7 @@ def _p(p: float | None) -> str:
 __all__ = [
     "ARMS",
     "DEFAULT_ARMS",
+    "MIXED_ARMS",
     "FoldPlan",
     "GainConfig",
     "Regime",

@@ -31,9 +31,10 @@ def paired(arm: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
     """Paired comparison of ``arm`` against ``reference`` on the same items.
 
     Returns:
-        ``{"pairs", "mean_difference", "t_p", "wilcoxon_p"}``: the two-sided paired
-        t-test and Wilcoxon signed-rank p-values (None when they are undefined: fewer
-        than two pairs, or no difference at all).
+        ``{"pairs", "mean_difference", "ci95", "t_p", "wilcoxon_p"}``: the mean
+        paired difference with its 95% t interval, and the two-sided paired t-test and
+        Wilcoxon signed-rank p-values (None when they are undefined: fewer than two
+        pairs, or no difference at all).
     """
     from scipy import stats
 
@@ -43,6 +44,7 @@ def paired(arm: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "pairs": len(diff),
         "mean_difference": float(diff.mean()) if len(diff) else None,
+        "ci95": interval(diff.tolist())["ci95"],
         "t_p": None,
         "wilcoxon_p": None,
     }

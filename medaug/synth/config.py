@@ -35,6 +35,11 @@ class SynthConfig(Settings):
     batch_size: int = 16  # latents per decoder call
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     writers: int | None = None  # writer threads (None: up to 4)
+    # the fidelity filter (medaug.synth.fidelity_filter): keep only pairs whose label a
+    # segmenter agrees with at this Dice or more, in (0, 1]; None keeps every pair
+    min_fidelity: float | None = None
+    segmenter: str | None = None  # its segmenter.pt (None: trained on the generator's cases)
+    fidelity_tries: int = 10  # candidates per case at most: the filter gives up after n * this
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -49,6 +54,12 @@ class SynthConfig(Settings):
             raise ConfigError(f"{{slices}} must be at least 1, got {self.slices}")
         if self.writers is not None and self.writers < 1:
             raise ConfigError(f"{{writers}} must be at least 1, got {self.writers}")
+        if self.min_fidelity is not None and not 0.0 < self.min_fidelity <= 1.0:
+            raise ConfigError(f"{{min_fidelity}} must be in (0, 1], got {self.min_fidelity:g}")
+        if self.fidelity_tries < 1:
+            raise ConfigError(f"{{fidelity_tries}} must be at least 1, got {self.fidelity_tries}")
+        if self.segmenter is not None:  # a path given as os.PathLike is saved as text
+            object.__setattr__(self, "segmenter", str(self.segmenter))
         if self.seg and self.fmt == "nifti":
             raise ConfigError(
                 "{seg=True} writes the label as DICOM SEG next to a DICOM series: "

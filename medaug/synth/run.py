@@ -26,8 +26,9 @@ from medaug.errors import ConfigError, InputError
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.pipeline import open_cache
-from medaug.synth import output
+from medaug.synth import fidelity_filter, output
 from medaug.synth.config import SynthConfig
+from medaug.synth.fidelity_filter import FidelityFilter, JudgeFactory
 from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import Synthesizer
 from medaug.train.checkpoint import Checkpoint
@@ -85,6 +86,13 @@ class SynthResult:
         ]
         if self.fitted:
             lines.append(f"  model    -> {self.checkpoint}")
+        if "fidelity_filter" in self.manifest:
+            kept = self.manifest["fidelity_filter"]
+            lines.insert(
+                1,
+                f"  kept {self.n} of {kept['candidates_tried']} candidates at Dice >= "
+                f"{kept['min_dice']:g} ({kept['rejected']} rejected)",
+            )
         if "shard" in settings:
             (k, count), (start, stop) = settings["shard"], self.manifest["indices"]
             lines.append(
@@ -118,6 +126,7 @@ def synthesize(
     on_start: Callable[[int, int], None] | None = None,
     on_case: Callable[[int], None] | None = None,
     train_callbacks: dict[str, Any] | None = None,
+    judge: JudgeFactory | None = None,
     **settings: Any,
 ) -> SynthResult:
     """Write ``n`` synthetic image + label cases to ``out``.
@@ -146,6 +155,9 @@ def synthesize(
         on_start: called with (cases to write now, cases already there).
         on_case: called with each written case's index.
         train_callbacks: ``on_start`` / ``on_log`` passed to :func:`medaug.train.train`.
+        judge: builds the segmenter of the fidelity filter (``min_fidelity``,
+            :mod:`medaug.synth.fidelity_filter`), e.g.
+            :func:`medaug.evaluate.fidelity.judge`; needed only with ``min_fidelity``.
         **settings: :class:`SynthConfig` fields that override ``config``'s
             (``synthesize(out, 8, model=ckpt, mode="perturb", device="cpu")``).
 
@@ -161,6 +173,11 @@ def synthesize(
     cfg = (config or SynthConfig()).replace(**settings)
     note = on_event or (lambda _msg: None)
     given = _check_request(cfg, n, input, model, dims, shard)
+    if cfg.min_fidelity is not None and judge is None:
+        raise ConfigError(
+            "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
+            "judge=medaug.evaluate.fidelity.judge"
+        )
     pp = given.preprocess if given is not None else PreprocessConfig(dims=dims)  # type: ignore[arg-type]
     shard_of = {"shard": [int(shard[0]), int(shard[1])]} if shard is not None else {}
     if overwrite:
@@ -189,7 +206,17 @@ def synthesize(
     synth.check_mode(cfg.mode)
     stack = cfg.stack and synth.dims == 2
     slices = cfg.slices or _median_depth(real)
-    settings_doc = {"checkpoint_sha256": synth.sha256, **cfg.settings(stack, slices), **shard_of}
+    keep = None
+    if cfg.min_fidelity is not None:  # candidates scored by a segmenter, failing ones replaced
+        assert judge is not None  # checked above
+        seg = judge(synth, real, out / fidelity_filter.SEGMENTER_DIR, cfg, note)
+        keep = FidelityFilter(synth, seg, cfg.min_fidelity, n, cfg.fidelity_tries)
+    settings_doc = {
+        "checkpoint_sha256": synth.sha256,
+        **cfg.settings(stack, slices),
+        **shard_of,
+        **(keep.settings if keep else {}),
+    }
 
     wanted = output.shard_range(n, shard)
     done = output.prepare(out, settings_doc, n)
@@ -203,10 +230,11 @@ def synthesize(
     if on_start:
         on_start(len(todo), len(wanted) - len(todo))
     t0 = time.perf_counter()
-    _sample_and_write(out, synth, cfg, stack, slices, todo, done, on_case)
+    sampler = keep.resume(done) if keep else synth
+    _sample_and_write(out, synth, sampler, cfg, stack, slices, todo, done, on_case)
     seconds = time.perf_counter() - t0
 
-    doc = output.manifest(out, settings_doc, info, n, done)
+    doc = output.manifest(out, settings_doc, {**info, **(keep.info(done) if keep else {})}, n, done)
     output.datalist(out, doc, synth.classes)
     synthesis_preview(out, doc, synth.config, real)
     return SynthResult(out, len(doc["cases"]), len(todo), seconds, synth.checkpoint, fitted, doc)
@@ -241,6 +269,11 @@ def _check_request(
         raise ConfigError(f"{{mode}} {cfg.mode} starts from real cases: give {{input}}")
     if shard is not None:
         _check_shard(shard, n, model)
+        if cfg.min_fidelity is not None:
+            raise ConfigError(
+                "{min_fidelity} with {shard}: kept case i depends on every candidate before "
+                "it, so the stream cannot be split; run one unsharded synthesis"
+            )
     return given
 
 
@@ -266,6 +299,7 @@ def _median_depth(real: Cache | None) -> int:
 def _sample_and_write(
     out: Path,
     synth: Synthesizer,
+    sampler: Synthesizer | FidelityFilter,
     cfg: SynthConfig,
     stack: bool,
     slices: int,
@@ -273,7 +307,8 @@ def _sample_and_write(
     done: dict[int, dict[str, Any]],
     on_case: Callable[[int], None] | None,
 ) -> None:
-    """Decode the cases of ``todo`` in batches while writer threads write the batch
+    """Decode the cases of ``todo`` in batches (drawn by ``sampler``: the synthesizer,
+    or the fidelity filter in front of it) while writer threads write the batch
     before; each written case's record goes into ``done``."""
     plan: dict[str, Any] = dict(
         mode=cfg.mode, seed=cfg.seed, strength=cfg.strength, stack=stack, slices=slices
@@ -285,8 +320,8 @@ def _sample_and_write(
     pending: deque[Future[dict[str, Any]]] = deque()
     try:
         for start in range(0, len(todo), per_call):
-            plans = [synth.plan(i, **plan) for i in todo[start : start + per_call]]
-            for case in synth.generate(plans, cfg.batch_size):
+            plans = [sampler.plan(i, **plan) for i in todo[start : start + per_call]]
+            for case in sampler.generate(plans, cfg.batch_size):
                 pending.append(pool.submit(writer.write, case))
             while len(pending) > 2 * threads:
                 _finish(pending.popleft(), done, on_case)

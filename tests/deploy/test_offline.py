@@ -116,7 +116,7 @@ def test_the_whole_job_runs_without_the_network(offline, tmp_path: Path):
     out = medaug(
         run, "demo", "--out", demo, "--patients", "3", "--steps", "2", "--n", "4",
         "--feature-steps", "2", "--gain-steps", "2", "--gain-seeds", "1", "--gain-cases", "1",
-        "--generator-steps", "2",
+        "--generator-steps", "2", "--fidelity-steps", "2",
     )  # fmt: skip
     assert "report" in out and (demo / "synthetic" / "report.html").exists()
     assert log.read_text() == ""

@@ -53,7 +53,7 @@ def test_gain_json_has_every_run_and_a_row_per_regime_and_arm(experiment):
     assert json.loads((out / "gain.json").read_text()) == doc
     assert doc["settings"]["train_patients"] == [1, "all"]
     runs = doc["runs"]
-    assert len(runs) == 2 * 2 * 5 * 2  # folds x regimes x arms x seeds
+    assert len(runs) == 2 * 2 * 6 * 2  # folds x regimes x arms x seeds
     assert {(r["regime"], r["arm"]) for r in doc["summary"]} == {
         (n, a) for n in (1, 2) for a in ARMS
     }
@@ -61,10 +61,12 @@ def test_gain_json_has_every_run_and_a_row_per_regime_and_arm(experiment):
         assert row["runs"] == 4 and len(row["dice"]["ci95"]) == 2
         assert row["dice"]["ci95"][0] <= row["dice"]["mean"] <= row["dice"]["ci95"][1]
         if row["arm"] != "real":
-            assert row["vs_real"]["pairs"] == 4  # every patient is tested once
+            # every patient is tested once, with each of the 2 seeds: 4 x 2 pairs
+            assert row["vs_real"]["pairs"] == 8 and len(row["vs_real"]["ci95"]) == 2
     table = (out / "gain.md").read_text()
     assert table.startswith("| real patients | arm | runs | Dice mean | sd | 95% CI |")
-    assert table.count("\n| 1 |") == 5 and table.count("\n| 2 |") == 5
+    assert "| ΔDice vs real | ΔDice 95% CI (pairs) |" in table and " (8) |" in table
+    assert table.count("\n| 1 |") == 6 and table.count("\n| 2 |") == 6
     with Image.open(out / "gain.png") as png:
         assert png.size[0] > 400 and png.size[1] > 300
 
@@ -111,6 +113,29 @@ def test_a_second_run_reuses_every_result(experiment, cohort: Path):
     )  # fmt: skip
     assert again["summary"] == doc["summary"]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
+
+
+def test_labels2image_arm_with_every_patient_tested_once(cohort: Path, tmp_path: Path):
+    doc = run_gain(
+        cohort, tmp_path / "g", train_patients=[1], seeds=2, folds=4, segment=TINY,
+        arms=["real", "real+labels2image"], preprocess_config=PP, device="cpu",
+    )  # fmt: skip
+    assert doc["generators"] == []  # no generator is trained for the cheap baseline
+    tested = sorted(p for split in doc["splits"] for p in split["test_patients"])
+    assert len(tested) == 4 and len(set(tested)) == 4  # 4 folds: each patient once
+    painted = [r for r in doc["runs"] if r["arm"] == "real+labels2image"]
+    assert len(painted) == 4 * 2 and all(r["items_synthetic"] > 0 for r in painted)
+    row = next(r for r in doc["summary"] if r["arm"] == "real+labels2image")
+    assert row["vs_real"]["pairs"] == 4 * 2  # (test case, seed) pairs
+    assert "| 1 | real+labels2image | 8 |" in (tmp_path / "g" / "gain.md").read_text()
+
+    # the command line: --arms picks the arms (real always runs)
+    proc = run_cli("gain", "--input", tmp_path / "g" / "cache", "--out", tmp_path / "cli",
+                   "--arms", "real+labels2image", "--train-cases", "1", "--seeds", "1",
+                   "--steps", "2", "--batch-size", "4", "--device", "cpu", "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "cli" / "gain.json").read_text())["summary"]
+    assert [r["arm"] for r in summary] == ["real", "real+labels2image"]
 
 
 def generator_on(cache_dir: Path, cases: list[str], out: Path) -> Path:
@@ -187,7 +212,7 @@ def test_the_default_sweep_shrinks_to_the_smallest_fold_and_says_so(experiment):
         plan_folds(cache, [4], None, 0.5, 0)  # asked for: still refused
 
 
-@pytest.mark.parametrize("case", ["folds", "ratio", "too-many", "model-and-folds"])
+@pytest.mark.parametrize("case", ["folds", "ratio", "too-many", "model-and-folds", "arm"])
 def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, case: str):
     out, _ = experiment
     base = ("gain", "--input", out / "cache", "--out", tmp_path / "g", "--steps", "2", "--quiet")
@@ -196,6 +221,7 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "ratio": ("--ratio", "1.0"),
         "too-many": ("--train-cases", "9"),
         "model-and-folds": ("--folds", "2", "--model", out / "cache"),
+        "arm": ("--arms", "real,labels2imag"),
     }[case]
     line = one_error_line(run_cli(*base, *extra))
     assert {
@@ -203,6 +229,7 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "ratio": "--ratio must be in [0, 1)",
         "too-many": "--train-cases 9: fold 0 has only",
         "model-and-folds": "--model gives one generator, and --folds needs one per fold",
+        "arm": "unknown arm 'labels2imag'; arms are real, real+classical",
     }[case] in line
     assert not (tmp_path / "g" / "gain.json").exists()
     assert os.environ.get("MEDAUG_NOTHING") is None
