@@ -5,6 +5,7 @@ with the same validation (order, gaps, duplicates, tilt) and the same affine."""
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -332,6 +333,13 @@ def test_legacy_converted_matches_dcm2niix(
 
     folder, _, _ = write_series(affine=oblique())
     path = legacy_converted(folder, tmp_path / "lce" / "lce.dcm", syntax)
-    ref, ref_affine = dcm2niix(path.parent, tmp_path / "ref")
+    try:
+        ref, ref_affine = dcm2niix(path.parent, tmp_path / "ref")
+    except subprocess.CalledProcessError as exc:
+        # Debian's dcm2niix v1.0.20220720 reads no compressed multi-frame file ("stored
+        # as 13 fragments: decompress with gdcmconv"); newer builds do
+        if syntax is not None and b"fragments" in exc.stdout + exc.stderr:
+            pytest.skip("this dcm2niix build reads no compressed multi-frame file")
+        raise
     scan = load_one(path.parent)
     assert_same_world_voxels(scan.image, scan.affine, ref, ref_affine)
