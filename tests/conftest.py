@@ -85,7 +85,7 @@ def run_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
         capture_output=True,
         text=True,
         cwd=cwd,
-        timeout=300,
+        timeout=900,  # a hang guard, not a speed check: the demo takes minutes on loaded cores
     )
 
 
