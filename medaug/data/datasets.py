@@ -7,6 +7,10 @@ Items are dicts, as MONAI's dictionary transforms expect:
   ``(1, X, Y, Z)`` for volumes.
 - ``label``: float32 tensor ``(1, ...)`` holding the class map, or ``(K, ...)``
   one-hot channels (``one_hot=True``).
+- ``context`` (only with ``with_context=True``): float32 tensor ``(1, X, Y)`` or
+  ``(1, X, Y, Z)`` holding the cached context map (0 outside the body, 1..4 tissue;
+  :func:`medaug.preprocess.layout.context_map`). Off by default, so items keep the
+  keys of synthetic datasets they are mixed with.
 - ``case``: the case number (``case_0003`` -> 3), ``case_id``, and ``slice`` (2D).
 
 Arrays are memory-mapped, opened lazily in each DataLoader worker, so a dataset costs
@@ -50,12 +54,16 @@ class _CacheDataset(Dataset):
         cases: Sequence[str] | None,
         transform: Callable[[dict[str, Any]], Any] | None,
         one_hot: bool,
+        with_context: bool,
     ):
         self.cache = cache if isinstance(cache, Cache) else Cache(cache)
         self.cases = _cases(self.cache, cases)
         self.transform = transform
         self.one_hot = one_hot
         self.n_classes = len(self.cache.config.labels)
+        self.with_context = with_context
+        if with_context:
+            self.cache.check_context(self.cases)
 
     @property
     def config(self) -> PreprocessConfig:
@@ -67,6 +75,9 @@ class _CacheDataset(Dataset):
             values = torch.arange(1, self.n_classes + 1, dtype=t.dtype).view(-1, *[1] * t.ndim)
             return (t.unsqueeze(0) == values).float()
         return t.unsqueeze(0).float()
+
+    def _context(self, classes: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(classes)).unsqueeze(0).float()
 
     def _finish(self, item: dict[str, Any]) -> Any:
         return self.transform(item) if self.transform is not None else item
@@ -83,6 +94,11 @@ class SliceDataset(_CacheDataset):
             case repeat the edge slice.
         transform: applied to each item dict (MONAI dictionary transforms).
         one_hot: labels as K one-hot channels instead of one class-map channel.
+        with_context: add the cached context map as ``"context"``, shaped like the
+            class-map label.
+
+    Raises:
+        InputError: ``with_context`` and a case has no context map (an older cache).
     """
 
     def __init__(
@@ -93,8 +109,9 @@ class SliceDataset(_CacheDataset):
         context: int | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         one_hot: bool = False,
+        with_context: bool = False,
     ):
-        super().__init__(cache, cases, transform, one_hot)
+        super().__init__(cache, cases, transform, one_hot, with_context)
         if self.cache.config.dims != 2:
             raise ConfigError(f"{self.cache.root}: a 3D cache; use VolumeDataset")
         self.context = self.cache.config.context_slices if context is None else context
@@ -131,6 +148,8 @@ class SliceDataset(_CacheDataset):
             "case_id": case_id,
             "slice": z,
         }
+        if self.with_context:
+            item["context"] = self._context(np.array(self.cache.array(case_id, "context")[z]))
         return self._finish(item)
 
     def sample_weights(self, target_fraction: float | None = None) -> np.ndarray:
@@ -177,8 +196,9 @@ class VolumeDataset(_CacheDataset):
         *,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         one_hot: bool = False,
+        with_context: bool = False,
     ):
-        super().__init__(cache, cases, transform, one_hot)
+        super().__init__(cache, cases, transform, one_hot, with_context)
         if self.cache.config.dims != 3:
             raise ConfigError(f"{self.cache.root}: a 2D cache; use SliceDataset")
 
@@ -196,6 +216,9 @@ class VolumeDataset(_CacheDataset):
             "case": case_number(case_id),
             "case_id": case_id,
         }
+        if self.with_context:
+            context = self.cache.array(case_id, "context").transpose(1, 2, 0)
+            item["context"] = self._context(context)
         return self._finish(item)
 
 

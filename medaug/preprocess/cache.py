@@ -7,12 +7,15 @@ Layout (``OUT``)::
     config.json       the PreprocessConfig (YAML/JSON readable)
     fingerprint.json  the dataset fingerprint (what the data is)
     splits.json       patient-level train/val splits
-    cases/case_0000.json, case_0000_image.npy, case_0000_label.npy
+    cases/case_0000.json, case_0000_image.npy, case_0000_label.npy,
+          case_0000_context.npy
 
 Case arrays are stored slice-major ``(Z, X, Y)`` so that an axial slice is one
-contiguous block of a memory-mapped file. :class:`Cache` is the one reader of this
-layout; ``index.json`` is written last, so a folder is a cache once it has one
-(:meth:`Cache.exists`).
+contiguous block of a memory-mapped file. The context array is the uint8 map of
+:func:`medaug.preprocess.layout.context_map` (0 outside the body, 1..4 tissue),
+computed from HU before the window; caches made by older medaugs have none.
+:class:`Cache` is the one reader of this layout; ``index.json`` is written last, so a
+folder is a cache once it has one (:meth:`Cache.exists`).
 """
 
 from __future__ import annotations
@@ -37,10 +40,15 @@ CASES = "cases"
 ENTRIES = (INDEX, CONFIG, FINGERPRINT, "splits.json", CASES, "preview.png")
 
 
-def case_paths(root: Path, case_id: str) -> tuple[Path, Path, Path]:
-    """A case's record, image and label files."""
+def case_paths(root: Path, case_id: str) -> tuple[Path, Path, Path, Path]:
+    """A case's record, image, label and context files."""
     d = root / CASES
-    return d / f"{case_id}.json", d / f"{case_id}_image.npy", d / f"{case_id}_label.npy"
+    return (
+        d / f"{case_id}.json",
+        d / f"{case_id}_image.npy",
+        d / f"{case_id}_label.npy",
+        d / f"{case_id}_context.npy",
+    )
 
 
 def case_number(case_id: str) -> int:
@@ -96,11 +104,32 @@ class Cache:
             return len(cases)
         return sum(int(self.records[c]["shape"][2]) for c in cases)
 
+    @property
+    def has_context(self) -> bool:
+        """Whether every case has its context map (caches of older medaugs have none)."""
+        return all(case_paths(self.root, c)[3].is_file() for c in self.records)
+
+    def check_context(self, cases: list[str]) -> None:
+        """Raise the :meth:`array` error of the first of ``cases`` without a context map
+        (before a run starts, rather than at its first batch)."""
+        for case_id in cases:
+            path = case_paths(self.root, case_id)[3]
+            if not path.is_file():
+                raise _no_context(path)
+
     def array(self, case_id: str, kind: str) -> np.ndarray:
-        """The memory-mapped ``(Z, X, Y)`` array of a case (``kind`` image or label)."""
+        """The memory-mapped ``(Z, X, Y)`` array of a case (``kind`` image, label or
+        context).
+
+        Raises:
+            InputError: the file is unreadable, or a context map is missing (the cache
+                was made by an older medaug).
+        """
         key = (case_id, kind)
         if key not in self._maps:
             path = self.root / CASES / f"{case_id}_{kind}.npy"
+            if kind == "context" and not path.is_file():
+                raise _no_context(path)
             try:
                 self._maps[key] = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as exc:
@@ -124,6 +153,12 @@ class Cache:
     def __getstate__(self) -> dict[str, Any]:
         # memory maps are reopened in each worker instead of being pickled as arrays
         return {**self.__dict__, "_maps": {}}
+
+
+def _no_context(path: Path) -> InputError:
+    return InputError(
+        path, "no context map in this cache (made by an older medaug); preprocess again"
+    )
 
 
 __all__ = ["CASES", "CONFIG", "ENTRIES", "FINGERPRINT", "INDEX", "Cache", "case_number"]

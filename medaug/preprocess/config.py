@@ -47,8 +47,11 @@ class PreprocessConfig(Settings):
         crop: ``target`` centres the grid on the target structure's box, ``body`` on
             the body, ``none`` on the scan.
         margin_mm: added around the target or body box on every side, mm.
-        body_threshold_hu: voxels above this HU belong to the body (for ``body`` crops
-            and the fingerprint's body statistics).
+        body_threshold_hu: voxels above this HU belong to the body (for ``body`` crops,
+            the fingerprint's body statistics and the cached context map).
+        tissue_hu: HU cut points between air/lung, fat, soft tissue and bone/contrast
+            inside the body, for the context map cached beside each label
+            (:func:`medaug.preprocess.layout.context_map`).
         grid_2d: model slice size (x, y) in voxels; the z range is the box's.
             ``None`` keeps the box's own size (no pad or crop).
         grid_3d: model volume size (x, y, z) in voxels, or ``None`` for the box's size.
@@ -74,6 +77,7 @@ class PreprocessConfig(Settings):
     crop: Crop = "target"
     margin_mm: float = 20.0
     body_threshold_hu: float = -500.0
+    tissue_hu: tuple[float, float, float] = (-400.0, -30.0, 200.0)
     grid_2d: tuple[int, int] | None = (64, 64)
     grid_3d: tuple[int, int, int] | None = (32, 32, 32)
     context_slices: int = 0
@@ -88,6 +92,7 @@ class PreprocessConfig(Settings):
         # YAML and JSON give lists; keep tuples so configs compare equal
         self.spacing_mm = _floats(self.spacing_mm, 3, "spacing_mm")  # type: ignore[assignment]
         self.hu_window = _floats(self.hu_window, 2, "hu_window")  # type: ignore[assignment]
+        self.tissue_hu = _floats(self.tissue_hu, 3, "tissue_hu")  # type: ignore[assignment]
         if self.grid_2d is not None:
             self.grid_2d = _ints(self.grid_2d, 2, "grid_2d")  # type: ignore[assignment]
         if self.grid_3d is not None:
@@ -104,6 +109,10 @@ class PreprocessConfig(Settings):
         low, high = self.hu_window
         if low >= high:
             raise ConfigError(f"hu_window must be (low, high) with low < high, got [{low}, {high}]")
+        if any(a >= b for a, b in zip(self.tissue_hu, self.tissue_hu[1:], strict=False)):
+            raise ConfigError(
+                f"tissue_hu must be 3 increasing HU cut points, got {list(self.tissue_hu)}"
+            )
         if self.image_interpolation not in ("linear", "bspline"):
             raise ConfigError(
                 f"image_interpolation must be linear or bspline, got {self.image_interpolation!r}"

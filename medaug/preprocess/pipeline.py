@@ -33,6 +33,7 @@ from medaug.io.atomic import atomic_path, write_json
 from medaug.io.discovery import discover, nothing_usable
 from medaug.io.scan import Scan, ScanRef
 from medaug.parallel import map_cases
+from medaug.preprocess import layout
 from medaug.preprocess import transforms as T
 from medaug.preprocess.cache import CASES, CONFIG, ENTRIES, FINGERPRINT, INDEX, Cache, case_paths
 from medaug.preprocess.config import PreprocessConfig
@@ -40,7 +41,8 @@ from medaug.preprocess.fingerprint import CaseStats, case_stats, fingerprint
 from medaug.preprocess.splits import SPLITS, make_splits, save_splits
 
 #: Bumped when the cache files change meaning; part of every cache key.
-CACHE_FORMAT = 1
+#: 2: each case has a context map (``cases/*_context.npy``).
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -50,6 +52,8 @@ class Preprocessed:
     Attributes:
         image: (X, Y, Z) float32 in [-1, 1] (the HU window of the config).
         label: (X, Y, Z) uint8 class map (0 = background, k = ``config.labels``' k-th).
+        context: (X, Y, Z) uint8 context map from HU before the window: 0 outside the
+            body, 1..4 tissue class inside it (:func:`medaug.preprocess.layout.context_map`).
         affine: (4, 4) RAS affine of the grid (voxel -> mm).
         target_slices: z indices whose slice holds target voxels.
         warnings: what was accepted on the way.
@@ -57,6 +61,7 @@ class Preprocessed:
 
     image: np.ndarray
     label: np.ndarray
+    context: np.ndarray
     affine: np.ndarray
     target_slices: list[int]
     warnings: list[str] = field(default_factory=list)
@@ -139,7 +144,8 @@ def preprocess_scan(
             a pass over the whole label); computed here otherwise.
 
     Returns:
-        the scan on the model grid: image in [-1, 1], class map, grid affine.
+        the scan on the model grid: image in [-1, 1], class map, context map, grid
+        affine.
 
     Raises:
         InputError: the scan cannot be used (no label where one is required, no
@@ -152,14 +158,17 @@ def preprocess_scan(
         classes = class_map(scan, config)
     grid, warnings = plan_grid(scan, config, classes)
     mode: T.Mode = config.image_interpolation
-    image = T.resample(scan.image, scan.affine, grid, mode, T.AIR_HU)
-    image = T.hu_to_unit(image, config.hu_window).astype(np.float32, copy=False)
+    hu = T.resample(scan.image, scan.affine, grid, mode, T.AIR_HU)
+    # from HU before the window, which clips air and fat to the same value
+    context = layout.context_map(hu, config.body_threshold_hu, config.tissue_hu)
+    image = T.hu_to_unit(hu, config.hu_window).astype(np.float32, copy=False)
     if classes is not None:
         label = T.resample(classes, scan.affine, grid, "nearest", 0)
     else:
         label = np.zeros(grid.shape, dtype=np.uint8)
     on_slice = (label == config.target_class).any(axis=(0, 1))
-    return Preprocessed(image, label, grid.affine, np.flatnonzero(on_slice).tolist(), warnings)
+    target_slices = np.flatnonzero(on_slice).tolist()
+    return Preprocessed(image, label, context, grid.affine, target_slices, warnings)
 
 
 def invert(
@@ -425,13 +434,14 @@ def _process_case(job: tuple[ScanRef, PreprocessConfig, Path, str, bool, bool]) 
     """
     ref, config, out, key, plan_only, reuse = job
     result = CaseResult(ref.case_id, ref.patient, key)
-    meta_path, image_path, label_path = case_paths(out, ref.case_id)
+    meta_path, image_path, label_path, context_path = case_paths(out, ref.case_id)
     if reuse and not plan_only and meta_path.exists():
         try:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             meta = {}
-        if meta.get("key") == key and image_path.exists() and label_path.exists():
+        files = (image_path, label_path, context_path)
+        if meta.get("key") == key and all(p.exists() for p in files):
             result.record, result.reused = meta["record"], True
             result.stats = CaseStats(**meta["stats"])
             return result
@@ -449,6 +459,7 @@ def _process_case(job: tuple[ScanRef, PreprocessConfig, Path, str, bool, bool]) 
     dtype = np.float16 if config.cache_dtype == "float16" else np.float32
     _save_npy(image_path, np.ascontiguousarray(done.image.transpose(2, 0, 1), dtype=dtype))
     _save_npy(label_path, np.ascontiguousarray(done.label.transpose(2, 0, 1)))
+    _save_npy(context_path, np.ascontiguousarray(done.context.transpose(2, 0, 1)))
     result.record = {
         "case_id": ref.case_id,
         "patient": ref.patient,
@@ -662,5 +673,8 @@ def _reuse(
 def _remove_stale(out: Path, keep: set[str]) -> None:
     """Drop case files of scans that are no longer part of the cohort."""
     for p in (out / CASES).glob("case_*"):
-        if p.name.split(".")[0].removesuffix("_image").removesuffix("_label") not in keep:
+        stem = p.name.split(".")[0]
+        for kind in ("_image", "_label", "_context"):
+            stem = stem.removesuffix(kind)
+        if stem not in keep:
             p.unlink()

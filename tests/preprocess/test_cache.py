@@ -106,7 +106,12 @@ def test_interrupted_run_leaves_no_partial_entry_and_resumes(
         preprocess(dicom_cohort, out, PreprocessConfig(grid_2d=(32, 32)), workers=1)
     assert not (out / "index.json").exists()
     names = sorted(p.name for p in (out / "cases").iterdir())
-    assert names == ["case_0000.json", "case_0000_image.npy", "case_0000_label.npy"]
+    assert names == [
+        "case_0000.json",
+        "case_0000_context.npy",
+        "case_0000_image.npy",
+        "case_0000_label.npy",
+    ]
     assert not any(is_temporary(p) for p in out.rglob("*"))
 
     monkeypatch.setattr(P, "preprocess_scan", real)
@@ -253,5 +258,5 @@ def test_cli_bad_config_is_one_line(tmp_path: Path, dicom_cohort: Path) -> None:
         f"medaug: error: {bad}: unknown setting(s) margin; known: body_threshold_hu, "
         "cache_dtype, context_slices, crop, dims, grid_2d, grid_3d, hu_window, "
         "image_interpolation, labels, margin_mm, min_coverage, require_label, spacing_mm, "
-        "target, target_fraction"
+        "target, target_fraction, tissue_hu"
     )
