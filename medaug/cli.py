@@ -131,6 +131,27 @@ class OutFormat(str, Enum):
     both = "both"
 
 
+class Condition(str, Enum):
+    none = "none"
+    mask = "mask"
+
+
+class Layout(str, Enum):
+    target = "target"
+    target_body = "target+body"
+    target_body_tissue = "target+body+tissue"
+
+
+ConditionOption = Annotated[
+    Condition | None,
+    typer.Option(
+        help="mask: render images around layout maps (label + context), the label "
+        "exactly the layout's; none: generate image and label together."
+    ),
+]
+LayoutOption = Annotated[Layout, typer.Option(help="--condition mask: the layout's channels.")]
+
+
 class Export(str, Enum):
     nnunet = "nnunet"
 
@@ -477,6 +498,16 @@ def train(
         float | None, typer.Option(min=0.0, help="Passes over the training split instead.")
     ] = None,
     preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.cpu,
+    condition: ConditionOption = None,
+    layout: LayoutOption = Layout.target_body_tissue,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            metavar="OPS",
+            help="DiffAugment of discriminator inputs: translation,cutout,intensity "
+            "(or none; default: the variant's).",
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -512,6 +543,11 @@ def train(
 
     doc = _load_sections(config) if config else {}
     cfg = TrainConfig.from_dict(doc.get("train", {}), source=f"{config}: train")
+    overrides = dict(doc.get("model", {}))
+    if condition is not None:
+        overrides |= {"condition": condition.value, "layout": layout.value}
+    if augment is not None:
+        overrides["augment"] = "" if augment == "none" else augment
     changes: dict[str, Any] = {"device": device, "seed": seed, "fold": fold, "workers": workers}
     given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
     changes |= {k: v for k, v in given.items() if v is not None}
@@ -523,7 +559,7 @@ def train(
         cache = _training_cache(data, out, int(dims.value) if dims else None, dist)
         result = run(
             cache, out, model=model.value, dims=int(dims.value) if dims else None,
-            preset=preset.value, config=cfg, model_overrides=doc.get("model", {}),
+            preset=preset.value, config=cfg, model_overrides=overrides,
             resume=resume, on_event=lambda msg: warn.print(msg, style="yellow", markup=False),
             **bars.training(),
         )  # fmt: skip
@@ -601,6 +637,26 @@ def synth(
     variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant(
         "vaegan"
     ),
+    condition: Annotated[
+        Condition, typer.Option(help="Fitting: mask-conditioned (mask) or joint (none).")
+    ] = Condition.mask,
+    layout: LayoutOption = Layout.target_body_tissue,
+    masks: Annotated[
+        str | None,
+        typer.Option(
+            metavar="real|learned|PATH",
+            help="Mask-conditioned models: layouts from the training cases' masks (real, "
+            "the default), a mask generator (learned), or your NIfTI label maps.",
+        ),
+    ] = None,
+    style: Annotated[
+        int | None,
+        typer.Option(metavar="CASE", help="Every case takes this real case's appearance."),
+    ] = None,
+    mask_steps: Annotated[
+        int | None,
+        typer.Option(min=1, help="--masks learned: the mask generator's training steps."),
+    ] = None,
     export: Annotated[
         Export | None, typer.Option(help="Also write a training set for another tool.")
     ] = None,
@@ -649,12 +705,14 @@ def synth(
         mode=mode.value, seed=seed, strength=strength, stack=stack, slices=slices,
         fmt=format.value, seg=seg, batch_size=batch_size, device=device,
         min_fidelity=min_fidelity, segmenter=None if segmenter is None else str(segmenter),
+        masks=masks, style=style, mask_steps=mask_steps,
     )  # fmt: skip
     quiet = quiet or as_json
     with _progress(quiet) as bars:
         result = synthesize(
             out, n, cfg, input=input, model=model, variant=variant.value, dims=int(dims.value),
-            steps=steps, overwrite=overwrite, shard=part,
+            steps=steps, condition=condition.value, layout=layout.value, overwrite=overwrite,
+            shard=part,
             on_event=None if quiet else _console(stderr=True).print,
             on_start=lambda todo, _done: bars.total("synthesizing")(todo),
             on_case=bars.advance("synthesizing"), train_callbacks=bars.training("fitting"),
@@ -881,6 +939,10 @@ def gain(
     variant: Annotated[Variant, typer.Option(help="Generator trained per regime.")] = Variant(
         "vaegan"
     ),
+    condition: Annotated[
+        Condition, typer.Option(help="Its conditioning: mask (layouts of real masks) or none.")
+    ] = Condition.mask,
+    layout: LayoutOption = Layout.target_body_tissue,
     config: Annotated[
         Path | None, typer.Option(help="Preprocessing YAML/JSON for scans (default: 2D defaults).")
     ] = None,
@@ -907,6 +969,8 @@ def gain(
         synth_mode=mode.value,
         generator_steps=generator_steps,
         variant=variant.value,
+        condition=condition.value,
+        layout=layout.value,
         seed=seed,
         device=device,
         segment=SegmentConfig(steps=steps, batch_size=batch_size),

@@ -11,7 +11,7 @@ from torch import nn
 from medaug.models import losses as L
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig
-from medaug.models.networks import Decoder, GaussianEncoder, latent_discriminator
+from medaug.models.networks import GaussianEncoder, decoder, latent_discriminator
 from medaug.models.registry import register
 
 
@@ -23,7 +23,7 @@ class AAE(GenerativeModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.encoder = GaussianEncoder(config)
-        self.decoder = Decoder(config)
+        self.decoder = decoder(config)
         self.discriminator = latent_discriminator(config)
 
     def phase_modules(self, phase: str) -> list[nn.Module]:
@@ -36,15 +36,19 @@ class AAE(GenerativeModel):
     ) -> dict[str, torch.Tensor]:
         cfg, noise = self.config, self._noise(batch, noise)
         if phase == "discriminator":
-            posterior = self._fakes[0] if self._fakes else self._posterior(batch, noise).detach()
+            if self._fakes:
+                posterior = self._fakes[0]
+            else:
+                posterior = self._posterior(self.inputs(batch), noise).detach()
             self._fakes = []
             prior = noise(*self.latent_shape)
             real, fake = self.discriminator(prior), self.discriminator(posterior)
             loss = L.d_loss(real, fake, cfg.adv_loss)
             return {"loss": loss, "d_adv": loss.detach(), "d_acc": L.d_accuracy(real, fake)}
-        z = self._posterior(batch, noise)
+        x = self.inputs(batch)
+        z = self._posterior(x, noise)
         self._fakes = [z.detach()]
-        terms = self._reconstruction(self.decoder(z), batch)
+        terms = self._reconstruction(self.decoder(z, self.layout_of(x)), batch)
         terms["g_adv"] = L.g_loss(self.discriminator(z), cfg.adv_loss)
         loss = self._weighted(
             terms,
@@ -52,6 +56,6 @@ class AAE(GenerativeModel):
         )
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
-    def _posterior(self, batch: dict[str, Any], noise: Noise) -> torch.Tensor:
-        mu, logvar = self.encoder(self.inputs(batch))
+    def _posterior(self, x: torch.Tensor, noise: Noise) -> torch.Tensor:
+        mu, logvar = self.encoder(self.appearance(x))
         return mu + (0.5 * logvar).exp() * noise(*self.latent_shape).to(mu.dtype)

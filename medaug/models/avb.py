@@ -13,7 +13,7 @@ from torch import nn
 from medaug.models import losses as L
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig
-from medaug.models.networks import Decoder, ImplicitEncoder, PairCritic
+from medaug.models.networks import ImplicitEncoder, PairCritic, decoder
 from medaug.models.registry import register
 
 
@@ -27,7 +27,7 @@ class AVB(GenerativeModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.encoder = ImplicitEncoder(config)
-        self.decoder = Decoder(config)
+        self.decoder = decoder(config)
         self.critic = PairCritic(config)
 
     def phase_modules(self, phase: str) -> list[nn.Module]:
@@ -37,6 +37,7 @@ class AVB(GenerativeModel):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of the implicit posterior over :attr:`moment_draws` noise draws."""
+        x = self.appearance(x)
         k, b = self.moment_draws, x.shape[0]
         eps = torch.randn((k * b, *self.latent_shape), device=x.device, dtype=x.dtype)
         z = self.encoder(x.repeat(k, *[1] * (x.ndim - 1)), eps).view(k, b, -1)
@@ -46,7 +47,8 @@ class AVB(GenerativeModel):
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
     ) -> dict[str, torch.Tensor]:
         cfg, noise = self.config, self._noise(batch, noise)
-        x = self.inputs(batch)
+        joint = self.inputs(batch)
+        x = self.appearance(joint)  # what the encoder and the critic see
         if phase == "discriminator":
             if self._fakes:
                 z_q = self._fakes[0]
@@ -61,7 +63,7 @@ class AVB(GenerativeModel):
             return {"loss": loss, "d_adv": loss.detach(), "d_acc": L.d_accuracy(t_q, t_p)}
         z = self.encoder(x, noise(*self.latent_shape))
         self._fakes = [z.detach()]
-        terms = self._reconstruction(self.decoder(z), batch)
+        terms = self._reconstruction(self.decoder(z, self.layout_of(joint)), batch)
         terms["kl"] = self.critic(x, z).float().mean()  # the critic's KL estimate, nats
         loss = self._weighted(
             terms | {"kl": terms["kl"] / self._voxels()},

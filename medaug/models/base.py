@@ -20,7 +20,9 @@ from torch import nn
 
 from medaug.errors import ConfigError
 from medaug.models import losses as L
+from medaug.models.augment import diff_augment
 from medaug.models.config import ModelConfig
+from medaug.preprocess import layout as LY
 
 
 class Noise:
@@ -54,6 +56,29 @@ class Noise:
             (self.global_batch, *shape), generator=self.generator, device=self.device
         )
         return draw[self.offset : self.offset + self.batch]
+
+
+class Replay:
+    """A noise source that records its draws, so a second input can be augmented
+    exactly as a first one was (VAE-GAN compares discriminator features of a
+    reconstruction and of its real input: both must see the same augmentation)."""
+
+    def __init__(self, noise: Noise):
+        self.noise, self.draws = noise, []
+        self._replay: list[torch.Tensor] | None = None
+
+    def __call__(self, *shape: int) -> torch.Tensor:
+        if self._replay is not None:
+            return self._replay.pop(0)
+        draw = self.noise(*shape)
+        self.draws.append(draw)
+        return draw
+
+    def again(self) -> Replay:
+        """A source that gives back this one's draws, in order."""
+        twin = Replay(self.noise)
+        twin._replay = list(self.draws)
+        return twin
 
 
 class GenerativeModel(nn.Module):
@@ -107,54 +132,104 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     # ---- the generative interface ---------------------------------------------
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """``(B, latent_dim)`` -> joint ``(B, C + K, *grid)``: image, label probabilities."""
-        return self._activate(self.decode_logits(z))
+    @property
+    def conditional(self) -> bool:
+        """Whether the model renders images around a given layout (``condition=mask``)."""
+        return self.config.conditional
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)
+    def decode(self, z: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, latent_dim)`` -> joint ``(B, C + K, *grid)``: image, label probabilities.
+
+        A conditional model takes the layout one-hot ``(B, L, *grid)`` and returns
+        image + that layout, unchanged: the label of its output is the layout's.
+        """
+        return self._activate(self.decode_logits(z, layout), layout)
+
+    def decode_logits(self, z: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conditional and layout is None:
+            raise ConfigError(f"a mask-conditioned {self.name} model needs a layout to decode")
+        return self.decoder(z, layout)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint ``(B, C + K, *grid)`` -> posterior ``(mu, logvar)``, each ``(B, latent_dim)``."""
+        """Joint ``(B, C + K, *grid)`` -> posterior ``(mu, logvar)``, each ``(B, latent_dim)``.
+
+        A conditional model encodes the image channels alone: its latent is appearance.
+        """
         if not self.has_encoder:
             raise ConfigError(f"{self.name} has no encoder: it cannot encode or reconstruct")
-        return self.encoder(x)
+        return self.encoder(self.appearance(x))
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Joint ``x`` -> its reconstruction through the posterior mean."""
         mu, _ = self.encode(x)
-        return self.decode(mu)
+        return self.decode(mu, self.layout_of(x))
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        layout: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """``n`` new joint pairs from the prior: ``(n, C + K, *grid)``.
 
         Args:
             n: how many.
             generator: seeded ``torch.Generator`` (any device) for repeatable samples.
+            layout: a conditional model's layouts, one-hot ``(n, L, *grid)``.
         """
         device = next(self.parameters()).device
         gen_device = generator.device if generator is not None else device
         z = torch.randn((n, *self.latent_shape), generator=generator, device=gen_device)
-        return self.decode(z.to(device))
+        return self.decode(z.to(device), None if layout is None else layout.to(device))
 
     def inputs(self, batch: dict[str, Any]) -> torch.Tensor:
-        """A dataset batch -> joint tensor ``(B, C + K, *grid)`` with one-hot labels."""
+        """A dataset batch -> joint tensor with one-hot labels: ``(B, C + K, *grid)``,
+        or image + layout one-hot ``(B, C + L, *grid)`` for a conditional model, or
+        the layout one-hot alone for a mask generator."""
         image = batch["image"]
-        onehot = F.one_hot(self._classes(batch), self.config.classes)
-        return torch.cat([image, onehot.movedim(-1, 1).to(image.dtype)], dim=1)
+        k = self.config.layout_classes if self.conditional else self.config.classes
+        onehot = F.one_hot(self._classes(batch), k).movedim(-1, 1).to(image.dtype)
+        if self.config.image_channels == 0:
+            return onehot
+        return torch.cat([image, onehot], dim=1)
 
     def to_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint ``x`` -> image ``(B, C, *grid)`` in [-1, 1], uint8 class map ``(B, 1, *grid)``."""
+        """Joint ``x`` -> image ``(B, C, *grid)`` in [-1, 1], uint8 class map ``(B, 1, *grid)``.
+
+        A conditional model's class map is exactly the label classes of its layout;
+        a mask generator's is the layout map itself.
+        """
         c = self.config.image_channels
-        return x[:, :c], x[:, c:].argmax(dim=1, keepdim=True).to(torch.uint8)
+        classes = x[:, c:].argmax(dim=1, keepdim=True)
+        if self.conditional:
+            classes = LY.target_of(classes, self.config.layout)
+        return x[:, :c], classes.to(torch.uint8)
+
+    def appearance(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder sees of joint ``x``: the image alone when conditional."""
+        return x[:, : self.config.image_channels] if self.conditional else x
+
+    def layout_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The layout one-hot of joint ``x`` (None for an unconditional model)."""
+        return x[:, self.config.image_channels :] if self.conditional else None
 
     # ---- helpers for subclasses ------------------------------------------------
     def _classes(self, batch: dict[str, Any]) -> torch.Tensor:
-        return batch["label"][:, 0].long()
+        """Class map ``(B, *grid)`` the model learns or is conditioned on: the label,
+        or the layout (label joined with the cached context)."""
+        label = batch["label"][:, 0].long()
+        if not (self.conditional or self.config.role == "layout"):
+            return label
+        context = batch.get("context")
+        return LY.compose(
+            label, None if context is None else context[:, 0].long(), self.config.layout
+        )
 
-    def _activate(self, logits: torch.Tensor) -> torch.Tensor:
+    def _activate(self, logits: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config.image_channels
+        if self.conditional:
+            return torch.cat([torch.tanh(logits[:, :c]), layout.to(logits.dtype)], dim=1)
         return torch.cat([torch.tanh(logits[:, :c]), logits[:, c:].softmax(dim=1)], dim=1)
 
     def _voxels(self) -> int:
@@ -169,21 +244,32 @@ class GenerativeModel(nn.Module):
     def _reconstruction(
         self, logits: torch.Tensor, batch: dict[str, Any]
     ) -> dict[str, torch.Tensor]:
-        """Pixel L1 on the image channels and cross-entropy on the label channels."""
+        """Pixel L1 on the image channels and cross-entropy on the label channels
+        (a conditional model has no label channels, a mask generator no image)."""
         c = self.config.image_channels
-        return {
-            "pixel_l1": L.pixel_l1(torch.tanh(logits[:, :c]), batch["image"]),
-            "label_ce": L.label_ce(logits[:, c:], self._classes(batch)),
-        }
+        terms = {}
+        if c:
+            terms["pixel_l1"] = L.pixel_l1(torch.tanh(logits[:, :c]), batch["image"])
+        if not self.conditional:
+            terms["label_ce"] = L.label_ce(logits[:, c:], self._classes(batch))
+        return terms
 
     def _weighted(self, terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-        return torch.stack([terms[k] * w for k, w in weights.items() if w]).sum()
+        return torch.stack([terms[k] * w for k, w in weights.items() if w and k in terms]).sum()
+
+    def _augment(self, x: torch.Tensor, noise: Noise | Replay | None) -> torch.Tensor:
+        """DiffAugment of a discriminator input (real or fake) when the config asks."""
+        cfg = self.config
+        if not cfg.augment or noise is None or not self.training:
+            return x
+        return diff_augment(x, cfg.image_channels, noise, policy=cfg.augment, p=cfg.augment_p)
 
     def _discriminate(
-        self, disc: nn.Module, x: torch.Tensor
+        self, disc: nn.Module, x: torch.Tensor, noise: Noise | Replay | None = None
     ) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
-        """PatchDiscriminator logits and the features of its hidden layers."""
-        out = disc(x)
+        """PatchDiscriminator logits and the features of its hidden layers, on the
+        DiffAugmented input when a noise source is given and the config asks."""
+        out = disc(self._augment(x, noise))
         return out[-1], out[:-1]
 
     def _image_d_phase(
@@ -191,16 +277,18 @@ class GenerativeModel(nn.Module):
         disc: nn.Module,
         x: torch.Tensor,
         fakes: Callable[[], list[torch.Tensor]],
+        noise: Noise | None = None,
     ) -> dict[str, torch.Tensor]:
         """The image discriminator's phase: real ``x`` against the generator's fakes."""
         cfg = self.config
-        fake = torch.cat(self._fakes or fakes(), dim=0)
+        # each chunk of fakes is one batch's worth: augmented with that batch's draws
+        fake = torch.cat([self._augment(f.detach(), noise) for f in self._fakes or fakes()])
         self._fakes = []
         r1 = cfg.r1_gamma > 0
         if r1:
             x = x.detach().requires_grad_(True)
-        real_logits, _ = self._discriminate(disc, x)
-        fake_logits, _ = self._discriminate(disc, fake.detach())
+        real_logits, _ = self._discriminate(disc, x, noise)
+        fake_logits, _ = self._discriminate(disc, fake)
         terms = {
             "d_adv": L.d_loss(real_logits, fake_logits, cfg.adv_loss),
             "d_acc": L.d_accuracy(real_logits, fake_logits).detach(),

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from medaug.errors import ConfigError
 from medaug.models.registry import variant_names
+from medaug.preprocess import layout as LY
 from medaug.settings import Settings
 
 #: Sizes per preset. ``base``: channels of the first (full-resolution) level,
@@ -45,8 +46,14 @@ class ModelConfig(Settings):
     """Architecture and loss weights of one generative model.
 
     Tensors the model sees are channel-first, ``(B, C, X, Y[, Z])``: ``image_channels``
-    channels in [-1, 1] and a label class map; it generates the image and the
-    label's ``classes`` one-hot channels (background first) together.
+    channels in [-1, 1] and a label class map. With ``condition="none"`` it generates
+    the image and the label's ``classes`` one-hot channels (background first)
+    together. With ``condition="mask"`` it renders the image around a given layout
+    map (``preprocess/layout.py``: the label joined with the ``layout`` context): the
+    decoder's normalisation is modulated by the layout (SPADE), the encoder sees the
+    image alone (appearance), the discriminator sees image + layout, and the label of
+    every output is exactly the layout's label classes. ``role="layout"`` is a mask
+    generator: no image channels, its "label" is the layout map itself.
     """
 
     SOURCE: ClassVar[str] = "model config"
@@ -71,6 +78,51 @@ class ModelConfig(Settings):
     adv_weight: float = 0.05  # generator-side adversarial term
     feature_weight: float = 1.0  # vaegan: L1 between discriminator features
     r1_gamma: float = 0.0  # R1 penalty on real inputs (0: off)
+    # conditioning
+    condition: str = "none"  # "none": joint image + label; "mask": image from a layout
+    layout: str = "target"  # the layout's channels (preprocess/layout.py CHANNELS)
+    role: str = "pair"  # "pair": image (+ label); "layout": a mask generator
+    spade_hidden: int = 32  # channels of SPADE's shared layer (MONAI SPADE)
+    # DiffAugment on every discriminator input, real and fake ("" off; models/augment.py)
+    augment: tuple[str, ...] = ()
+    augment_p: float = 1.0  # probability of each augmentation per sample
+
+    @property
+    def conditional(self) -> bool:
+        return self.condition == "mask"
+
+    @property
+    def layout_classes(self) -> int:
+        """Classes of the layout map (the one-hot conditioning channels)."""
+        return LY.layout_classes(self.layout, self.label_classes)
+
+    @property
+    def label_classes(self) -> int:
+        """Classes of the label a pair model's outputs carry (background included)."""
+        if self.role == "layout":
+            return self.classes - LY.context_offset(self.layout)
+        return self.classes
+
+    @property
+    def needs_context(self) -> bool:
+        """Whether training batches must carry the cached context map."""
+        return (self.conditional or self.role == "layout") and self.layout != "target"
+
+    @property
+    def decoder_channels(self) -> int:
+        """What the decoder outputs: the image alone when conditioned on a layout."""
+        return self.image_channels if self.conditional else self.out_channels
+
+    @property
+    def encoder_channels(self) -> int:
+        """What the encoder sees: the image alone (appearance) when conditional."""
+        return self.image_channels if self.conditional else self.out_channels
+
+    @property
+    def joint_channels(self) -> int:
+        """Channels of the joint tensors the model passes around and its
+        discriminator sees: image + label one-hot, or image + layout one-hot."""
+        return self.image_channels + (self.layout_classes if self.conditional else self.classes)
 
     @property
     def out_channels(self) -> int:
@@ -84,6 +136,11 @@ class ModelConfig(Settings):
         return json.dumps(self.to_dict(), indent=2)
 
     def __post_init__(self) -> None:
+        if isinstance(self.augment, str):
+            parts = [p.strip() for p in self.augment.split(",") if p.strip()]
+            object.__setattr__(self, "augment", tuple(parts))
+        elif isinstance(self.augment, list):
+            object.__setattr__(self, "augment", tuple(self.augment))
         for name in ("grid", "channels"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(v, int) for v in value):
@@ -97,8 +154,20 @@ class ModelConfig(Settings):
             raise ConfigError(f"grid {self.grid} does not fit dims {self.dims}")
         if self.adv_loss not in ("nonsat", "hinge"):
             raise ConfigError(f"adv_loss must be 'nonsat' or 'hinge', got {self.adv_loss!r}")
-        if self.classes < 2 or self.image_channels < 1 or self.latent_dim < 1:
+        if self.condition not in ("none", "mask"):
+            raise ConfigError(f"condition must be 'none' or 'mask', got {self.condition!r}")
+        if self.role not in ("pair", "layout"):
+            raise ConfigError(f"role must be 'pair' or 'layout', got {self.role!r}")
+        LY.check_channels(self.layout)
+        min_image = 0 if self.role == "layout" else 1
+        if self.classes < 2 or self.image_channels < min_image or self.latent_dim < 1:
             raise ConfigError("a model needs >= 1 image channel, >= 2 classes, latent_dim >= 1")
+        if self.role == "layout" and (self.image_channels or self.conditional):
+            raise ConfigError(
+                "a mask generator (role layout) has no image channels and no condition"
+            )
+        if not 0.0 <= self.augment_p <= 1.0:
+            raise ConfigError(f"augment_p must be in [0, 1], got {self.augment_p}")
         bad = [c for c in self.channels if c % self.norm_groups]
         if bad:
             raise ConfigError(f"channels {bad} are not multiples of norm_groups {self.norm_groups}")
@@ -107,6 +176,19 @@ class ModelConfig(Settings):
                 f"{len(self.channels)} channel levels do not fit grid {self.grid} "
                 f"(it halves {levels(self.grid)} times down to {bottom(self.grid)})"
             )
+
+
+def mask_generator_overrides(cfg: ModelConfig) -> dict[str, Any]:
+    """The fields that turn a conditional model's config into its mask generator's: the
+    same variant, layout maps as the "label", no image channels, no condition."""
+    return {
+        "role": "layout",
+        "condition": "none",
+        "layout": cfg.layout,
+        "image_channels": 0,
+        "classes": cfg.layout_classes,
+        "augment": cfg.augment,
+    }
 
 
 def levels(grid: Sequence[int]) -> int:

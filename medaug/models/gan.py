@@ -11,7 +11,7 @@ from torch import nn
 from medaug.models import losses as L
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig
-from medaug.models.networks import Decoder, image_discriminator
+from medaug.models.networks import decoder, image_discriminator
 from medaug.models.registry import register
 
 
@@ -23,7 +23,7 @@ class GAN(GenerativeModel):
 
     def __init__(self, config: ModelConfig):
         super().__init__(config)
-        self.decoder = Decoder(config)
+        self.decoder = decoder(config)
         self.discriminator = image_discriminator(config)
 
     def phase_modules(self, phase: str) -> list[nn.Module]:
@@ -33,15 +33,17 @@ class GAN(GenerativeModel):
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
     ) -> dict[str, torch.Tensor]:
         cfg, noise = self.config, self._noise(batch, noise)
+        x = self.inputs(batch)
+        layout = self.layout_of(x)
         if phase == "discriminator":
             return self._image_d_phase(
-                self.discriminator, self.inputs(batch), lambda: [self._prior(noise)]
+                self.discriminator, x, lambda: [self._prior(noise, layout)], noise
             )
-        fake = self._prior(noise)
-        logits, _ = self._discriminate(self.discriminator, fake)
+        fake = self._prior(noise, layout)
+        logits, _ = self._discriminate(self.discriminator, fake, noise)
         self._fakes = [fake.detach()]
         adv = L.g_loss(logits, cfg.adv_loss)
         return {"loss": adv, "g_adv": adv.detach()}
 
-    def _prior(self, noise: Noise) -> torch.Tensor:
-        return self.decode(noise(*self.latent_shape))
+    def _prior(self, noise: Noise, layout: torch.Tensor | None) -> torch.Tensor:
+        return self.decode(noise(*self.latent_shape), layout)

@@ -11,7 +11,7 @@ from torch import nn
 from medaug.models import losses as L
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig
-from medaug.models.networks import Decoder, GaussianEncoder
+from medaug.models.networks import GaussianEncoder, decoder
 from medaug.models.registry import register
 
 
@@ -23,14 +23,14 @@ class VAE(GenerativeModel):
     def __init__(self, config: ModelConfig):
         super().__init__(config)
         self.encoder = GaussianEncoder(config)
-        self.decoder = Decoder(config)
+        self.decoder = decoder(config)
 
     def phase_modules(self, phase: str) -> list[nn.Module]:
         return [self.encoder, self.decoder]
 
     def posterior_sample(self, x: torch.Tensor, noise: Noise) -> tuple[torch.Tensor, torch.Tensor]:
         """Reparameterised ``z ~ q(z|x)`` and the per-sample KL (nats)."""
-        mu, logvar = self.encoder(x)
+        mu, logvar = self.encoder(self.appearance(x))
         z = mu + (0.5 * logvar).exp() * noise(*self.latent_shape).to(mu.dtype)
         return z, L.kl_normal(mu, logvar)
 
@@ -38,8 +38,9 @@ class VAE(GenerativeModel):
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
     ) -> dict[str, torch.Tensor]:
         cfg, noise = self.config, self._noise(batch, noise)
-        z, kl = self.posterior_sample(self.inputs(batch), noise)
-        terms = self._reconstruction(self.decoder(z), batch)
+        x = self.inputs(batch)
+        z, kl = self.posterior_sample(x, noise)
+        terms = self._reconstruction(self.decoder(z, self.layout_of(x)), batch)
         terms["kl"] = kl.mean()
         loss = self._weighted(
             terms | {"kl": terms["kl"] / self._voxels()},

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from medaug.models import losses as L
-from medaug.models.base import Noise
+from medaug.models.base import Noise, Replay
 from medaug.models.config import ModelConfig
 from medaug.models.networks import image_discriminator
 from medaug.models.registry import register
@@ -40,13 +40,19 @@ class VAEGAN(VAE):
         cfg, noise = self.config, self._noise(batch, noise)
         x = self.inputs(batch)
         if phase == "discriminator":
-            return self._image_d_phase(self.discriminator, x, lambda: self._fakes_of(x, noise))
+            return self._image_d_phase(
+                self.discriminator, x, lambda: self._fakes_of(x, noise), noise
+            )
+        layout = self.layout_of(x)
         z, kl = self.posterior_sample(x, noise)
-        logits = self.decoder(z)
-        recon = self._activate(logits)
-        prior = self.decode(noise(*self.latent_shape))
-        recon_logits, recon_features = self._discriminate(self.discriminator, recon)
-        prior_logits, _ = self._discriminate(self.discriminator, prior)
+        logits = self.decoder(z, layout)
+        recon = self._activate(logits, layout)
+        prior = self.decode(noise(*self.latent_shape), layout)
+        # the reconstruction and its real input are augmented alike (replayed draws),
+        # so their discriminator features stay comparable
+        paired = Replay(noise)
+        recon_logits, recon_features = self._discriminate(self.discriminator, recon, paired)
+        prior_logits, _ = self._discriminate(self.discriminator, prior, noise)
         self._fakes = [recon.detach(), prior.detach()]
         terms = self._reconstruction(logits, batch)
         terms["kl"] = kl.mean()
@@ -61,7 +67,7 @@ class VAEGAN(VAE):
         }
         if self.feature_matching:
             with torch.no_grad():
-                _, real_features = self._discriminate(self.discriminator, x)
+                _, real_features = self._discriminate(self.discriminator, x, paired.again())
             terms["feature_l1"] = L.feature_l1(list(recon_features), list(real_features))
             weights["feature_l1"] = cfg.feature_weight
         loss = self._weighted(terms | {"kl": terms["kl"] / self._voxels()}, weights)
@@ -69,5 +75,6 @@ class VAEGAN(VAE):
 
     def _fakes_of(self, x: torch.Tensor, noise: Noise) -> list[torch.Tensor]:
         with torch.no_grad():
+            layout = self.layout_of(x)
             z, _ = self.posterior_sample(x, noise)
-            return [self.decode(z), self.decode(noise(*self.latent_shape))]
+            return [self.decode(z, layout), self.decode(noise(*self.latent_shape), layout)]

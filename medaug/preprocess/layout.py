@@ -21,7 +21,7 @@ window (:func:`context_map`) and cached beside the label (``cases/*_context.npy`
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -33,7 +33,7 @@ CHANNELS: tuple[str, ...] = ("target", "target+body", "target+body+tissue")
 #: Tissue classes inside the body, by HU band (the cut points of ``tissue_hu``).
 TISSUES = ("air/lung", "fat", "soft tissue", "bone/contrast")
 
-A = TypeVar("A", np.ndarray, "torch.Tensor")  # noqa: F821 (torch is optional here)
+A = TypeVar("A")  # a numpy array or a torch tensor
 
 
 def check_channels(channels: str) -> str:
@@ -95,6 +95,34 @@ def target_of(layout: A, channels: str) -> A:
     import torch
 
     return torch.where(layout > offset, layout - offset, torch.zeros_like(layout))
+
+
+def describe(
+    channels: str,
+    labels: list[str],
+    body_threshold_hu: float,
+    tissue_hu: tuple[float, float, float],
+) -> dict[str, Any]:
+    """What a conditional model's checkpoint records of its conditioning: the layout's
+    channels, its classes by value, and how each context class is derived."""
+    derived = {name: "the label" for name in labels}
+    if context_offset(channels):
+        derived["body"] = (
+            f"largest connected component above {body_threshold_hu:g} HU, holes filled "
+            "per axial slice, on the model grid before the HU window"
+        )
+    if channels == "target+body+tissue":
+        cuts = [f"{c:g}" for c in tissue_hu]
+        derived["tissue"] = (
+            f"inside the body, HU below {cuts[0]}: air/lung; {cuts[0]} to {cuts[1]}: fat; "
+            f"{cuts[1]} to {cuts[2]}: soft tissue; from {cuts[2]}: bone/contrast"
+        )
+    return {
+        "channels": channels,
+        "classes": layout_names(channels, labels),
+        "derived": derived,
+        "label": "exactly the layout's label classes",
+    }
 
 
 def context_map(

@@ -89,6 +89,8 @@ class GainConfig(Settings):
     synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
     generator_steps: int = 1000  # training steps of each regime's generator
     variant: str = "vaegan"  # the generator trained per regime
+    condition: str = "mask"  # its conditioning: mask (layouts of real masks) | none (joint)
+    layout: str = "target+body+tissue"  # condition mask: the layout's channels
     seed: int = 0  # the split, the patient order, the generators and the first U-Net seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N (also the U-Net's)
     segment: SegmentConfig = field(default_factory=SegmentConfig)  # the U-Net every arm trains
@@ -105,6 +107,8 @@ class GainConfig(Settings):
             raise ConfigError(f"{{seeds}} must be at least 1, got {self.seeds}")
         if self.synth_mode not in GAIN_MODES:
             raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
+        if self.condition not in ("none", "mask"):
+            raise ConfigError(f"{{condition}} must be none or mask, got {self.condition!r}")
         if self.synth_n < 1 or self.generator_steps < 1:
             raise ConfigError("{synth_n} and {generator_steps} must be at least 1")
         # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
@@ -131,6 +135,8 @@ class GainConfig(Settings):
             "synth_n": self.synth_n,
             "synth_mode": self.synth_mode,
             "generator": "given" if given else self.variant,
+            "condition": None if given else self.condition,
+            "layout": None if given or self.condition == "none" else self.layout,
             "generator_steps": None if given else self.generator_steps,
             "seed": self.seed,
             "segment": self.segment.to_dict(),

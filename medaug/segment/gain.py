@@ -344,10 +344,12 @@ def _synthetic_for(
     folder = out / regime.folder
     ckpt = given
     if ckpt is None:
-        note(f"{regime}: a {cfg.variant} generator of those patients only")
+        kind = "mask-conditioned " if cfg.condition == "mask" else ""
+        note(f"{regime}: a {kind}{cfg.variant} generator of those patients only")
+        overrides = {"condition": "mask", "layout": cfg.layout} if cfg.condition == "mask" else {}
         path = fit_or_resume(
             cache, folder / "generator", cfg.variant, cfg.generator_steps, regime.cases,
-            seed=cfg.seed, device=cfg.device, on_event=note,
+            seed=cfg.seed, device=cfg.device, overrides=overrides, on_event=note,
         )  # fmt: skip
         ckpt = Checkpoint.load(path)
     info = check_generator(ckpt, cache, regime.test_cases)
@@ -379,9 +381,11 @@ def _synthesize(
     note(f"{regime}: synthesizing {n} {mode} cases")
     # the same generator and settings: a killed synthesis resumes with its written cases
     resume = made is not None and same and made.n <= n
+    # a conditional generator draws its layouts from its training cases' masks
+    needs_real = mode == "perturb" or ckpt.model_config.conditional
     synthesize(
         out, n, model=ckpt, mode=mode, seed=seed, overwrite=not resume,
-        input=cache.root if mode == "perturb" else None, device=cfg.device,
+        input=cache.root if needs_real else None, device=cfg.device,
     )  # fmt: skip
     return out
 

@@ -40,6 +40,12 @@ class SynthConfig(Settings):
     min_fidelity: float | None = None
     segmenter: str | None = None  # its segmenter.pt (None: trained on the generator's cases)
     fidelity_tries: int = 10  # candidates per case at most: the filter gives up after n * this
+    # mask-conditioned models (medaug.synth.layouts): where each case's layout comes from,
+    # "real" (the default for them), "learned" or a label map file / folder; and a real
+    # case number whose appearance every case takes (None: the mode's latents)
+    masks: str | None = None
+    style: int | None = None
+    mask_steps: int | None = None  # learned: the mask generator's steps (None: the model's)
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -58,6 +64,13 @@ class SynthConfig(Settings):
             raise ConfigError(f"{{min_fidelity}} must be in (0, 1], got {self.min_fidelity:g}")
         if self.fidelity_tries < 1:
             raise ConfigError(f"{{fidelity_tries}} must be at least 1, got {self.fidelity_tries}")
+        if self.masks is not None:
+            object.__setattr__(self, "masks", str(self.masks))
+        if self.style is not None and self.mode == "interpolate":
+            raise ConfigError(
+                "{style} gives every case one real case's appearance: "
+                "it does not mix with {mode} interpolate"
+            )
         if self.segmenter is not None:  # a path given as os.PathLike is saved as text
             object.__setattr__(self, "segmenter", str(self.segmenter))
         if self.seg and self.fmt == "nifti":
@@ -77,7 +90,15 @@ class SynthConfig(Settings):
             "slices": slices if stack and self.mode == "prior" else None,
             "format": self.fmt,
             "seg": self.seg,
+            "masks": self.mask_source,
+            "style": self.style,
         }
+
+    @property
+    def mask_source(self) -> str | None:
+        """``masks`` as the manifest records it: real, learned, or user for a path
+        (a path may name a patient, and manifests name none)."""
+        return self.masks if self.masks in (None, "real", "learned") else "user"
 
 
 __all__ = ["FORMATS", "MODES", "SynthConfig"]

@@ -23,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from medaug.errors import ConfigError, InputError
+from medaug.models.config import ModelConfig, mask_generator_overrides
+from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.pipeline import open_cache
+from medaug.preprocess.splits import training_cases
 from medaug.synth import fidelity_filter, output
 from medaug.synth.config import SynthConfig
 from medaug.synth.fidelity_filter import FidelityFilter, JudgeFactory
+from medaug.synth.layouts import mask_dir
 from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import Synthesizer
 from medaug.train.checkpoint import Checkpoint
@@ -120,6 +124,8 @@ def synthesize(
     variant: str = "vaegan",
     dims: int = 2,
     steps: int | None = None,
+    condition: str = "none",
+    layout: str = "target+body+tissue",
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
     on_event: Callable[[str], None] | None = None,
@@ -144,6 +150,8 @@ def synthesize(
         variant, dims, steps: the generator fitted when no ``model`` is given
             (``steps`` default ``TrainConfig().steps``; CPU preset on a CPU, GPU
             preset on CUDA).
+        condition, layout: that generator's conditioning (``mask``: images rendered
+            around layouts of ``layout``'s channels; ``none``: joint image + label).
         overwrite: remove an earlier synthesis in ``out`` first.
         shard: ``(k, N)``: write only the k-th of N contiguous parts of ``range(n)``
             (:func:`medaug.synth.output.shard_range`), for N jobs that
@@ -197,12 +205,15 @@ def synthesize(
     fitted = given is None
     if given is None:
         assert real is not None  # _check_request: fitting needs input
+        overrides = {"condition": condition, "layout": layout} if condition != "none" else {}
         path = fit_or_resume(
             real, out / "model", variant, steps, seed=cfg.seed, device=cfg.device,
-            on_event=note, **(train_callbacks or {}),
+            on_event=note, overrides=overrides, **(train_callbacks or {}),
         )  # fmt: skip
         given = Checkpoint.load(path)
-    synth = Synthesizer(given, real=real, device=cfg.device)
+    if given.model_config.conditional and cfg.masks == "learned" and real is not None:
+        _fit_mask_generator(given, real, cfg, note, train_callbacks)
+    synth = Synthesizer(given, real=real, device=cfg.device, masks=cfg.masks, style=cfg.style)
     synth.check_mode(cfg.mode)
     stack = cfg.stack and synth.dims == 2
     slices = cfg.slices or _median_depth(real)
@@ -238,6 +249,30 @@ def synthesize(
     output.datalist(out, doc, synth.classes)
     synthesis_preview(out, doc, synth.config, real)
     return SynthResult(out, len(doc["cases"]), len(todo), seconds, synth.checkpoint, fitted, doc)
+
+
+def _fit_mask_generator(
+    given: Checkpoint,
+    real: Cache,
+    cfg: SynthConfig,
+    note: Callable[[str], None],
+    train_callbacks: dict[str, Any] | None,
+) -> Path:
+    """The mask generator stored with ``given`` (``RUN/masks/``): fitted on the image
+    model's training cases, of its variant and layout, unless one is there already."""
+    mcfg = given.model_config
+    cases = training_cases(real, given.split)
+    steps = cfg.mask_steps or given.step
+    return fit_or_resume(
+        real, mask_dir(given), mcfg.variant, steps, cases, seed=cfg.seed, device=cfg.device,
+        overrides=mask_generator_overrides(mcfg), on_event=note, **(train_callbacks or {}),
+    )  # fmt: skip
+
+
+def _conditioning(mc: ModelConfig, synth: Synthesizer) -> dict[str, Any]:
+    pp = synth.config
+    doc = LY.describe(mc.layout, list(pp.labels), pp.body_threshold_hu, pp.tissue_hu)
+    return {**doc, "masks": synth.masks, "style": synth.style}
 
 
 def _check_request(
@@ -350,10 +385,11 @@ def _info(synth: Synthesizer, real: Cache | None, cfg: SynthConfig) -> dict[str,
             "dims": mc.dims,
         },
         "preprocess_config": synth.config.to_dict(),
+        **({"conditioning": _conditioning(mc, synth)} if mc.conditional else {}),
         "classes": synth.classes,
         "real_cases": 0 if real is None else len(real.case_ids),
         "split": synth.split,
-        "synth_config": cfg.to_dict(),
+        "synth_config": cfg.to_dict() | {"masks": cfg.mask_source},
     }
 
 

@@ -16,6 +16,12 @@ Modes:
   decoded at ``(1 - t) mu_a + t mu_b``. The ends are left out: ``t`` near 0 or 1
   would give near-copies of a real case.
 
+A mask-conditioned model (``condition=mask``) renders each case around a layout
+(:mod:`medaug.synth.layouts`: ``masks`` real, learned or the user's label maps),
+planned from ``(seed, i)`` as the latents are; the case's label is exactly the
+layout's label classes. ``perturb`` keeps its source case's own layout, and
+``style`` takes the appearance (posterior mean) of one real case for every layout.
+
 A 2D model makes one slice per case, or with ``stack`` a volume of slices decoded
 along one latent path: for ``prior`` a smooth path through random anchors (one every
 :data:`ANCHOR_EVERY` slices, spherical interpolation in between); for ``perturb`` the
@@ -39,6 +45,7 @@ from medaug.preprocess.cache import case_number
 from medaug.preprocess.pipeline import grid_affine
 from medaug.preprocess.splits import training_cases
 from medaug.synth.config import MODES
+from medaug.synth.layouts import CaseLayouts, LayoutSource, open_layouts
 from medaug.train.checkpoint import Checkpoint, file_sha256
 from medaug.train.distributed import pick_device
 
@@ -86,6 +93,9 @@ class Synthesizer:
             ``perturb`` and ``interpolate``.
         device: ``cpu``, ``cuda``, ``cuda:1``...; default CUDA when available.
         ema: use the EMA weights where the run kept them.
+        masks: a conditional model's layouts: ``real`` (the default; needs ``real``),
+            ``learned``, a label map file or folder, or a layout source object.
+        style: a real case number whose appearance every case takes (needs ``real``).
 
     Example:
         >>> synth = Synthesizer("runs/00003-vaegan-2d")             # doctest: +SKIP
@@ -101,6 +111,8 @@ class Synthesizer:
         real: Any = None,
         device: str | torch.device | None = None,
         ema: bool = True,
+        masks: str | os.PathLike[str] | LayoutSource | None = None,
+        style: int | None = None,
     ):
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
         self.checkpoint = ckpt.path
@@ -118,6 +130,38 @@ class Synthesizer:
             )
         self._posteriors: dict[tuple[str, int | None], torch.Tensor] = {}
         self._sources: list[str] | None = None
+        self.style = style
+        self.layouts: LayoutSource | None = None
+        if not self.model.conditional:
+            if masks is not None or style is not None:
+                what = "{masks}" if masks is not None else "{style}"
+                raise ConfigError(
+                    f"{what} needs a mask-conditioned model, and {ckpt.path} generates "
+                    "image and label together (train one with condition mask)"
+                )
+            return
+        if style is not None:
+            self._check_style(style)
+        #: what ``masks`` named, for the manifest (never a path: it may name a patient)
+        self.masks = type(masks).__name__
+        if masks is None or isinstance(masks, (str, os.PathLike)):
+            given = str(masks or "real")
+            self.masks = given if given in ("real", "learned") else "user"
+            masks = open_layouts(
+                masks or "real", checkpoint=ckpt, real=real, cases=self.real_cases(),
+                device=self.device,
+            )  # fmt: skip
+        self.layouts = masks
+
+    def _check_style(self, style: int) -> None:
+        if not self.model.has_encoder:
+            raise ConfigError(
+                f"{{style}} takes a real case's appearance through the encoder, and a "
+                f"{self.model.name} model has none"
+            )
+        if self.real is None or _case_id(style) not in self.real.records:
+            where = f"the cache {self.real.root}" if self.real is not None else "no cache"
+            raise ConfigError(f"{{style}} case {style} is not in {where}")
 
     @property
     def dims(self) -> int:
@@ -171,6 +215,11 @@ class Synthesizer:
         rng = np.random.default_rng([seed, index])
         params: dict[str, Any] = {"mode": mode, "seed": [seed, index]}
         stacked = self.dims == 2 and stack
+        if self.layouts is not None and stacked:
+            raise ConfigError(
+                "{stack} with a mask-conditioned 2D model: its cases are single slices "
+                "drawn on single layouts; use a 3D model for volumes"
+            )
         cases = self.real_cases()
         if mode == "prior":
             if stacked:
@@ -187,7 +236,27 @@ class Synthesizer:
             if self.dims == 2 and not stack:
                 u = rng.random()
                 params["slice"] = [self._pick_slice(cases[a], u), self._pick_slice(cases[b], u)]
+        if self.layouts is not None:
+            params["layout"] = self._plan_layout(params, index, seed)
+        if self.style is not None:
+            params["style"] = self.style
+            if self.dims == 2:
+                params["style_slice"] = self._pick_slice(_case_id(self.style), rng.random())
         return params
+
+    def _plan_layout(self, params: dict[str, Any], index: int, seed: int) -> dict[str, Any]:
+        if params["mode"] == "perturb":  # the source case's own layout
+            return {"masks": "case", "case": params["source"], "slice": params.get("slice")}
+        assert self.layouts is not None
+        return {**self.layouts.plan(index, seed), "seed": [seed, index]}
+
+    def layout(self, params: dict[str, Any]) -> np.ndarray:
+        """The uint8 layout map of a planned conditional case."""
+        lp = params["layout"]
+        if lp["masks"] == "case":
+            return CaseLayouts(self.real, self.model.config.layout).make(lp)
+        assert self.layouts is not None
+        return self.layouts.make(lp)
 
     def _pick_slice(self, case_id: str, u: float) -> int:
         """A target slice of a real case at relative height ``u`` (any slice if none)."""
@@ -209,6 +278,8 @@ class Synthesizer:
             anchors = torch.randn((math.ceil((s - 1) / ANCHOR_EVERY) + 1, *shape), generator=gen)
             return _anchor_path(anchors, s)
         eps = torch.randn(shape, generator=gen)
+        if "style" in params:  # one real case's appearance, every layout
+            return self._posterior(_case_id(params["style"]), params.get("style_slice"))
         if mode == "perturb":
             mu = self._posterior(_case_id(params["source"]), params.get("slice"))
             return mu + params["strength"] * eps
@@ -248,7 +319,15 @@ class Synthesizer:
             rows = [np.clip(np.arange(k - c, k + c + 1), 0, image.shape[0] - 1) for k in ks]
             img = torch.from_numpy(np.stack([image[r] for r in rows]))
             lab = torch.from_numpy(np.stack([label[k] for k in ks]))[:, None]
-        return {"image": img.to(self.device), "label": lab.to(self.device).long()}
+        batch = {"image": img.to(self.device), "label": lab.to(self.device).long()}
+        if self.model.config.needs_context:
+            ctx = np.asarray(self.real.array(case_id, "context"))
+            if self.dims == 3:
+                batch["context"] = torch.from_numpy(np.moveaxis(ctx, 0, -1).copy())[None, None]
+            else:
+                batch["context"] = torch.from_numpy(np.stack([ctx[k] for k in ks]))[:, None]
+            batch["context"] = batch["context"].to(self.device).long()
+        return batch
 
     # ---- decoding ----------------------------------------------------------------------
     @torch.no_grad()
@@ -256,11 +335,19 @@ class Synthesizer:
         """Decode the cases of ``plans`` (``batch_size`` latents per decoder call)."""
         zs = [self.latents(p) for p in plans]
         flat = torch.cat(zs) if zs else torch.empty(0)
+        layouts = None
+        if self.layouts is not None:  # one layout per case (a 2D case is one slice)
+            layouts = torch.from_numpy(np.stack([self.layout(p) for p in plans])).long()
         outs = []
         amp = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
         for start in range(0, flat.shape[0], batch_size):
+            onehot = None
+            if layouts is not None:
+                part = layouts[start : start + batch_size].to(self.device)
+                k = self.model.config.layout_classes
+                onehot = torch.nn.functional.one_hot(part, k).movedim(-1, 1).float()
             with amp:
-                x = self.model.decode(flat[start : start + batch_size].to(self.device))
+                x = self.model.decode(flat[start : start + batch_size].to(self.device), onehot)
             image, label = self.model.to_pair(x.float())
             centre = image.shape[1] // 2  # 2.5D models: the middle channel is the slice
             outs.append((image[:, centre].cpu().numpy(), label[:, 0].cpu().numpy()))

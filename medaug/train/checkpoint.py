@@ -40,6 +40,7 @@ from medaug.io.atomic import atomic_path
 from medaug.models.base import GenerativeModel
 from medaug.models.config import ModelConfig
 from medaug.models.registry import build_model
+from medaug.preprocess import layout as LY
 from medaug.preprocess.config import PreprocessConfig
 from medaug.train.config import TrainConfig
 from medaug.train.runs import runs_in
@@ -136,7 +137,16 @@ class RunInfo:
         for field, key in _DOCUMENTS.items():
             value = getattr(self, field)
             docs[key] = value.to_dict() if hasattr(value, "to_dict") else value
+        if self.model_config.conditional or self.model_config.role == "layout":
+            docs["conditioning"] = self.conditioning()
         return docs
+
+    def conditioning(self) -> dict[str, Any]:
+        """Which layout channels the model is conditioned on, and how each is derived."""
+        pp = self.preprocess
+        return LY.describe(
+            self.model_config.layout, list(pp.labels), pp.body_threshold_hu, pp.tissue_hu
+        )
 
 
 @dataclass
@@ -240,6 +250,11 @@ class Checkpoint:
     def split(self) -> dict[str, Any] | None:
         """The training and validation cases by content hash (or None, not recorded)."""
         return self._document("split")
+
+    @property
+    def conditioning(self) -> dict[str, Any] | None:
+        """A conditional model's layout channels and how each is derived (else None)."""
+        return self._document("conditioning") if "conditioning" in self._state else None
 
     @cached_property
     def sha256(self) -> str:

@@ -34,6 +34,7 @@ def fit_or_resume(
     *,
     seed: int = 0,
     device: str = "auto",
+    overrides: dict[str, Any] | None = None,
     on_event: Callable[[str], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
@@ -50,6 +51,7 @@ def fit_or_resume(
             out); default the training side of the cache's first split.
         seed: weights, batches and noise.
         device: ``auto``, ``cpu``, ``cuda``...; also picks the model size preset.
+        overrides: ModelConfig fields (``condition``, ``layout``; a mask generator's).
         on_event: one-line notes (an adapted batch among them) and training warnings.
         on_start / on_log: progress callbacks passed to :func:`medaug.train.train`.
 
@@ -80,6 +82,7 @@ def fit_or_resume(
         preset=preset,
         config=cfg,
         resume=bool(runs),
+        model_overrides=overrides,
         cases=None if cases is None else (training, held_out),
         on_event=note,
         on_start=on_start,

@@ -33,6 +33,7 @@ from medaug.io.atomic import write_json
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig, model_config
 from medaug.models.registry import build_model
+from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.splits import split_record
@@ -268,6 +269,8 @@ class _Run:
     hooks: _Hooks
     t_start: float
     events: list[str] = field(default_factory=list)
+    #: a conditional model's sample grids are drawn on these layouts (reals.png's)
+    layouts: torch.Tensor | None = None
 
     def event(self, msg: str) -> None:
         self.events.append(msg)
@@ -281,8 +284,8 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     t_start = time.perf_counter()
     cases = None if ask.cases is None else (list(ask.cases[0]), list(ask.cases[1]))
     cfg = ask.cfg
-    dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases)
     mcfg = _model_config(ask.model, cache.config, ask.preset, ask.overrides)
+    dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases, mcfg.needs_context)
     run_dir, state = _resumable(out, mcfg) if ask.resume else (None, None)
     if state is not None:  # the run's own settings, its batch size included
         cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
@@ -320,21 +323,24 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
         dataset, batch_sampler=batches, num_workers=cfg.workers,
         pin_memory=dist.device.type == "cuda", persistent_workers=False,
     )  # fmt: skip
-    log = None
+    log, layouts = None, None
     if dist.is_main:
         _write_config(run_dir, info, cache.root, dist.world)
         log = StatsLog(run_dir)
-        _write_reals(run_dir, training.net, dataset, cfg)
+        layouts = _write_reals(run_dir, training.net, dataset, cfg)
         if hooks.on_start is not None:
             hooks.on_start(start, total)
     return _Run(
         dist, cfg, start, total, batch, run_dir, info, training, phases, loader, amp, channels_last,
-        log, hooks, t_start, events,
+        log, hooks, t_start, events, layouts,
     )  # fmt: skip
 
 
-def _dataset(cache: Cache, fold: int, dims: int | None, cases) -> tuple[Any, np.ndarray | None]:
-    """The training items and, in 2D, their sampling weights (target-bearing slices)."""
+def _dataset(
+    cache: Cache, fold: int, dims: int | None, cases, context: bool = False
+) -> tuple[Any, np.ndarray | None]:
+    """The training items and, in 2D, their sampling weights (target-bearing slices);
+    with ``context``, items carry the cached context map (a layout model's)."""
     cdims = cache.config.dims
     if dims is not None and dims != cdims:
         raise ConfigError(
@@ -346,9 +352,9 @@ def _dataset(cache: Cache, fold: int, dims: int | None, cases) -> tuple[Any, np.
     if not train_cases:
         raise ConfigError(f"{cache.root}: no training cases in this split")
     if cdims == 2:
-        ds = SliceDataset(cache, train_cases)
+        ds = SliceDataset(cache, train_cases, with_context=context)
         return ds, ds.sample_weights()
-    return VolumeDataset(cache, train_cases), None
+    return VolumeDataset(cache, train_cases, with_context=context), None
 
 
 def _model_config(
@@ -358,14 +364,12 @@ def _model_config(
     if isinstance(model, ModelConfig):
         mcfg = model
     else:
+        data = {
+            "image_channels": 1 + 2 * pp.context_slices if pp.dims == 2 else 1,
+            "classes": len(pp.labels) + 1,
+        }  # a mask generator's overrides replace both
         mcfg = model_config(
-            model,
-            dims=pp.dims,
-            grid=pp.grid or (),
-            image_channels=1 + 2 * pp.context_slices if pp.dims == 2 else 1,
-            classes=len(pp.labels) + 1,
-            preset=preset,
-            **overrides,
+            model, dims=pp.dims, grid=pp.grid or (), preset=preset, **(data | overrides)
         )
     if tuple(mcfg.grid) != tuple(pp.grid or ()) or mcfg.dims != pp.dims:
         raise ConfigError(f"model grid {mcfg.grid} does not match the cache grid {pp.grid}")
@@ -442,7 +446,7 @@ def _loop(run: _Run) -> TrainResult:
             if at_log:
                 last = monitor.record(step, pending)
             if run.dist.is_main and (step % run.cfg.sample_every == 0 or step == run.total):
-                _write_samples(run.run_dir, _sampler(run.training), run.cfg, step)
+                _write_samples(run.run_dir, _sampler(run.training), run.cfg, step, run.layouts)
             if at_ckpt or stopping:
                 saved = _save(run, step) or saved
             if stopping:
@@ -603,7 +607,7 @@ def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, ckpt.Checkpoint]:
     run_dir = runs[-1]
     state = ckpt.Checkpoint.load(run_dir)
     saved = state.model_config
-    for name in ("variant", "dims", "grid", "image_channels", "classes"):
+    for name in ("variant", "dims", "grid", "image_channels", "classes", "condition", "layout"):
         if getattr(saved, name) != getattr(mcfg, name):
             raise ConfigError(
                 f"{{resume}}: this checkpoint has {name} "
@@ -640,26 +644,43 @@ def _sampler(training: ckpt.Trainables) -> GenerativeModel:
     return training.ema.module if training.ema is not None else training.net
 
 
-def _write_samples(run_dir: Path, model: GenerativeModel, cfg: TrainConfig, step: int) -> None:
+def _write_samples(
+    run_dir: Path, model: GenerativeModel, cfg: TrainConfig, step: int, layouts: Any = None
+) -> None:
     device = next(model.parameters()).device
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    image, label = model.to_pair(model.sample(cfg.n_samples, gen))
+    n = cfg.n_samples if layouts is None else layouts.shape[0]
+    image, label = model.to_pair(model.sample(n, gen, layouts))
+    if not model.config.image_channels:  # a mask generator: its layouts, shaded
+        image = label.float() / max(1, model.config.classes - 1) * 2 - 1
+        label = LY.target_of(label, model.config.layout)
     channel = model.config.image_channels // 2
     save_grid(pair_tiles(image, label, channel), run_dir / "samples" / f"step_{step:08d}.png")
 
 
-def _write_reals(run_dir: Path, model: GenerativeModel, dataset, cfg: TrainConfig) -> None:
-    """``samples/reals.png``: training pairs drawn as the sampler draws them, to compare."""
+def _write_reals(
+    run_dir: Path, model: GenerativeModel, dataset, cfg: TrainConfig
+) -> torch.Tensor | None:
+    """``samples/reals.png``: training pairs drawn as the sampler draws them, to
+    compare; returns a conditional model's layouts of those pairs (samples are
+    drawn on them, so each sample tile sits under its real one)."""
     path = run_dir / "samples" / "reals.png"
-    if path.exists():
-        return
     n = min(cfg.n_samples, len(dataset))
     picks = next(iter(StepBatches(None, len(dataset), n, 0, 1, cfg.seed, 0, 1)))
     items = [dataset[i] for i in picks]
-    image = torch.stack([it["image"] for it in items])
-    label = torch.stack([it["label"] for it in items]).to(torch.uint8)
-    channel = model.config.image_channels // 2
-    save_grid(pair_tiles(image, label, channel), path)
+    batch = {
+        k: torch.stack([it[k] for it in items])
+        for k in ("image", "label", "context")
+        if k in items[0]
+    }
+    if not path.exists():
+        if model.config.image_channels:
+            channel = model.config.image_channels // 2
+            save_grid(pair_tiles(batch["image"], batch["label"].to(torch.uint8), channel), path)
+    if not model.conditional:
+        return None
+    device = next(model.parameters()).device
+    return model.layout_of(model.inputs({k: v.to(device) for k, v in batch.items()}))
 
 
 @contextlib.contextmanager
