@@ -25,11 +25,20 @@ every row:
 Results per variant are kept in the workdir and reused by a later run with the same
 settings (``--fresh`` redoes them).
 
+A row may also name a mask-conditioned generator, ``VARIANT:mask[:LAYOUT[:AUGMENT]]``
+(``vaegan:mask``, ``gan:mask:target:none``), synthesized from ``--masks`` (real
+masks under random transforms, or a learned mask generator); ``--train-patients``
+trains the generators on the first N training patients only (the segmenter keeps
+all of them), and ``--grid`` / ``--spacing`` set the cache (the issue's figures:
+``--grid 128 --spacing 1.5``, the whole pancreas in view).
+
 Usage::
 
     python benchmarks/bench_fidelity.py                     # full budget, ~1.5 h on 2 cores
     python benchmarks/bench_fidelity.py --steps 20 --n 20 --segmenter-steps 20   # smoke run
     python benchmarks/bench_fidelity.py --variants vaegan,aae --workdir /tmp/fid
+    python benchmarks/bench_fidelity.py --grid 128 --spacing 1.5 --train-patients 2 \
+        --variants vaegan,vaegan:mask --steps 480 --workdir /tmp/cond
 """
 
 from __future__ import annotations
@@ -70,12 +79,15 @@ HEADER = [
 ]
 
 
-def prepare(workdir: Path) -> tuple[Path, Cache, list[str], list[str]]:
-    """The cohort and its 2D 64^2 cache, 6 training / 2 held-out patients (reused)."""
+def prepare(workdir: Path, args) -> tuple[Path, Cache, list[str], list[str]]:
+    """The cohort and its 2D cache, 6 training / 2 held-out patients (reused)."""
     cohort = workdir / "phantom"
     write_cohort(cohort, patients=8, seed=0, fmt="dicom")
-    out = preprocess(cohort, workdir / "cache", PreprocessConfig(grid_2d=(64, 64)),
-                     val_fraction=0.25, seed=0).out  # fmt: skip
+    config = PreprocessConfig(
+        grid_2d=(args.grid, args.grid), spacing_mm=(args.spacing, args.spacing, 2.5)
+    )
+    name = "cache" if (args.grid, args.spacing) == (64, 1.5) else f"cache{args.grid}"
+    out = preprocess(cohort, workdir / name, config, val_fraction=0.25, seed=0).out
     train_ids, held_ids = load_split(out)
     return cohort, Cache(out), train_ids, held_ids
 
@@ -84,16 +96,39 @@ def reference(
     cache: Cache, train_ids: list[str], held_ids: list[str], workdir: Path, args
 ) -> tuple[fidelity.Segmenter, dict[str, Any]]:
     """The segmenter (trained once, reused) and its Dice on the held-out real slices."""
-    folder = workdir / f"segmenter-steps{args.segmenter_steps}"
+    grid = "" if args.grid == 64 else f"-grid{args.grid}"
+    folder = workdir / f"segmenter-steps{args.segmenter_steps}{grid}"
     seg = train_segmenter(cache, train_ids, folder, steps=args.segmenter_steps, seed=0,
                           device=args.device, note=_note)  # fmt: skip
     images, labels, names = fidelity.real_items(cache, held_ids)
     return seg, fidelity.score_pairs(seg, images, labels, names, cache.config)[1]
 
 
-def variant_result(variant: str, cache: Cache, seg, workdir: Path, args) -> dict[str, Any]:
-    """Train, synthesize and score one variant; kept in ``folder/result.json``."""
-    key = f"{variant}-steps{args.steps}-n{args.n}-seg{args.segmenter_steps}-{args.device}"
+def spec_overrides(spec: str) -> dict[str, Any]:
+    """``vaegan:mask:target+body:translation,cutout`` -> the ModelConfig overrides."""
+    _, *rest = spec.split(":")
+    if not rest:
+        return {}
+    doc: dict[str, Any] = {"condition": rest[0]}
+    if len(rest) > 1:
+        doc["layout"] = rest[1]
+    if len(rest) > 2:  # ops joined by '+' (',' separates the rows)
+        doc["augment"] = "" if rest[2] == "none" else rest[2].replace("+", ",")
+    return doc
+
+
+def variant_result(
+    spec: str, cache: Cache, train_ids: list[str], seg, workdir: Path, args
+) -> dict[str, Any]:
+    """Train, synthesize and score one generator; kept in ``folder/result.json``."""
+    variant, overrides = spec.split(":")[0], spec_overrides(spec)
+    conditional = overrides.get("condition") == "mask"
+    cases = train_ids[: args.train_patients] if args.train_patients else train_ids
+    key = (
+        f"{spec.replace(':', '_').replace(',', '-')}-steps{args.steps}-n{args.n}"
+        f"-seg{args.segmenter_steps}-{args.device}-grid{args.grid}-p{len(cases)}"
+        + (f"-{args.masks}" if conditional else "")
+    )
     folder = workdir / "variants" / key
     kept = folder / "result.json"
     if kept.exists() and not args.fresh:
@@ -102,15 +137,21 @@ def variant_result(variant: str, cache: Cache, seg, workdir: Path, args) -> dict
     shutil.rmtree(folder, ignore_errors=True)
     config = TrainConfig(steps=args.steps, batch_size=16, seed=0, sample_every=args.steps,
                          checkpoint_every=args.steps, device=args.device)  # fmt: skip
-    _note(f"{variant}: training {args.steps} steps")
-    trained = train(cache.root, folder / "runs", model=variant, preset="cpu", config=config)
+    _note(f"{spec}: training {args.steps} steps on {len(cases)} patients")
+    held = [c for c in cache.case_ids if c not in cases]
+    trained = train(cache.root, folder / "runs", model=variant, preset="cpu", config=config,
+                    model_overrides=overrides, cases=(cases, held))  # fmt: skip
     assert trained.checkpoint is not None
-    _note(f"{variant}: synthesizing {args.n} prior cases")
+    _note(f"{spec}: synthesizing {args.n} prior cases")
+    extra: dict[str, Any] = {}
+    if conditional:  # layouts from the generator's own training cases' masks
+        extra = {"input": cache.root, "masks": args.masks, "mask_steps": args.steps}
     synth = synthesize(folder / "synth", args.n, model=trained.checkpoint, seed=0,
-                       device=args.device)  # fmt: skip
+                       device=args.device, **extra)  # fmt: skip
     images, labels, names = fidelity.synthetic_items(SynthFolder.open(synth.out), cache.config)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
-    result = {"generator": variant, "train_s": trained.seconds, "summary": summary, "pairs": rows}
+    result = {"generator": spec, "train_s": trained.seconds, "summary": summary, "pairs": rows,
+              "patients": len(cases), "masks": args.masks if conditional else None}  # fmt: skip
     kept.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -151,7 +192,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--json", type=Path, help="JSON report (default <workdir>/bench_fidelity.json)"
     )
-    parser.add_argument("--variants", help="comma-separated variants (default: all six)")
+    parser.add_argument(
+        "--variants",
+        help="comma-separated rows: VARIANT or VARIANT:mask[:LAYOUT[:AUGMENT]] "
+        "(default: the six, unconditional); separate an AUGMENT's ops with '+'",
+    )
+    parser.add_argument("--grid", type=int, default=64, help="2D grid side (64)")
+    parser.add_argument("--spacing", type=float, default=1.5, help="in-plane mm (1.5)")
+    parser.add_argument(
+        "--train-patients", type=int, help="generators train on this many patients (all 6)"
+    )
+    parser.add_argument(
+        "--masks", default="real", choices=("real", "learned"), help="conditional rows' masks"
+    )
     parser.add_argument("--steps", type=int, default=2000, help="generator steps (2000)")
     parser.add_argument("--n", type=int, default=200, help="synthetic cases per row (200)")
     parser.add_argument(
@@ -165,7 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)  # fmt: skip
     known = variant_names()
     args.variants = [v.strip() for v in (args.variants or ",".join(known)).split(",") if v.strip()]
-    unknown = [v for v in args.variants if v not in known]
+    unknown = [v for v in args.variants if v.split(":")[0] not in known]
     if unknown or not args.variants:
         parser.error(f"--variants: choose from {', '.join(known)} (got {unknown or 'none'})")
     for name in ("steps", "n", "segmenter_steps"):
@@ -188,9 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         args.workdir = Path(scratch)
     workdir = make_workdir(args.workdir)
     try:
-        _, cache, train_ids, held_ids = prepare(workdir)
+        _, cache, train_ids, held_ids = prepare(workdir, args)
         seg, ref = reference(cache, train_ids, held_ids, workdir, args)
-        results = [variant_result(v, cache, seg, workdir, args) for v in args.variants]
+        results = [variant_result(v, cache, train_ids, seg, workdir, args) for v in args.variants]
         results.append(baseline(cache, train_ids, seg, args))
         rows = [row(r["generator"], r["summary"], ref) for r in results]
         rows.append(row("real held-out slices (reference)", ref, ref))
@@ -203,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"One segmenter (MONAI UNet {list(seg.config.channels)}, {args.segmenter_steps} "
             f"steps, batch 16, seed 0) trained on the {len(train_ids)} training patients, the "
-            f"cases every generator trained on (2D 64^2 cache, cpu preset, {args.steps} steps, "
+            f"cases every generator trained on ({args.train_patients or len(train_ids)} of "
+            f"them; 2D {args.grid}^2 cache, cpu preset, {args.steps} steps, "
             f"batch 16, seed 0), judges every row. Label fidelity: its Dice on each synthetic "
             f"slice against that slice's own label, mean over the slices whose label holds "
             f"the pancreas ({args.n} prior cases per variant); 'below 0.5': their share under "

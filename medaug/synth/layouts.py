@@ -205,7 +205,7 @@ def mask_checkpoint(checkpoint: Checkpoint) -> Checkpoint | None:
 
 
 def open_layouts(
-    masks: str | os.PathLike[str],
+    masks: str | os.PathLike[str] | list[Any],
     *,
     checkpoint: Checkpoint,
     real: Cache | None,
@@ -215,6 +215,9 @@ def open_layouts(
     """The layout source ``--masks`` names, for a conditional model's checkpoint."""
     mcfg = checkpoint.model_config
     channels, dims = mcfg.layout, mcfg.dims
+    if isinstance(masks, list | tuple):  # label maps on the model grid, in memory
+        arrays = UserMasks.from_arrays(list(masks), checkpoint.preprocess, dims)
+        return UserLayouts(arrays, real, cases, channels, dims)
     if str(masks) == "real":
         if real is None or not cases:
             raise ConfigError(

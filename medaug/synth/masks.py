@@ -350,6 +350,36 @@ class UserMasks:
             self._slices.append(np.flatnonzero(on).tolist())
             self.warnings += [f"{f}: {w}" for w in warnings]
 
+    @classmethod
+    def from_arrays(cls, arrays: list[Any], config: PreprocessConfig, dims: int) -> UserMasks:
+        """Label class maps already on the model grid, in memory (``Synthesizer.sample(n,
+        masks=[...])``): ``(X, Y)`` slices for a 2D model, ``(X, Y, Z)`` volumes for a
+        3D one, classes 0..K as the model's labels number them."""
+        self = cls.__new__(cls)
+        self.path, self.dims, self.config = Path("<arrays>"), dims, config
+        grid = tuple(config.grid_2d or ()) if dims == 2 else tuple(config.grid_3d or ())
+        self.names, self.warnings, self._maps, self._slices = [], [], [], []
+        for k, a in enumerate(arrays):
+            a = np.asarray(a.cpu() if hasattr(a, "cpu") else a)
+            if dims == 2 and a.ndim == 2:
+                a = a[:, :, None]
+            where = Path(f"masks[{k}]")
+            if a.shape[:2] != grid[:2] or (dims == 3 and a.shape != grid):
+                raise InputError(where, f"shape {a.shape} is not the model grid {grid}")
+            if a.min() < 0 or a.max() > len(config.labels) or not np.all(a == np.round(a)):
+                raise InputError(where, f"classes must be integers 0..{len(config.labels)}")
+            a = a.astype(np.uint8)
+            on = (a == config.target_class).any(axis=(0, 1))
+            if not on.any():
+                raise InputError(where, f"no {config.target} voxels")
+            a.flags.writeable = False
+            self._maps.append(a)
+            self._slices.append(np.flatnonzero(on).tolist())
+            self.names.append(f"map_{k}")
+        if not self._maps:
+            raise ConfigError("{masks}: an empty list of label maps")
+        return self
+
     def __len__(self) -> int:
         return len(self._maps)
 

@@ -115,6 +115,7 @@ class Synthesizer:
         style: int | None = None,
     ):
         ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
+        self._checkpoint = ckpt
         self.checkpoint = ckpt.path
         self.step = ckpt.step
         #: the training / validation cases of the checkpoint, by content hash (or None)
@@ -142,16 +143,19 @@ class Synthesizer:
             return
         if style is not None:
             self._check_style(style)
-        #: what ``masks`` named, for the manifest (never a path: it may name a patient)
-        self.masks = type(masks).__name__
-        if masks is None or isinstance(masks, (str, os.PathLike)):
-            given = str(masks or "real")
-            self.masks = given if given in ("real", "learned") else "user"
-            masks = open_layouts(
-                masks or "real", checkpoint=ckpt, real=real, cases=self.real_cases(),
-                device=self.device,
+        self.layouts, self.masks = self._open_masks(masks)
+
+    def _open_masks(self, masks: Any) -> tuple[LayoutSource, str]:
+        """The layout source and what the manifest calls it (never a path: it may
+        name a patient)."""
+        if masks is None or isinstance(masks, (str, os.PathLike, list, tuple)):
+            given = "arrays" if isinstance(masks, (list, tuple)) else str(masks or "real")
+            source = open_layouts(
+                masks or "real", checkpoint=self._checkpoint, real=self.real,
+                cases=self.real_cases(), device=self.device,
             )  # fmt: skip
-        self.layouts = masks
+            return source, given if given in ("real", "learned", "arrays") else "user"
+        return masks, type(masks).__name__
 
     def _check_style(self, style: int) -> None:
         if not self.model.has_encoder:
@@ -385,8 +389,13 @@ class Synthesizer:
         slices: int = 32,
         batch_size: int = 16,
         start: int = 0,
+        masks: Any = None,
     ) -> list[dict[str, Any]]:
         """``n`` pairs as MONAI-style dicts of MetaTensors, in memory.
+
+        A mask-conditioned model draws its layouts from ``masks`` when given (``real``,
+        ``learned``, a label map path, or a list of label class maps on the model
+        grid, used in turn), else from the source the synthesizer was made with.
 
         Returns:
             ``[{"image": (1, X, Y, Z) float32 HU, "label": (1, X, Y, Z) uint8,
@@ -397,6 +406,10 @@ class Synthesizer:
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
         self.check_mode(mode)
+        if masks is not None:
+            if not self.model.conditional:
+                raise ConfigError("{masks} needs a mask-conditioned model")
+            self.layouts, self.masks = self._open_masks(masks)
         plans = [
             self.plan(i, mode=mode, seed=seed, strength=strength, stack=stack, slices=slices)
             for i in range(start, start + n)
