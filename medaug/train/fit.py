@@ -71,10 +71,13 @@ def fit_or_resume(
     training = list(cases) if cases is not None else cache.split(0)[0]
     held_out = [c for c in cache.case_ids if c not in set(training)]
     preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
-    note(
-        f"fitting a {variant} generator ({preset} preset, {cfg.steps} steps) on "
-        f"{len(training)} cases -> {out}"
-    )
+    overrides = overrides or {}
+    what = f"{variant} generator"
+    if overrides.get("role") == "layout":
+        what = f"{variant} mask generator"
+    elif overrides.get("condition") == "mask":
+        what = f"mask-conditioned ({overrides.get('layout', 'target')}) {variant} generator"
+    note(f"fitting a {what} ({preset} preset, {cfg.steps} steps) on {len(training)} cases -> {out}")
     result = train(
         cache,
         out,
