@@ -64,7 +64,8 @@ class Replay:
     reconstruction and of its real input: both must see the same augmentation)."""
 
     def __init__(self, noise: Noise):
-        self.noise, self.draws = noise, []
+        self.noise = noise
+        self.draws: list[torch.Tensor] = []
         self._replay: list[torch.Tensor] | None = None
 
     def __call__(self, *shape: int) -> torch.Tensor:
@@ -229,6 +230,7 @@ class GenerativeModel(nn.Module):
     def _activate(self, logits: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         c = self.config.image_channels
         if self.conditional:
+            assert layout is not None  # decode_logits refused a conditional decode without one
             return torch.cat([torch.tanh(logits[:, :c]), layout.to(logits.dtype)], dim=1)
         return torch.cat([torch.tanh(logits[:, :c]), logits[:, c:].softmax(dim=1)], dim=1)
 

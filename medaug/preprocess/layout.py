@@ -21,7 +21,7 @@ window (:func:`context_map`) and cached beside the label (``cases/*_context.npy`
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,8 +32,6 @@ Channels = Literal["target", "target+body", "target+body+tissue"]
 CHANNELS: tuple[str, ...] = ("target", "target+body", "target+body+tissue")
 #: Tissue classes inside the body, by HU band (the cut points of ``tissue_hu``).
 TISSUES = ("air/lung", "fat", "soft tissue", "bone/contrast")
-
-A = TypeVar("A")  # a numpy array or a torch tensor
 
 
 def check_channels(channels: str) -> str:
@@ -64,7 +62,7 @@ def layout_names(channels: str, labels: list[str]) -> list[str]:
     return [*context, *labels]
 
 
-def compose(label: A, context: A | None, channels: str) -> A:
+def compose(label: Any, context: Any, channels: str) -> Any:
     """The layout map from a label class map and the cached context map.
 
     Works on numpy arrays and torch tensors alike (same shapes, any layout of axes).
@@ -85,7 +83,7 @@ def compose(label: A, context: A | None, channels: str) -> A:
     return torch.where(label > 0, label + offset, ctx.to(label.dtype))
 
 
-def target_of(layout: A, channels: str) -> A:
+def target_of(layout: Any, channels: str) -> Any:
     """The label class map inside a layout: exactly its label classes, 0 elsewhere."""
     offset = context_offset(channels)
     if offset == 0:

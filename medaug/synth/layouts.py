@@ -205,7 +205,7 @@ def mask_checkpoint(checkpoint: Checkpoint) -> Checkpoint | None:
 
 
 def open_layouts(
-    masks: str | os.PathLike[str] | list[Any],
+    masks: str | os.PathLike[str] | list[Any] | tuple[Any, ...],
     *,
     checkpoint: Checkpoint,
     real: Cache | None,

@@ -133,6 +133,7 @@ class Synthesizer:
         self._sources: list[str] | None = None
         self.style = style
         self.layouts: LayoutSource | None = None
+        self.masks: str | None = None  # what the manifest calls the layout source
         if not self.model.conditional:
             if masks is not None or style is not None:
                 what = "{masks}" if masks is not None else "{style}"
