@@ -271,6 +271,8 @@ class Synthesizer:
         gen = torch.Generator().manual_seed(_seed64(seed, index))
         shape = self.model.latent_shape
         mode = params["mode"]
+        if "style" in params:  # one real case's appearance, every layout (any mode)
+            return self._posterior(_case_id(params["style"]), params.get("style_slice"))
         if mode == "prior":
             s = params.get("slices")
             if s is None:
@@ -278,8 +280,6 @@ class Synthesizer:
             anchors = torch.randn((math.ceil((s - 1) / ANCHOR_EVERY) + 1, *shape), generator=gen)
             return _anchor_path(anchors, s)
         eps = torch.randn(shape, generator=gen)
-        if "style" in params:  # one real case's appearance, every layout
-            return self._posterior(_case_id(params["style"]), params.get("style_slice"))
         if mode == "perturb":
             mu = self._posterior(_case_id(params["source"]), params.get("slice"))
             return mu + params["strength"] * eps
