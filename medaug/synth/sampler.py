@@ -200,6 +200,14 @@ class Synthesizer:
                 f"{{input}}; found {len(self.real_cases())}"
             )
 
+    def check_stack(self, stack: bool) -> None:
+        """Refuse ``stack`` for a mask-conditioned 2D model (before anything is written)."""
+        if stack and self.dims == 2 and self.layouts is not None:
+            raise ConfigError(
+                "{stack} with a mask-conditioned 2D model: its cases are single slices "
+                "drawn on single layouts; use a 3D model for volumes"
+            )
+
     # ---- plans: everything random about case i, from (seed, i) ---------------------
     def plan(
         self,
@@ -215,11 +223,7 @@ class Synthesizer:
         rng = np.random.default_rng([seed, index])
         params: dict[str, Any] = {"mode": mode, "seed": [seed, index]}
         stacked = self.dims == 2 and stack
-        if self.layouts is not None and stacked:
-            raise ConfigError(
-                "{stack} with a mask-conditioned 2D model: its cases are single slices "
-                "drawn on single layouts; use a 3D model for volumes"
-            )
+        self.check_stack(stack)
         cases = self.real_cases()
         if mode == "prior":
             if stacked:
