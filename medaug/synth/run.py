@@ -215,6 +215,7 @@ def synthesize(
         _fit_mask_generator(given, real, cfg, note, train_callbacks)
     synth = Synthesizer(given, real=real, device=cfg.device, masks=cfg.masks, style=cfg.style)
     synth.check_mode(cfg.mode)
+    synth.check_stack(cfg.stack)
     stack = cfg.stack and synth.dims == 2
     slices = cfg.slices or _median_depth(real)
     keep = None

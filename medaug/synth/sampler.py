@@ -205,6 +205,14 @@ class Synthesizer:
                 f"{{input}}; found {len(self.real_cases())}"
             )
 
+    def check_stack(self, stack: bool) -> None:
+        """Refuse ``stack`` for a mask-conditioned 2D model (before anything is written)."""
+        if stack and self.dims == 2 and self.layouts is not None:
+            raise ConfigError(
+                "{stack} with a mask-conditioned 2D model: its cases are single slices "
+                "drawn on single layouts; use a 3D model for volumes"
+            )
+
     # ---- plans: everything random about case i, from (seed, i) ---------------------
     def plan(
         self,
@@ -220,11 +228,7 @@ class Synthesizer:
         rng = np.random.default_rng([seed, index])
         params: dict[str, Any] = {"mode": mode, "seed": [seed, index]}
         stacked = self.dims == 2 and stack
-        if self.layouts is not None and stacked:
-            raise ConfigError(
-                "{stack} with a mask-conditioned 2D model: its cases are single slices "
-                "drawn on single layouts; use a 3D model for volumes"
-            )
+        self.check_stack(stack)
         cases = self.real_cases()
         if mode == "prior":
             if stacked:
@@ -276,6 +280,8 @@ class Synthesizer:
         gen = torch.Generator().manual_seed(_seed64(seed, index))
         shape = self.model.latent_shape
         mode = params["mode"]
+        if "style" in params:  # one real case's appearance, every layout (any mode)
+            return self._posterior(_case_id(params["style"]), params.get("style_slice"))
         if mode == "prior":
             s = params.get("slices")
             if s is None:
@@ -283,8 +289,6 @@ class Synthesizer:
             anchors = torch.randn((math.ceil((s - 1) / ANCHOR_EVERY) + 1, *shape), generator=gen)
             return _anchor_path(anchors, s)
         eps = torch.randn(shape, generator=gen)
-        if "style" in params:  # one real case's appearance, every layout
-            return self._posterior(_case_id(params["style"]), params.get("style_slice"))
         if mode == "perturb":
             mu = self._posterior(_case_id(params["source"]), params.get("slice"))
             return mu + params["strength"] * eps

@@ -1,0 +1,182 @@
+"""Mask-conditioned models (``condition="mask"``), every variant in 2D and 3D: image +
+layout one-hot in and out, an encoder that sees the image alone, each phase's loss
+falling on a fixed batch, and outputs labelled exactly by the layout they were given,
+for each of the three layouts.
+
+Tiny networks on 16^2 / 16^3 grids (``TINY_MODEL``, SPADE's hidden layer cut to 8).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medaug.errors import ConfigError
+from medaug.models import GenerativeModel, ModelConfig, Noise, build_model
+from medaug.models.registry import BUILTIN
+from medaug.preprocess import layout as LY
+from tests.models.test_models import structured_batch, tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
+
+CASES = [(v, d) for d in (2, 3) for v in BUILTIN]
+#: The richest layout: 0 outside the body, 1..4 tissue, the label classes from 5.
+TISSUE = "target+body+tissue"
+#: Adam steps on the fixed batch, per phase (3D steps cost ~4x a 2D one).
+STEPS = {2: 30, 3: 20}
+
+
+def conditional(variant: str, dims: int, layout: str = TISSUE, **kw) -> ModelConfig:
+    return tiny(variant, dims, condition="mask", layout=layout, spade_hidden=8, **kw)
+
+
+def conditioned_batch(dims: int, n: int = 4, image_channels: int = 1) -> dict[str, torch.Tensor]:
+    """``structured_batch``'s disks with a context map: outside the body beyond radius
+    0.95, the four tissue classes in bands along x inside it."""
+    batch = structured_batch(dims, n)
+    g = torch.linspace(-1, 1, 16)
+    grids = torch.meshgrid(*[g] * dims, indexing="ij")
+    r = torch.sqrt(sum(c.square() for c in grids))
+    tissue = 1 + ((grids[0] + 1) * 2).long().clamp(max=3)
+    context = torch.where(r < 0.95, tissue, 0).expand(n, 1, *[16] * dims)
+    image = batch["image"].repeat(1, image_channels, *[1] * dims)
+    return {"image": image, "label": batch["label"], "context": context.clone()}
+
+
+def onehot(layout: torch.Tensor, classes: int) -> torch.Tensor:
+    """``(B, *grid)`` class map -> ``(B, classes, *grid)`` float one-hot."""
+    return F.one_hot(layout.long(), classes).movedim(-1, 1).float()
+
+
+def encoder_in_channels(model: GenerativeModel) -> int:
+    return model.encoder.conv.body[0].in_channels
+
+
+@pytest.mark.parametrize(("variant", "dims"), CASES)
+def test_shapes_joint_tensors_and_an_image_only_encoder(variant: str, dims: int) -> None:
+    c = 3 if dims == 2 else 1  # 2D as 2.5D: one context slice either side
+    torch.manual_seed(0)
+    model = build_model(conditional(variant, dims, image_channels=c))
+    k = model.config.layout_classes
+    assert k == 4 + 2  # outside body, four tissues; background and pancreas
+    grid = (16,) * dims
+    batch = conditioned_batch(dims, n=3, image_channels=c)
+
+    x = model.inputs(batch)
+    assert x.shape == (3, c + k, *grid)
+    assert torch.equal(x[:, :c], batch["image"])
+    layout = LY.compose(batch["label"][:, 0].long(), batch["context"][:, 0], TISSUE)
+    assert torch.equal(x[:, c:].argmax(1), layout)
+    assert set(layout.unique().tolist()) == {0, 1, 2, 3, 4, 5}
+
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(1))
+    out = model.decode(z, x[:, c:])
+    assert out.shape == (3, c + k, *grid)
+    assert torch.equal(out[:, c:], x[:, c:])  # the layout passes through unchanged
+    assert out[:, :c].abs().max() <= 1.0
+    sampled = model.sample(5, torch.Generator().manual_seed(2), onehot(layout[[0, 1, 2, 0, 1]], k))
+    assert sampled.shape == (5, c + k, *grid)
+    with pytest.raises(ConfigError, match="needs a layout"):
+        model.sample(2)
+    image, label = model.to_pair(out)
+    assert image.shape == (3, c, *grid) and label.shape == (3, 1, *grid)
+    assert label.dtype == torch.uint8
+    assert torch.equal(label[:, 0], batch["label"][:, 0].to(torch.uint8))
+
+    if model.has_encoder:
+        joint = build_model(tiny(variant, dims, image_channels=c))
+        assert encoder_in_channels(model) == c < encoder_in_channels(joint) == c + 2
+        torch.manual_seed(3)  # AVB's posterior moments are over noise draws
+        mu, logvar = model.encode(x)
+        assert mu.shape == logvar.shape == (3, 8)
+        other = torch.cat([x[:, :c], x[:, c:].roll(1, dims=1)], dim=1)  # another layout
+        torch.manual_seed(3)
+        assert torch.equal(model.encode(other)[0], mu)  # appearance: the image alone
+        recon = model.reconstruct(x)
+        assert recon.shape == x.shape and torch.equal(recon[:, c:], x[:, c:])
+    else:
+        with pytest.raises(ConfigError, match="no encoder"):
+            model.encode(x)
+    for phase in model.phases:
+        terms = model.losses(batch, phase)
+        assert terms["loss"].ndim == 0 and torch.isfinite(terms["loss"])
+        assert "label_ce" not in terms  # no label channels to learn: they are given
+
+
+def fit_phase(model: GenerativeModel, batch: dict, phase: str, steps: int) -> list[dict]:
+    """``steps`` Adam steps of one phase on ``batch`` with the same noise draws every
+    time (a fixed objective); the loss terms of each step."""
+    opt = torch.optim.Adam(model.phase_parameters(phase), lr=5e-3)
+    history = []
+    for _ in range(steps):
+        model._fakes = []  # the other side's outputs are drawn afresh each step
+        opt.zero_grad()
+        terms = model.losses(batch, phase, Noise(4, "cpu", torch.Generator().manual_seed(3)))
+        terms["loss"].backward()
+        opt.step()
+        history.append({k: float(v.detach()) for k, v in terms.items()})
+    return history
+
+
+@pytest.mark.parametrize(("variant", "dims"), CASES)
+def test_each_phase_loss_falls_on_a_fixed_batch(variant: str, dims: int) -> None:
+    """The term each phase is there to lower: pixel L1 for the reconstruction-based
+    generators, the discriminator's loss for every discriminator or critic, and the
+    GAN generator's adversarial loss against its discriminator at initial weights."""
+    batch = conditioned_batch(dims)
+    for phase in build_model(conditional(variant, dims)).phases:
+        torch.manual_seed(0)
+        model = build_model(conditional(variant, dims))
+        history = fit_phase(model, batch, phase, STEPS[dims])
+        if phase == "discriminator":
+            term, fall = "d_adv", 0.5
+        elif "pixel_l1" in history[0]:
+            term, fall = "pixel_l1", 0.6
+        else:  # a GAN's generator: no reconstruction, only the fixed critic's verdict
+            term, fall = "g_adv", 0.98
+        first = sum(h[term] for h in history[:5]) / 5
+        last = sum(h[term] for h in history[-5:]) / 5
+        assert last < fall * first, (phase, term, first, last)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("channels", LY.CHANNELS)
+def test_the_label_of_every_output_is_exactly_its_layouts(channels: str, dims: int) -> None:
+    """Random layouts (every class anywhere), two label classes: ``to_pair`` gives back
+    exactly the layout's label classes, for every variant; the image follows the layout."""
+    gen = torch.Generator().manual_seed(4)
+    grid = (16,) * dims
+    for variant in BUILTIN:
+        torch.manual_seed(0)
+        model = build_model(conditional(variant, dims, channels, classes=3))
+        k = model.config.layout_classes
+        assert k == LY.context_offset(channels) + 3
+        layouts = torch.randint(0, k, (3, *grid), generator=gen)
+        z = torch.randn(3, 8, generator=gen)
+        expected = LY.target_of(layouts, channels).to(torch.uint8)
+        assert set(expected.unique().tolist()) == {0, 1, 2}
+        _, label = model.to_pair(model.decode(z, onehot(layouts, k)))
+        assert torch.equal(label[:, 0], expected), variant
+        _, label = model.to_pair(
+            model.sample(3, torch.Generator().manual_seed(5), onehot(layouts, k))
+        )
+        assert torch.equal(label[:, 0], expected), variant
+        other = model.decode(z, onehot(layouts.flip(1), k))
+        assert not torch.equal(other[:, :1], model.decode(z, onehot(layouts, k))[:, :1]), variant
+
+
+def test_condition_and_layout_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="condition must be 'none' or 'mask'"):
+        tiny("vae", 2, condition="labels")
+    with pytest.raises(ConfigError, match="layout must be one of target, target"):
+        tiny("vae", 2, condition="mask", layout="target+bone")
+    with pytest.raises(ConfigError, match="no image channels and no condition"):
+        tiny("vae", 2, condition="mask", role="layout", image_channels=0)
+    cfg = conditional("vaegan", 2, "target+body")
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert (cfg.layout_classes, cfg.encoder_channels, cfg.joint_channels) == (3, 1, 4)
+    batch = conditioned_batch(2)
+    del batch["context"]
+    with pytest.raises(ConfigError, match="needs the cached context map"):
+        build_model(cfg).inputs(batch)
