@@ -66,6 +66,11 @@ class SynthConfig(Settings):
             raise ConfigError(f"{{fidelity_tries}} must be at least 1, got {self.fidelity_tries}")
         if self.masks is not None:
             object.__setattr__(self, "masks", str(self.masks))
+        if self.masks is not None and self.mode == "perturb":
+            raise ConfigError(
+                "{mode} perturb keeps each source case's own layout; {masks} chooses the "
+                "layouts of prior and interpolate cases"
+            )
         if self.style is not None and self.mode == "interpolate":
             raise ConfigError(
                 "{style} gives every case one real case's appearance: "

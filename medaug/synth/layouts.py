@@ -18,6 +18,7 @@ grid: ``(X, Y)`` for a 2D model, ``(X, Y, Z)`` for a 3D one.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any, Protocol
@@ -93,6 +94,14 @@ class UserLayouts:
                 f"this model's layout ({channels}) has context channels, and user masks "
                 "carry only labels: give {input} scans, whose context they are drawn over"
             )
+
+    def sha256(self) -> str:
+        """A hash of the maps on the grid: a resumed synthesis must use the same ones
+        (the manifest names no path)."""
+        digest = hashlib.sha256()
+        for k in range(len(self.masks)):
+            digest.update(np.ascontiguousarray(self.masks.class_map(k)).tobytes())
+        return digest.hexdigest()
 
     def plan(self, index: int, seed: int) -> dict[str, Any]:
         params = self.masks.plan(index, seed)

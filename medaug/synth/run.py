@@ -32,7 +32,7 @@ from medaug.preprocess.splits import training_cases
 from medaug.synth import fidelity_filter, output
 from medaug.synth.config import SynthConfig
 from medaug.synth.fidelity_filter import FidelityFilter, JudgeFactory
-from medaug.synth.layouts import mask_dir
+from medaug.synth.layouts import UserLayouts, mask_dir
 from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import Synthesizer
 from medaug.train.checkpoint import Checkpoint
@@ -226,6 +226,7 @@ def synthesize(
     settings_doc = {
         "checkpoint_sha256": synth.sha256,
         **cfg.settings(stack, slices),
+        **_masks_hash(synth.layouts),
         **shard_of,
         **(keep.settings if keep else {}),
     }
@@ -270,6 +271,11 @@ def _fit_mask_generator(
         real, mask_dir(given), mcfg.variant, steps, cases, seed=cfg.seed, device=cfg.device,
         overrides=mask_generator_overrides(mcfg), on_event=note, **(train_callbacks or {}),
     )  # fmt: skip
+
+
+def _masks_hash(layouts: Any) -> dict[str, str]:
+    """User maps' content hash for the settings block (their path is never recorded)."""
+    return {"masks_sha256": layouts.sha256()} if isinstance(layouts, UserLayouts) else {}
 
 
 def _cleanup(done: dict[int, dict[str, Any]]) -> dict[str, Any]:

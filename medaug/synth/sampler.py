@@ -167,6 +167,11 @@ class Synthesizer:
         if self.real is None or _case_id(style) not in self.real.records:
             where = f"the cache {self.real.root}" if self.real is not None else "no cache"
             raise ConfigError(f"{{style}} case {style} is not in {where}")
+        if _case_id(style) not in self.real_cases():  # as perturb: no held-out patient's look
+            raise ConfigError(
+                f"{{style}} case {style} is held out from this generator's training; "
+                "take the appearance of one of its training cases"
+            )
 
     @property
     def dims(self) -> int:

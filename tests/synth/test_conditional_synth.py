@@ -24,13 +24,13 @@ import numpy as np
 import pytest
 import torch
 
-from medaug.errors import ConfigError
+from medaug.errors import ConfigError, InputError
 from medaug.models import GenerativeModel
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache, case_number
 from medaug.preprocess.transforms import unit_to_hu
-from medaug.synth import Synthesizer, synthesize
+from medaug.synth import SynthConfig, Synthesizer, synthesize
 from medaug.synth.masks import UserMasks
 from medaug.train import TrainConfig, train
 from medaug.train.checkpoint import Checkpoint, list_checkpoints
@@ -223,26 +223,28 @@ def test_real_masks_label_each_case_exactly_and_the_seed_decides(
 
 def test_style_records_the_case_and_keeps_the_layouts(world: World, tmp_path: Path) -> None:
     kw = dict(model=world.runs2, input=world.cache2, device="cpu")
+    source = synthesizer(world).real_cases()[0]  # a training case: held-out ones are refused
+    style = case_number(source)
     free = synthesize(tmp_path / "free", 3, **kw)
-    styled = synthesize(tmp_path / "styled", 3, style=0, **kw)
-    assert styled.manifest["conditioning"]["style"] == 0
-    assert styled.manifest["settings"]["style"] == 0
+    styled = synthesize(tmp_path / "styled", 3, style=style, **kw)
+    assert styled.manifest["conditioning"]["style"] == style
+    assert styled.manifest["settings"]["style"] == style
     for f, s in zip(free.manifest["cases"], styled.manifest["cases"], strict=True):
-        assert s["params"]["style"] == 0 and "style" not in f["params"]
+        assert s["params"]["style"] == style and "style" not in f["params"]
         assert s["params"]["layout"] == f["params"]["layout"]  # the same masks...
-        for kind, same in (("label", True), ("image", False)):  # ...in case 0's appearance
+        for kind, same in (("label", True), ("image", False)):  # ...in the style case's appearance
             a, b = nifti(free.out / f[kind])[0], nifti(styled.out / s[kind])[0]
             assert np.array_equal(a, b) == same, (kind, s["case"])
     assert_labels_are_layouts(styled.out, synthesizer(world))
 
-    # each case is case 0's posterior mean (its slice style_slice) decoded on the case's layout
-    synth = Synthesizer(world.runs2, real=Cache(world.cache2), style=0, device="cpu")
+    # each case: the style case's posterior mean (slice style_slice) decoded on its layout
+    synth = Synthesizer(world.runs2, real=Cache(world.cache2), style=style, device="cpu")
     params = synth.plan(0)
-    assert params["style"] == 0 and params == styled.manifest["cases"][0]["params"]
+    assert params["style"] == style and params == styled.manifest["cases"][0]["params"]
     k, cache, model = params["style_slice"], synth.real, synth.model
-    assert k in cache.records["case_0000"]["target_slices"]
+    assert k in cache.records[source]["target_slices"]
     batch = {
-        kind: torch.from_numpy(np.array(cache.array("case_0000", kind)[k]))[None, None]
+        kind: torch.from_numpy(np.array(cache.array(source, kind)[k]))[None, None]
         for kind in ("image", "label", "context")
     }
     layout = torch.from_numpy(synth.layout(params)).long()[None]
@@ -253,6 +255,15 @@ def test_style_records_the_case_and_keeps_the_layouts(world: World, tmp_path: Pa
     np.testing.assert_allclose(
         case.image[:, :, 0], unit_to_hu(x[0, 0].numpy(), synth.config.hu_window), atol=1e-3
     )
+
+
+def test_a_held_out_case_gives_no_style(world: World) -> None:
+    """As perturb, style takes a training case's appearance: a held-out patient's must
+    not reach a synthetic training set."""
+    training = set(synthesizer(world).real_cases())
+    held = [c for c in Cache(world.cache2).case_ids if c not in training]
+    with pytest.raises(ConfigError, match="held out from this generator's training"):
+        Synthesizer(world.runs2, real=Cache(world.cache2), style=case_number(held[0]), device="cpu")
 
 
 def test_user_masks_label_cases_and_stay_out_of_the_manifest(
@@ -281,6 +292,20 @@ def test_user_masks_label_cases_and_stay_out_of_the_manifest(
     assert json.loads(text) == doc
     for secret in (str(tmp_path), folder.name, "doe_jane", "labelsTr"):
         assert secret not in text, secret
+
+    # no path, but their content: another set of maps into this folder is refused
+    assert len(doc["settings"]["masks_sha256"]) == 64
+    first = sorted(folder.iterdir())[0]
+    first.rename(tmp_path / first.name)  # one map fewer: other maps, same settings otherwise
+    with pytest.raises(InputError, match="other settings"):
+        synthesize(tmp_path / "out", 4, model=world.runs2, input=world.cache2, masks=folder,
+                   device="cpu")  # fmt: skip
+
+
+def test_perturb_takes_no_masks() -> None:
+    """perturb keeps each source case's own layout: a --masks source would be ignored."""
+    with pytest.raises(ConfigError, match="perturb keeps each source case's own layout"):
+        SynthConfig(mode="perturb", masks="real")
 
 
 def test_learned_masks_fit_a_mask_generator_beside_the_model(world: World, tmp_path: Path):
