@@ -1022,17 +1022,22 @@ def demo(
     typer.echo("")
     preprocess(out / "phantom", out / "cache", seed=seed, preview=True)  # 2D, 64x64
     typer.echo("")
-    train(out / "cache", out=out / "runs", steps=steps, batch_size=16, seed=seed)
+    # mask first, then image: the pairs' labels are real masks under random transforms,
+    # and the generator only renders appearance around them
+    train(
+        out / "cache", out=out / "runs", steps=steps, batch_size=16, seed=seed,
+        condition=Condition.mask, layout=Layout.target_body_tissue,
+    )  # fmt: skip
     typer.echo("")
     runs = out / "runs"
     synth_out = out / "synthetic"
-    # perturb: a short CPU training run gives good posteriors long before a good prior
     synth(
         input=out / "phantom",
         n=n,
         out=synth_out,
         model=runs,
-        mode=Mode.perturb,
+        mode=Mode.prior,
+        masks="real",
         seed=seed,
         overwrite=True,
     )

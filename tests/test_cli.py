@@ -205,7 +205,10 @@ def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_pa
     synth = tmp_path / "d" / "synthetic"
     assert len(list((synth / "images").glob("synth_*.nii.gz"))) == 4
     manifest = json.loads((synth / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["settings"]["mode"] == "perturb"
+    assert manifest["complete"] and manifest["settings"]["mode"] == "prior"
+    # the demo's generator is mask-conditioned: real masks, each label exactly its mask
+    assert manifest["settings"]["masks"] == "real" and manifest["conditioning"]["masks"] == "real"
+    assert all(c["params"]["layout"]["masks"] == "real" for c in manifest["cases"])
     evaluation = json.loads((synth / "evaluation.json").read_text())
     assert evaluation["items"]["synthetic"] == 4 and "mmd_pixels" in evaluation
     page = (synth / "report.html").read_text()

@@ -125,8 +125,9 @@ def test_the_whole_job_runs_without_the_network(offline, tmp_path: Path):
     medaug(run, "synth", "--input", demo / "phantom", "--n", "2", "--steps", "2",
            "--out", tmp_path / "fitted", "--quiet")  # fmt: skip
     for k in (0, 1):
-        medaug(run, "synth", "--model", demo / "runs", "--n", "3", "--shard", f"{k}/2",
-               "--out", tmp_path / "sharded" / f"shard_{k}", "--quiet")  # fmt: skip
+        medaug(run, "synth", "--model", demo / "runs", "--input", demo / "phantom", "--n", "3",
+               "--shard", f"{k}/2", "--out", tmp_path / "sharded" / f"shard_{k}",
+               "--quiet")  # fmt: skip
     medaug(run, "synth-merge", tmp_path / "sharded", *sorted((tmp_path / "sharded").glob("s*")))
     assert (tmp_path / "sharded" / "preview.png").exists()
     assert log.read_text() == "", log.read_text()[:3000]
