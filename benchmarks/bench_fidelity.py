@@ -105,7 +105,7 @@ def reference(
 
 
 def spec_overrides(spec: str) -> dict[str, Any]:
-    """``vaegan:mask:target+body:translation,cutout`` -> the ModelConfig overrides."""
+    """``vaegan:mask:target+body:translation+cutout:kl_weight=8`` -> ModelConfig overrides."""
     _, *rest = spec.split(":")
     if not rest:
         return {}
@@ -114,6 +114,9 @@ def spec_overrides(spec: str) -> dict[str, Any]:
         doc["layout"] = rest[1]
     if len(rest) > 2:  # ops joined by '+' (',' separates the rows)
         doc["augment"] = "" if rest[2] == "none" else rest[2].replace("+", ",")
+    for extra in rest[3:]:  # NAME=VALUE: any other ModelConfig field (kl_weight=8)
+        name, _, value = extra.partition("=")
+        doc[name] = json.loads(value)
     return doc
 
 
