@@ -189,11 +189,16 @@ class GenerativeModel(nn.Module):
         or image + layout one-hot ``(B, C + L, *grid)`` for a conditional model, or
         the layout one-hot alone for a mask generator."""
         image = batch["image"]
-        k = self.config.layout_classes if self.conditional else self.config.classes
-        onehot = F.one_hot(self._classes(batch), k).movedim(-1, 1).to(image.dtype)
+        onehot = self.onehot(self._classes(batch), image.dtype)
         if self.config.image_channels == 0:
             return onehot
         return torch.cat([image, onehot], dim=1)
+
+    def onehot(self, classes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Class maps ``(B, *grid)`` -> one-hot ``(B, K, *grid)``: the layout's classes
+        for a conditional model (what ``decode`` and ``sample`` take), else the label's."""
+        k = self.config.layout_classes if self.conditional else self.config.classes
+        return F.one_hot(classes.long(), k).movedim(-1, 1).to(dtype)
 
     def to_pair(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Joint ``x`` -> image ``(B, C, *grid)`` in [-1, 1], uint8 class map ``(B, 1, *grid)``.

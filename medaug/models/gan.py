@@ -33,9 +33,11 @@ class GAN(GenerativeModel):
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
     ) -> dict[str, torch.Tensor]:
         cfg, noise = self.config, self._noise(batch, noise)
-        x = self.inputs(batch)
-        layout = self.layout_of(x)
+        # a joint GAN's generator phase needs no real batch; a conditional one its layout
+        x = self.inputs(batch) if phase == "discriminator" or self.conditional else None
+        layout = None if x is None else self.layout_of(x)
         if phase == "discriminator":
+            assert x is not None
             return self._image_d_phase(
                 self.discriminator, x, lambda: [self._prior(noise, layout)], noise
             )
