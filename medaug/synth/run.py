@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from medaug.errors import ConfigError, InputError
-from medaug.models.config import ModelConfig, mask_generator_overrides
-from medaug.preprocess import layout as LY
+from medaug.models.config import mask_generator_overrides
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.pipeline import open_cache
@@ -292,10 +291,9 @@ def _cleanup(done: dict[int, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _conditioning(mc: ModelConfig, synth: Synthesizer) -> dict[str, Any]:
-    pp = synth.config
-    doc = LY.describe(mc.layout, list(pp.labels), pp.body_threshold_hu, pp.tissue_hu)
-    return {**doc, "masks": synth.masks, "style": synth.style}
+def _conditioning(synth: Synthesizer) -> dict[str, Any]:
+    """The checkpoint's conditioning record, with where this run's layouts came from."""
+    return {**(synth.conditioning or {}), "masks": synth.masks, "style": synth.style}
 
 
 def _check_request(
@@ -408,7 +406,7 @@ def _info(synth: Synthesizer, real: Cache | None, cfg: SynthConfig) -> dict[str,
             "dims": mc.dims,
         },
         "preprocess_config": synth.config.to_dict(),
-        **({"conditioning": _conditioning(mc, synth)} if mc.conditional else {}),
+        **({"conditioning": _conditioning(synth)} if synth.conditioning else {}),
         "classes": synth.classes,
         "real_cases": 0 if real is None else len(real.case_ids),
         "split": synth.split,

@@ -132,6 +132,8 @@ class Synthesizer:
         self._posteriors: dict[tuple[str, int | None], torch.Tensor] = {}
         self._sources: list[str] | None = None
         self.style = style
+        #: a conditional model's layout channels and how each is derived (its checkpoint's)
+        self.conditioning: dict[str, Any] | None = ckpt.conditioning
         self.layouts: LayoutSource | None = None
         self.masks: str | None = None  # what the manifest calls the layout source
         if not self.model.conditional:
@@ -316,7 +318,9 @@ class Synthesizer:
         missing = [k for k in zs if (case_id, k) not in self._posteriors]
         if missing:
             batch = self._real_batch(case_id, missing)
-            mu, _ = self.model.encode(self.model.inputs(batch))
+            # a conditional encoder sees the image alone: no layout to compose for it
+            x = batch["image"] if self.model.conditional else self.model.inputs(batch)
+            mu, _ = self.model.encode(x)
             for k, m in zip(missing, mu.float().cpu(), strict=True):
                 self._posteriors[(case_id, k)] = m
         return torch.stack([self._posteriors[(case_id, k)] for k in zs])
@@ -333,15 +337,7 @@ class Synthesizer:
             rows = [np.clip(np.arange(k - c, k + c + 1), 0, image.shape[0] - 1) for k in ks]
             img = torch.from_numpy(np.stack([image[r] for r in rows]))
             lab = torch.from_numpy(np.stack([label[k] for k in ks]))[:, None]
-        batch = {"image": img.to(self.device), "label": lab.to(self.device).long()}
-        if self.model.config.needs_context:
-            ctx = np.asarray(self.real.array(case_id, "context"))
-            if self.dims == 3:
-                batch["context"] = torch.from_numpy(np.moveaxis(ctx, 0, -1).copy())[None, None]
-            else:
-                batch["context"] = torch.from_numpy(np.stack([ctx[k] for k in ks]))[:, None]
-            batch["context"] = batch["context"].to(self.device).long()
-        return batch
+        return {"image": img.to(self.device), "label": lab.to(self.device).long()}
 
     # ---- decoding ----------------------------------------------------------------------
     @torch.no_grad()
@@ -357,9 +353,7 @@ class Synthesizer:
         for start in range(0, flat.shape[0], batch_size):
             onehot = None
             if layouts is not None:
-                part = layouts[start : start + batch_size].to(self.device)
-                k = self.model.config.layout_classes
-                onehot = torch.nn.functional.one_hot(part, k).movedim(-1, 1).float()
+                onehot = self.model.onehot(layouts[start : start + batch_size].to(self.device))
             with amp:
                 x = self.model.decode(flat[start : start + batch_size].to(self.device), onehot)
             image, label = self.model.to_pair(x.float())
