@@ -1,5 +1,7 @@
 """AAE (Makhzani et al. 2016): an autoencoder whose aggregated posterior is matched to
-the N(0, I) prior by a latent-space discriminator instead of a KL term."""
+the N(0, I) prior by a latent-space discriminator instead of a KL term. A
+mask-conditioned AAE may add OASIS's segmentation discriminator over its decoded
+images (``discriminator="segmentation"``), trained in the same phase."""
 
 from __future__ import annotations
 
@@ -11,7 +13,12 @@ from torch import nn
 from medaug.models import losses as L
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig
-from medaug.models.networks import GaussianEncoder, decoder, latent_discriminator
+from medaug.models.networks import (
+    GaussianEncoder,
+    decoder,
+    image_discriminator,
+    latent_discriminator,
+)
 from medaug.models.registry import register
 
 
@@ -25,11 +32,14 @@ class AAE(GenerativeModel):
         self.encoder = GaussianEncoder(config)
         self.decoder = decoder(config)
         self.discriminator = latent_discriminator(config)
+        if config.discriminator == "segmentation":
+            self.image_disc = image_discriminator(config)
 
     def phase_modules(self, phase: str) -> list[nn.Module]:
         if phase == "generator":
             return [self.encoder, self.decoder]
-        return [self.discriminator]
+        image = self._image_critic()
+        return [self.discriminator] + ([image] if image is not None else [])
 
     def losses(
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
@@ -43,17 +53,25 @@ class AAE(GenerativeModel):
             self._fakes = []
             prior = noise(*self.latent_shape)
             real, fake = self.discriminator(prior), self.discriminator(posterior)
-            loss = L.d_loss(real, fake, cfg.adv_loss)
-            return {"loss": loss, "d_adv": loss.detach(), "d_acc": L.d_accuracy(real, fake)}
+            latent = L.d_loss(real, fake, cfg.adv_loss)
+            image = self._image_d_terms(batch, noise, posterior)
+            loss = latent + image.pop("image_loss") if image else latent
+            return {"loss": loss, "d_adv": latent.detach(), "d_acc": L.d_accuracy(real, fake),
+                    **{k: v.detach() for k, v in image.items()}}  # fmt: skip
         x = self.inputs(batch)
+        layout = self.layout_of(x)
         z = self._posterior(x, noise)
         self._fakes = [z.detach()]
-        terms = self._reconstruction(self.decoder(z, self.layout_of(x)), batch)
+        logits = self.decoder(z, layout)
+        terms = self._reconstruction(logits, batch)
         terms["g_adv"] = L.g_loss(self.discriminator(z), cfg.adv_loss)
+        if self._image_critic() is not None:
+            terms |= self._image_g_terms(self._activate(logits, layout), layout, noise)
         loss = self._weighted(
             terms,
-            {"pixel_l1": cfg.pixel_weight, "label_ce": cfg.label_weight, "g_adv": cfg.adv_weight},
-        )
+            {"pixel_l1": cfg.pixel_weight, "label_ce": cfg.label_weight,
+             "g_adv": cfg.adv_weight, "g_image": cfg.adv_weight},
+        )  # fmt: skip
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
     def _posterior(self, x: torch.Tensor, noise: Noise) -> torch.Tensor:

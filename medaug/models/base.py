@@ -11,8 +11,8 @@ a class map.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -82,6 +82,15 @@ class Replay:
         return twin
 
 
+class Judgement(NamedTuple):
+    """An image discriminator's verdict on one (DiffAugmented) joint tensor."""
+
+    logits: torch.Tensor  # patch logits, or per-voxel (B, 1 + L, *grid): "fake" first
+    features: Sequence[torch.Tensor]  # hidden layers' features (VAE-GAN's likelihood)
+    seen: torch.Tensor  # the joint tensor the discriminator judged, after DiffAugment
+    classes: torch.Tensor | None  # its layout class map (segmentation discriminator)
+
+
 class GenerativeModel(nn.Module):
     """Base class of the variants.
 
@@ -101,6 +110,8 @@ class GenerativeModel(nn.Module):
         self.config = config
         #: fakes of the last generator phase, reused (detached) by the discriminator
         self._fakes: list[torch.Tensor] = []
+        #: aae / avb: decoded fakes of the last generator phase, for the image discriminator
+        self._image_fakes: list[torch.Tensor] = []
 
     # ---- what the trainer uses -------------------------------------------------
     @property
@@ -220,6 +231,46 @@ class GenerativeModel(nn.Module):
         """The layout one-hot of joint ``x`` (None for an unconditional model)."""
         return x[:, self.config.image_channels :] if self.conditional else None
 
+    # ---- an image discriminator beside a latent one (aae, avb) -----------------
+    def _image_critic(self) -> nn.Module | None:
+        """aae and avb judge latents; a segmentation discriminator, when the config
+        asks for one, judges their decoded images too (the ``image_disc`` module)."""
+        return getattr(self, "image_disc", None)
+
+    def _image_g_terms(
+        self, recon: torch.Tensor, layout: torch.Tensor | None, noise: Noise
+    ) -> dict[str, torch.Tensor]:
+        """The image discriminator's generator-side term on a reconstruction and a
+        prior draw rendered on the same layout (none without an image discriminator)."""
+        disc = self._image_critic()
+        if disc is None:
+            return {}
+        prior = self.decode(noise(*self.latent_shape), layout)
+        self._image_fakes = [recon.detach(), prior.detach()]
+        adv = [self._g_adv(self._discriminate(disc, f, noise)) for f in (recon, prior)]
+        return {"g_image": 0.5 * (adv[0] + adv[1])}
+
+    def _image_d_terms(
+        self, batch: dict[str, Any], noise: Noise, posterior: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """The image discriminator's phase beside the latent critic's, its terms
+        prefixed ``image_`` (empty without an image discriminator)."""
+        disc = self._image_critic()
+        if disc is None:
+            return {}
+        x = self.inputs(batch)
+        fakes = self._image_fakes
+        if not fakes:
+            layout = self.layout_of(x)
+            with torch.no_grad():
+                fakes = [
+                    self.decode(posterior, layout),
+                    self.decode(noise(*self.latent_shape), layout),
+                ]
+        self._image_fakes = []
+        terms = self._image_d_phase(disc, x, fakes, noise)
+        return {f"image_{k}": v for k, v in terms.items()}
+
     # ---- helpers for subclasses ------------------------------------------------
     def _classes(self, batch: dict[str, Any]) -> torch.Tensor:
         """Class map ``(B, *grid)`` the model learns or is conditioned on: the label,
@@ -273,29 +324,45 @@ class GenerativeModel(nn.Module):
 
     def _discriminate(
         self, disc: nn.Module, x: torch.Tensor, noise: Noise | Replay | None = None
-    ) -> tuple[torch.Tensor, Sequence[torch.Tensor]]:
-        """PatchDiscriminator logits and the features of its hidden layers, on the
-        DiffAugmented input when a noise source is given and the config asks."""
-        out = disc(self._augment(x, noise))
-        return out[-1], out[:-1]
+    ) -> Judgement:
+        """An image discriminator's verdict on joint ``x``, DiffAugmented when a noise
+        source is given and the config asks. A PatchGAN sees image + layout; a
+        segmentation discriminator sees the image alone and is judged against the
+        layout classes of what it saw (DiffAugment's translation moves them along)."""
+        seen = self._augment(x, noise)
+        if self.config.discriminator == "segmentation":
+            c = self.config.image_channels
+            out = disc(seen[:, :c])
+            return Judgement(out[-1], out[:-1], seen, seen[:, c:].argmax(dim=1))
+        out = disc(seen)
+        return Judgement(out[-1], out[:-1], seen, None)
+
+    def _g_adv(self, verdict: Judgement) -> torch.Tensor:
+        """The generator's adversarial loss on a verdict over its output: fool the
+        PatchGAN, or have every voxel classified as its layout class (OASIS)."""
+        if verdict.classes is not None:
+            return L.seg_real_loss(verdict.logits, verdict.classes)
+        return L.g_loss(verdict.logits, self.config.adv_loss)
 
     def _image_d_phase(
         self,
         disc: nn.Module,
         x: torch.Tensor,
-        fakes: Callable[[], list[torch.Tensor]],
+        fakes: list[torch.Tensor],
         noise: Noise | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The image discriminator's phase: real ``x`` against the generator's fakes."""
+        """The image discriminator's phase: real ``x`` against the generator's fakes
+        (one batch's worth per chunk, each laid out as ``x``)."""
+        if self.config.discriminator == "segmentation":
+            return self._segmentation_d_phase(disc, x, fakes, noise)
         cfg = self.config
         # each chunk of fakes is one batch's worth: augmented with that batch's draws
-        fake = torch.cat([self._augment(f.detach(), noise) for f in self._fakes or fakes()])
-        self._fakes = []
+        fake = torch.cat([self._augment(f.detach(), noise) for f in fakes])
         r1 = cfg.r1_gamma > 0
         if r1:
             x = x.detach().requires_grad_(True)
-        real_logits, _ = self._discriminate(disc, x, noise)
-        fake_logits, _ = self._discriminate(disc, fake)
+        real_logits = self._discriminate(disc, x, noise).logits
+        fake_logits = self._discriminate(disc, fake).logits
         terms = {
             "d_adv": L.d_loss(real_logits, fake_logits, cfg.adv_loss),
             "d_acc": L.d_accuracy(real_logits, fake_logits).detach(),
@@ -305,3 +372,46 @@ class GenerativeModel(nn.Module):
             terms["r1"] = L.r1_penalty(real_logits, x)
             loss = loss + 0.5 * cfg.r1_gamma * terms["r1"]
         return {"loss": loss, **terms}
+
+    def _segmentation_d_phase(
+        self,
+        disc: nn.Module,
+        x: torch.Tensor,
+        fakes: list[torch.Tensor],
+        noise: Noise | None,
+    ) -> dict[str, torch.Tensor]:
+        """OASIS's discriminator loss: real voxels against their layout class (class
+        balanced), generated voxels against "fake", and LabelMix: a real/fake image
+        cut along the layout's classes must be judged as the same cut of the two
+        verdicts. Real and fakes share their DiffAugment draws, so they stay aligned
+        with each other and with the layout."""
+        cfg, c = self.config, self.config.image_channels
+        paired = Replay(noise) if noise is not None else None
+        r1 = cfg.r1_gamma > 0
+        if r1:
+            x = x.detach().requires_grad_(True)
+        real = self._discriminate(disc, x, paired)
+        seen = [self._augment(f.detach(), paired.again() if paired else None) for f in fakes]
+        fake_logits = self._discriminate(disc, torch.cat(seen)).logits
+        assert real.classes is not None
+        terms = {
+            "d_real": L.seg_real_loss(real.logits, real.classes),
+            "d_fake": L.seg_fake_loss(fake_logits),
+            "d_acc": L.seg_accuracy(real.logits, fake_logits).detach(),
+        }
+        terms["d_adv"] = terms["d_real"] + terms["d_fake"]
+        loss = terms["d_adv"]
+        if cfg.labelmix_weight > 0:
+            b = x.shape[0]
+            # per sample and layout class: take the real image there, or the fake
+            draw = self._noise({"image": x}, noise)(cfg.layout_classes) > 0
+            mask = draw.gather(1, real.classes.flatten(1)).view_as(real.classes).unsqueeze(1)
+            mask = mask.to(real.seen.dtype)
+            mixed = mask * real.seen[:, :c] + (1.0 - mask) * seen[0][:, :c]
+            mixed_logits = disc(mixed)[-1]
+            terms["labelmix"] = L.labelmix(mixed_logits, real.logits, fake_logits[:b], mask)
+            loss = loss + cfg.labelmix_weight * terms["labelmix"]
+        if r1:
+            terms["r1"] = L.r1_penalty(real.logits, x)
+            loss = loss + 0.5 * cfg.r1_gamma * terms["r1"]
+        return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}

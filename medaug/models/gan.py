@@ -1,5 +1,6 @@
 """GAN (Radford et al. 2016, DCGAN-style): a decoder from N(0, I) judged by MONAI's
-PatchGAN discriminator; non-saturating or hinge loss, optional R1 penalty."""
+PatchGAN discriminator (or, conditioned on a layout, OASIS's segmentation
+discriminator); non-saturating or hinge loss, optional R1 penalty."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from medaug.models import losses as L
 from medaug.models.base import GenerativeModel, Noise
 from medaug.models.config import ModelConfig
 from medaug.models.networks import decoder, image_discriminator
@@ -32,19 +32,19 @@ class GAN(GenerativeModel):
     def losses(
         self, batch: dict[str, Any], phase: str, noise: Noise | None = None
     ) -> dict[str, torch.Tensor]:
-        cfg, noise = self.config, self._noise(batch, noise)
+        noise = self._noise(batch, noise)
         # a joint GAN's generator phase needs no real batch; a conditional one its layout
         x = self.inputs(batch) if phase == "discriminator" or self.conditional else None
         layout = None if x is None else self.layout_of(x)
         if phase == "discriminator":
             assert x is not None
-            return self._image_d_phase(
-                self.discriminator, x, lambda: [self._prior(noise, layout)], noise
-            )
+            with torch.no_grad():
+                fakes = self._fakes or [self._prior(noise, layout)]
+            self._fakes = []
+            return self._image_d_phase(self.discriminator, x, fakes, noise)
         fake = self._prior(noise, layout)
-        logits, _ = self._discriminate(self.discriminator, fake, noise)
+        adv = self._g_adv(self._discriminate(self.discriminator, fake, noise))
         self._fakes = [fake.detach()]
-        adv = L.g_loss(logits, cfg.adv_loss)
         return {"loss": adv, "g_adv": adv.detach()}
 
     def _prior(self, noise: Noise, layout: torch.Tensor | None) -> torch.Tensor:

@@ -62,3 +62,60 @@ def feature_l1(fake: list[torch.Tensor], real: list[torch.Tensor]) -> torch.Tens
     """Mean L1 between matching discriminator feature maps (VAE-GAN's likelihood)."""
     terms = [(a.float() - b.float()).abs().mean() for a, b in zip(fake, real, strict=True)]
     return torch.stack(terms).mean()
+
+
+# ---- the segmentation discriminator (OASIS, Sushko et al. 2021) -------------------
+# Its logits are (B, 1 + L, *grid): channel 0 is "fake", channel 1 + c layout class c.
+
+
+def class_balance(classes: torch.Tensor, k: int) -> torch.Tensor:
+    """OASIS's per-voxel class weights: the inverse of each class's voxel share in the
+    batch, scaled so that every class present weighs the same in total.
+
+    ``w_c = N / (n_present * count_c)`` for ``N`` voxels of ``n_present`` classes. Under
+    ``torch.distributed`` the counts are summed over the processes, so N processes weigh
+    as one process with the whole batch does.
+
+    Args:
+        classes: layout class map ``(B, *grid)``, integers in ``[0, k)``.
+        k: number of layout classes.
+
+    Returns:
+        ``(B, *grid)`` float32 weights.
+    """
+    counts = torch.bincount(classes.flatten(), minlength=k).float()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(counts)
+    present = (counts > 0).sum()
+    coef = torch.where(counts > 0, counts.sum() / (present * counts.clamp_min(1.0)), 0.0)
+    return coef[classes]
+
+
+def seg_real_loss(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    """Class-balanced cross-entropy of voxels against their layout class: the
+    discriminator's loss on real images and the generator's on its own."""
+    weight = class_balance(classes, logits.shape[1] - 1)
+    ce = F.cross_entropy(logits.float(), classes + 1, reduction="none")
+    return (ce * weight).mean()
+
+
+def seg_fake_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every voxel of a generated image against "fake"."""
+    target = torch.zeros(
+        (logits.shape[0], *logits.shape[2:]), dtype=torch.long, device=logits.device
+    )
+    return F.cross_entropy(logits.float(), target)
+
+
+def seg_accuracy(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Share of voxels told apart: real ones not called fake, fake ones called fake."""
+    return 0.5 * ((real.argmax(1) != 0).float().mean() + (fake.argmax(1) == 0).float().mean())
+
+
+def labelmix(
+    mixed: torch.Tensor, real: torch.Tensor, fake: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """OASIS's LabelMix consistency: D of a real/fake mix, cut along layout classes by
+    ``mask`` (1: real), should equal the same mix of D's outputs on real and fake."""
+    target = mask * real.float() + (1.0 - mask) * fake.float()
+    return (mixed.float() - target).square().mean()

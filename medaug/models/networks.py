@@ -17,7 +17,7 @@ from monai.networks.blocks.spade_norm import SPADE
 from monai.networks.nets import FullyConnectedNet, PatchDiscriminator
 from torch import nn
 
-from medaug.models.config import ModelConfig, bottom
+from medaug.models.config import ModelConfig, bottom, levels
 
 ACT = ("LEAKYRELU", {"negative_slope": 0.2})
 
@@ -167,7 +167,7 @@ def decoder(cfg: ModelConfig) -> nn.Module:
     return SpadeDecoder(cfg) if cfg.conditional else Decoder(cfg)
 
 
-def image_discriminator(cfg: ModelConfig) -> PatchDiscriminator:
+def patch_discriminator(cfg: ModelConfig) -> PatchDiscriminator:
     """MONAI's PatchGAN discriminator over image + label (or layout) channels.
 
     Its forward returns every layer's features, the last being the patch logits,
@@ -181,6 +181,62 @@ def image_discriminator(cfg: ModelConfig) -> PatchDiscriminator:
         norm=_norm(cfg),
         last_conv_kernel_size=3,
     )
+
+
+class SegmentationDiscriminator(nn.Module):
+    """OASIS's discriminator (Sushko et al. 2021): a U-Net over the image alone that
+    labels every voxel with its layout class or "fake".
+
+    ``(B, C, *grid)`` image -> a list of feature maps (the encoder's levels, then the
+    decoder's), the last being the logits ``(B, 1 + L, *grid)``: channel 0 "fake",
+    channel ``1 + c`` layout class ``c``. The list has the PatchDiscriminator's form,
+    so VAE-GAN's feature-space reconstruction reads either.
+
+    MONAI blocks as the rest of the family (strided ``ResidualUnit`` down, nearest
+    upsampling and a ``ResidualUnit`` over the skip concatenation up, GroupNorm);
+    MONAI's ``BasicUNet`` would do the segmentation but returns no hidden features.
+    ``disc_layers + 1`` levels (at most what the grid halves to), widths doubling
+    from ``seg_channels`` up to 8x.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.dims
+        depth = max(1, min(levels(cfg.grid), cfg.disc_layers + 1))
+        widths = [min(cfg.seg_channels << i, 8 * cfg.seg_channels) for i in range(depth + 1)]
+        pairs = list(itertools.pairwise(widths))
+        self.stem = Convolution(
+            d, cfg.image_channels, widths[0], kernel_size=3, act=ACT, norm=_norm(cfg)
+        )
+        self.down = nn.ModuleList(
+            ResidualUnit(d, a, b, strides=2, subunits=1, act=ACT, norm=_norm(cfg)) for a, b in pairs
+        )
+        self.up_blocks = nn.ModuleList(
+            ResidualUnit(d, a + b, a, strides=1, subunits=1, act=ACT, norm=_norm(cfg))
+            for a, b in reversed(pairs)
+        )
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.head = Convolution(d, widths[0], 1 + cfg.layout_classes, kernel_size=1, conv_only=True)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        h = self.stem(image)
+        skips = [h]
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+        features = list(skips)
+        skips.pop()
+        for block in self.up_blocks:
+            h = block(torch.cat([self.up(h), skips.pop()], dim=1))
+            features.append(h)
+        return [*features, self.head(h)]
+
+
+def image_discriminator(cfg: ModelConfig) -> nn.Module:
+    """The image discriminator ``cfg.discriminator`` names: PatchGAN or segmentation."""
+    if cfg.discriminator == "segmentation":
+        return SegmentationDiscriminator(cfg)
+    return patch_discriminator(cfg)
 
 
 def latent_discriminator(cfg: ModelConfig) -> FullyConnectedNet:

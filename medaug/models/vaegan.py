@@ -1,6 +1,7 @@
 """VAE-GAN (Larsen et al. 2016): a VAE whose reconstruction error is measured in the
 discriminator's feature space, plus the GAN loss on reconstructions and on samples
-from the prior. The discriminator learns real against both."""
+from the prior. The discriminator learns real against both. With the segmentation
+discriminator its features are the U-Net's, and "real" means "the layout's class"."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ class VAEGAN(VAE):
         cfg, noise = self.config, self._noise(batch, noise)
         x = self.inputs(batch)
         if phase == "discriminator":
-            return self._image_d_phase(
-                self.discriminator, x, lambda: self._fakes_of(x, noise), noise
-            )
+            fakes = self._fakes or self._fakes_of(x, noise)
+            self._fakes = []
+            return self._image_d_phase(self.discriminator, x, fakes, noise)
         layout = self.layout_of(x)
         z, kl = self.posterior_sample(x, noise)
         logits = self.decoder(z, layout)
@@ -51,14 +52,12 @@ class VAEGAN(VAE):
         # the reconstruction and its real input are augmented alike (replayed draws),
         # so their discriminator features stay comparable
         paired = Replay(noise)
-        recon_logits, recon_features = self._discriminate(self.discriminator, recon, paired)
-        prior_logits, _ = self._discriminate(self.discriminator, prior, noise)
+        recon_verdict = self._discriminate(self.discriminator, recon, paired)
+        prior_verdict = self._discriminate(self.discriminator, prior, noise)
         self._fakes = [recon.detach(), prior.detach()]
         terms = self._reconstruction(logits, batch)
         terms["kl"] = kl.mean()
-        terms["g_adv"] = 0.5 * (
-            L.g_loss(recon_logits, cfg.adv_loss) + L.g_loss(prior_logits, cfg.adv_loss)
-        )
+        terms["g_adv"] = 0.5 * (self._g_adv(recon_verdict) + self._g_adv(prior_verdict))
         weights = {
             "pixel_l1": cfg.pixel_weight,
             "label_ce": cfg.label_weight,
@@ -67,8 +66,8 @@ class VAEGAN(VAE):
         }
         if self.feature_matching:
             with torch.no_grad():
-                _, real_features = self._discriminate(self.discriminator, x, paired.again())
-            terms["feature_l1"] = L.feature_l1(list(recon_features), list(real_features))
+                real_features = self._discriminate(self.discriminator, x, paired.again()).features
+            terms["feature_l1"] = L.feature_l1(list(recon_verdict.features), list(real_features))
             weights["feature_l1"] = cfg.feature_weight
         loss = self._weighted(terms | {"kl": terms["kl"] / self._voxels()}, weights)
         return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}

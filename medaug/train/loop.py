@@ -607,7 +607,9 @@ def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, ckpt.Checkpoint]:
     run_dir = runs[-1]
     state = ckpt.Checkpoint.load(run_dir)
     saved = state.model_config
-    for name in ("variant", "dims", "grid", "image_channels", "classes", "condition", "layout"):
+    names = ("variant", "dims", "grid", "image_channels", "classes", "condition", "layout",
+             "discriminator")  # fmt: skip
+    for name in names:
         if getattr(saved, name) != getattr(mcfg, name):
             raise ConfigError(
                 f"{{resume}}: this checkpoint has {name} "

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from medaug.errors import ConfigError
 from medaug.models import GenerativeModel, ModelConfig, Noise, build_model
+from medaug.models import losses as L
+from medaug.models.networks import SegmentationDiscriminator
 from medaug.models.registry import BUILTIN
 from medaug.preprocess import layout as LY
 from tests.models.test_models import structured_batch, tiny
@@ -180,3 +182,94 @@ def test_condition_and_layout_settings_are_checked() -> None:
     del batch["context"]
     with pytest.raises(ConfigError, match="needs the cached context map"):
         build_model(cfg).inputs(batch)
+
+
+# ---- the segmentation discriminator (OASIS) ------------------------------------------
+
+#: Every variant with a discriminator: gan, vaegan and gvae swap their PatchGAN for it;
+#: aae and avb add it beside their latent critics.
+SEG_CASES = [(v, d) for d in (2, 3) for v in BUILTIN if v != "vae"]
+
+
+def segmenting(variant: str, dims: int, **kw) -> ModelConfig:
+    return conditional(variant, dims, discriminator="segmentation", **kw)
+
+
+def image_disc(model: GenerativeModel) -> torch.nn.Module:
+    return getattr(model, "image_disc", None) or model.discriminator
+
+
+@pytest.mark.parametrize(("variant", "dims"), SEG_CASES)
+def test_segmentation_discriminator_shapes(variant: str, dims: int) -> None:
+    """A U-Net over the image alone: per-voxel logits, "fake" plus each layout class,
+    on the image's grid; its features feed VAE-GAN's reconstruction."""
+    c = 3 if dims == 2 else 1
+    torch.manual_seed(0)
+    model = build_model(segmenting(variant, dims, image_channels=c))
+    k = model.config.layout_classes
+    disc = image_disc(model)
+    assert isinstance(disc, SegmentationDiscriminator)
+    assert disc.stem.conv.in_channels == c  # the image alone, no layout channels
+    batch = conditioned_batch(dims, n=3, image_channels=c)
+    x = model.inputs(batch)
+    out = disc(x[:, :c])
+    assert out[-1].shape == (3, 1 + k, *(16,) * dims)
+    assert all(f.shape[0] == 3 for f in out[:-1]) and len(out) > 2
+    verdict = model._discriminate(disc, x)
+    assert torch.equal(verdict.classes, x[:, c:].argmax(1))  # judged against the layout
+    owned = {id(p) for p in model.phase_parameters("discriminator")}
+    assert {id(p) for p in disc.parameters()} <= owned
+    assert not owned & {id(p) for p in model.phase_parameters("generator")}
+    for phase in model.phases:
+        terms = model.losses(batch, phase)
+        assert terms["loss"].ndim == 0 and torch.isfinite(terms["loss"]), phase
+    if variant in ("aae", "avb"):  # the latent critic stays
+        assert not isinstance(model.discriminator if variant == "aae" else model.critic,
+                              SegmentationDiscriminator)  # fmt: skip
+
+
+def test_class_balance_is_inverse_frequency_over_the_classes_present() -> None:
+    """OASIS's weights on a known map: 6 voxels, class 0 four times, 1 and 2 once, 3
+    absent: w = N / (present * count) = 6 / (3 * 4), 6 / (3 * 1), 6 / (3 * 1)."""
+    classes = torch.tensor([[[0, 0, 0], [0, 1, 2]]])
+    weights = L.class_balance(classes, 4)
+    expected = torch.tensor([[[0.5, 0.5, 0.5], [0.5, 2.0, 2.0]]])
+    torch.testing.assert_close(weights, expected)
+    # every present class weighs the same in total: 4 * 0.5 == 1 * 2
+    # uniform logits over fake + 4 classes: each voxel's CE is log 5, the weights average 1
+    logits = torch.zeros(1, 5, 2, 3)
+    torch.testing.assert_close(L.seg_real_loss(logits, classes), torch.log(torch.tensor(5.0)))
+    torch.testing.assert_close(L.seg_fake_loss(logits), torch.log(torch.tensor(5.0)))
+    # a discriminator sure of the right class on real voxels and of "fake" on fakes
+    sure = F.one_hot(classes + 1, 5).movedim(-1, 1).float() * 20
+    fake = F.one_hot(torch.zeros_like(classes), 5).movedim(-1, 1).float() * 20
+    assert L.seg_real_loss(sure, classes) < 1e-6 and L.seg_fake_loss(fake) < 1e-6
+    assert L.seg_accuracy(sure, fake) == 1.0 and L.seg_accuracy(fake, sure) == 0.0
+
+
+@pytest.mark.parametrize(("variant", "dims"), SEG_CASES)
+def test_segmentation_discriminator_and_generator_losses_fall(variant: str, dims: int) -> None:
+    """On a fixed batch: the discriminator's loss falls when it trains, and the
+    generator's loss against the (fixed, initial) segmentation discriminator falls
+    when the generator trains (its weight raised to 1, so that it is the generator's
+    main term and not a 0.05 share beside the reconstruction)."""
+    batch = conditioned_batch(dims)
+    d_term = "d_adv" if variant in ("gan", "vaegan", "gvae") else "image_d_adv"
+    g_term = "g_adv" if variant in ("gan", "vaegan", "gvae") else "g_image"
+    for phase, term, fall in (("discriminator", d_term, 0.8), ("generator", g_term, 0.95)):
+        torch.manual_seed(0)
+        model = build_model(segmenting(variant, dims, adv_weight=1.0))
+        history = fit_phase(model, batch, phase, STEPS[dims])
+        first = sum(h[term] for h in history[:5]) / 5
+        last = sum(h[term] for h in history[-5:]) / 5
+        assert last < fall * first, (phase, term, first, last)
+
+
+def test_discriminator_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="needs a mask-conditioned model: add --condition mask"):
+        tiny("gan", 2, discriminator="segmentation")
+    with pytest.raises(ConfigError, match="discriminator must be one of patch, segmentation"):
+        conditional("gan", 2, discriminator="unet")
+    cfg = segmenting("vaegan", 2)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert "image_disc" not in dict(build_model(segmenting("vae", 2)).named_children())

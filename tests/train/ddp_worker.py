@@ -34,7 +34,7 @@ def main(plan_path: str) -> None:
             job["out"],
             model=job["variant"],
             config=TrainConfig.from_dict(job["train"]),
-            model_overrides=plan["model"],
+            model_overrides=job.get("model", plan["model"]),
             on_step=keep_first_gradients(job["grads"]),
         )
     dist.destroy_process_group()
