@@ -52,16 +52,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from common import machine_facts, make_workdir, print_machine, table, write_report
 
 from medaug.data import Cache, load_split
 from medaug.data.phantom import write_cohort
 from medaug.data.synthfolder import SynthFolder
+from medaug.evaluate import metrics as M
 from medaug.evaluate.fidelity import STEPS
 from medaug.evaluate.fidelity import train as train_segmenter
 from medaug.models import variant_names
 from medaug.preprocess import PreprocessConfig, preprocess
+from medaug.preprocess.transforms import unit_to_hu
 from medaug.segment import fidelity, labels2image
 from medaug.synth import synthesize
 from medaug.train import TrainConfig, train
@@ -96,7 +99,7 @@ def reference(
     cache: Cache, train_ids: list[str], held_ids: list[str], workdir: Path, args
 ) -> tuple[fidelity.Segmenter, dict[str, Any]]:
     """The segmenter (trained once, reused) and its Dice on the held-out real slices."""
-    grid = "" if args.grid == 64 else f"-grid{args.grid}"
+    grid = "" if (args.grid, args.spacing) == (64, 1.5) else f"-grid{args.grid}-sp{args.spacing:g}"
     folder = workdir / f"segmenter-steps{args.segmenter_steps}{grid}"
     seg = train_segmenter(cache, train_ids, folder, steps=args.segmenter_steps, seed=0,
                           device=args.device, note=_note)  # fmt: skip
@@ -116,12 +119,15 @@ def spec_overrides(spec: str) -> dict[str, Any]:
         doc["augment"] = "" if rest[2] == "none" else rest[2].replace("+", ",")
     for extra in rest[3:]:  # NAME=VALUE: any other ModelConfig field (kl_weight=8)
         name, _, value = extra.partition("=")
-        doc[name] = json.loads(value)
+        try:
+            doc[name] = json.loads(value)
+        except json.JSONDecodeError:  # discriminator=segmentation
+            doc[name] = value
     return doc
 
 
 def variant_result(
-    spec: str, cache: Cache, train_ids: list[str], seg, workdir: Path, args
+    spec: str, cache: Cache, train_ids: list[str], held_ids: list[str], seg, workdir: Path, args
 ) -> dict[str, Any]:
     """Train, synthesize and score one generator; kept in ``folder/result.json``."""
     variant, overrides = spec.split(":")[0], spec_overrides(spec)
@@ -129,7 +135,9 @@ def variant_result(
     cases = train_ids[: args.train_patients] if args.train_patients else train_ids
     key = (
         f"{spec.replace(':', '_').replace(',', '-')}-steps{args.steps}-n{args.n}"
-        f"-seg{args.segmenter_steps}-{args.device}-grid{args.grid}-p{len(cases)}"
+        f"-seg{args.segmenter_steps}-{args.device}-grid{args.grid}"
+        + (f"-sp{args.spacing:g}" if args.spacing != 1.5 else "")
+        + f"-p{len(cases)}"
         + (f"-{args.masks}" if conditional else "")
     )
     folder = workdir / "variants" / key
@@ -145,24 +153,82 @@ def variant_result(
     trained = train(cache.root, folder / "runs", model=variant, preset="cpu", config=config,
                     model_overrides=overrides, cases=(cases, held))  # fmt: skip
     assert trained.checkpoint is not None
-    _note(f"{spec}: synthesizing {args.n} prior cases")
     extra: dict[str, Any] = {}
     if conditional:  # layouts from the generator's own training cases' masks
         extra = {"input": cache.root, "masks": args.masks, "mask_steps": args.steps}
+    result: dict[str, Any] = {
+        "generator": spec, "settings": overrides, "train_s": trained.seconds,
+        "steps": args.steps, "patients": len(cases), "masks": args.masks if conditional else None,
+        "kl_nats": final_stat(trained.run_dir, "generator/kl"),
+    }  # fmt: skip
+    _note(f"{spec}: synthesizing {args.n} prior cases")
     synth = synthesize(folder / "synth", args.n, model=trained.checkpoint, seed=0,
                        device=args.device, **extra)  # fmt: skip
     images, labels, names = fidelity.synthetic_items(SynthFolder.open(synth.out), cache.config)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
-    result = {"generator": spec, "train_s": trained.seconds, "summary": summary, "pairs": rows,
-              "patients": len(cases), "masks": args.masks if conditional else None}  # fmt: skip
+    result |= {"summary": summary, "pairs": rows}
+    result["image"] = image_measures(images, labels, cache, cases, held_ids)
+    if conditional and variant != "gan":  # posterior samples: the first training case's look
+        _note(f"{spec}: synthesizing {args.n} cases in one training case's style")
+        styled = synthesize(folder / "synth-style", args.n, model=trained.checkpoint, seed=0,
+                            device=args.device, style=0, **extra)  # fmt: skip
+        s_img, s_lab, s_names = fidelity.synthetic_items(SynthFolder.open(styled.out), cache.config)
+        result["style_summary"] = fidelity.score_pairs(seg, s_img, s_lab, s_names, cache.config)[1]
     kept.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
-def baseline(cache: Cache, train_ids: list[str], seg, args) -> dict[str, Any]:
+def final_stat(run_dir: Path, name: str, last: int = 4) -> float | None:
+    """Mean of a logged training statistic over the last ``last`` log lines."""
+    lines = (Path(run_dir) / "stats.jsonl").read_text().splitlines()
+    values = [json.loads(line).get(name) for line in lines[-last:]]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def sharpness(images: np.ndarray) -> float:
+    """Mean gradient magnitude of 2D items ``(N, X, Y)`` in [-1, 1] units per voxel."""
+    gx, gy = np.gradient(images.astype(np.float64), axis=(1, 2))
+    return float(np.sqrt(gx**2 + gy**2).mean())
+
+
+def image_measures(
+    images: np.ndarray, labels: np.ndarray, cache: Cache, train_cases: list[str],
+    held_ids: list[str],
+) -> dict[str, Any]:  # fmt: skip
+    """What the synthetic images look like against the held-out real slices: HU inside
+    the target label, sharpness, diversity (MS-SSIM between pairs) and memorization
+    (nearest training slice closer than 95% of held-out slices come)."""
+    pp = cache.config
+    real_img, real_lab, _ = fidelity.real_items(cache, held_ids)
+    train_img, _, _ = fidelity.real_items(cache, train_cases)
+    target = pp.target_class
+    hu = {}
+    for name, img, lab in (("synthetic", images, labels), ("real", real_img, real_lab)):
+        values = unit_to_hu(img[lab == target], pp.hu_window)
+        hu[name] = (
+            {"mean": float(values.mean()), "sd": float(values.std())} if values.size else None
+        )
+    small = 32
+    mem = M.memorization(M.downsample(images, small), M.downsample(train_img, small),
+                         M.downsample(real_img, small))  # fmt: skip
+    return {
+        "target_hu": hu,
+        "target_hu_difference": None
+        if not (hu["synthetic"] and hu["real"])
+        else hu["synthetic"]["mean"] - hu["real"]["mean"],
+        "sharpness_ratio": sharpness(images) / sharpness(real_img),
+        "diversity_ms_ssim": M.diversity(images),
+        "diversity_ms_ssim_real": M.diversity(real_img),
+        "memorized_share": mem["flagged_fraction"],
+    }
+
+
+def baseline(cache: Cache, train_ids: list[str], held_ids: list[str], seg, args) -> dict[str, Any]:
     images, labels, names = labels2image.items(cache, train_ids, args.n, seed=0)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
-    return {"generator": "labels2image", "summary": summary, "pairs": rows}
+    return {"generator": "labels2image", "summary": summary, "pairs": rows,
+            "image": image_measures(images, labels, cache, train_ids, held_ids)}  # fmt: skip
 
 
 def row(name: str, s: dict[str, Any], ref: dict[str, Any]) -> list[str]:
@@ -183,6 +249,79 @@ def row(name: str, s: dict[str, Any], ref: dict[str, Any]) -> list[str]:
         f"mean {f(s['false_positive_mm_mean'], '.0f')} mm²",
         f(ref["dice"]),
     ]
+
+
+#: The committed results file that README tables are printed from.
+RESULTS = Path(__file__).resolve().parent / "results" / "fidelity.json"
+
+
+def record(
+    path: Path, results: list[dict[str, Any]], ref: dict[str, Any], facts: dict[str, Any],
+    args: argparse.Namespace, wall_s: float,
+) -> None:  # fmt: skip
+    """Add (or replace) each row of this run in the results file, keyed by what it
+    measured: generator, grid, spacing, training patients, steps, masks."""
+    doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    rows = {r["key"]: r for r in doc["rows"]}
+    for r in results:
+        patients = r.get("patients") or 6
+        key = "|".join(str(v) for v in (r["generator"], args.grid, args.spacing,
+                                        patients, r.get("steps"), r.get("masks")))  # fmt: skip
+        rows[key] = {
+            "key": key, "generator": r["generator"], "grid": args.grid,
+            "spacing_mm": args.spacing, "patients": patients, "steps": r.get("steps"),
+            "n": args.n, "masks": r.get("masks"), "settings": r.get("settings"),
+            "train_s": r.get("train_s"), "kl_nats": r.get("kl_nats"),
+            "summary": r["summary"], "style_summary": r.get("style_summary"),
+            "image": r.get("image"), "reference": ref,
+            "commit": facts.get("medaug_source"), "command": " ".join(sys.argv),
+            "machine": {k: facts.get(k) for k in ("cpu_count", "platform", "torch",
+                                                   "torch_threads", "loadavg_at_start")},
+            "wall_s": wall_s, "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }  # fmt: skip
+    doc["rows"] = sorted(rows.values(), key=lambda r: r["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+    _note(f"recorded {len(results)} row(s) in {path}")
+
+
+TABLE_HEADER = [
+    "generator", "grid", "patients", "steps", "train min", "KL nats", "label fidelity",
+    "median", "below 0.5", "HD95 mm", "x reference", "style fidelity", "pancreas HU (real)",
+    "sharpness x real", "MS-SSIM (real)", "memorized",
+]  # fmt: skip
+
+
+def print_table(path: Path) -> None:
+    """The README's fidelity table, printed from the results file."""
+    doc = json.loads(path.read_text())
+
+    def f(v: Any, spec: str = ".3f") -> str:
+        return "–" if v is None else format(v, spec)
+
+    out = []
+    for r in doc["rows"]:
+        s, im, ref = r["summary"], r.get("image") or {}, r["reference"]
+        hu = im.get("target_hu") or {}
+        syn, real = hu.get("synthetic") or {}, hu.get("real") or {}
+        style = r.get("style_summary") or {}
+        out.append([
+            r["generator"], f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]),
+            f(r.get("steps"), "d"),
+            f(None if r.get("train_s") is None else r["train_s"] / 60, ".1f"),
+            f(r.get("kl_nats"), ".1f"), f(s["dice"]), f(s["dice_median"]),
+            f(s["below_threshold"], ".0%"), f(s["hd95_mm"], ".1f"),
+            f(None if s["dice"] is None else s["dice"] / ref["dice"], ".2f"), f(style.get("dice")),
+            f"{f(syn.get('mean'), '.0f')}±{f(syn.get('sd'), '.0f')} "
+            f"({f(real.get('mean'), '.0f')}±{f(real.get('sd'), '.0f')})",
+            f(im.get("sharpness_ratio"), ".2f"),
+            f"{f(im.get('diversity_ms_ssim'), '.2f')} "
+            f"({f(im.get('diversity_ms_ssim_real'), '.2f')})",
+            f(im.get("memorized_share"), ".0%"),
+        ])  # fmt: skip
+    print(table(TABLE_HEADER, out))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -218,6 +357,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="cpu", help="training and sampling device (cpu)")
     parser.add_argument("--fresh", action="store_true", help="redo results kept in the workdir")
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS,
+        help="add the rows to this results file (default benchmarks/results/fidelity.json)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--table", action="store_true", help="print the table of the results file and stop"
+    )
     args = parser.parse_args(argv)  # fmt: skip
     known = variant_names()
     args.variants = [v.strip() for v in (args.variants or ",".join(known)).split(",") if v.strip()]
@@ -236,6 +382,9 @@ def _note(msg: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.table:
+        print_table(args.results)
+        return 0
     started = time.perf_counter()
     facts = machine_facts({"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
     scratch = None
@@ -246,8 +395,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _, cache, train_ids, held_ids = prepare(workdir, args)
         seg, ref = reference(cache, train_ids, held_ids, workdir, args)
-        results = [variant_result(v, cache, train_ids, seg, workdir, args) for v in args.variants]
-        results.append(baseline(cache, train_ids, seg, args))
+        results = [
+            variant_result(v, cache, train_ids, held_ids, seg, workdir, args) for v in args.variants
+        ]
+        results.append(baseline(cache, train_ids, held_ids, seg, args))
         rows = [row(r["generator"], r["summary"], ref) for r in results]
         rows.append(row("real held-out slices (reference)", ref, ref))
         print_machine(facts, quick=False, repeat=1, total_s=time.perf_counter() - started)
@@ -276,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
                   "reference": ref, "results": results}  # fmt: skip
         if args.json or scratch is None:
             write_report(args.json or workdir / "bench_fidelity.json", report)
+        if args.results:
+            record(args.results, results, ref, facts, args, time.perf_counter() - started)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -25,6 +25,7 @@ from common import DEFAULT_WORKDIR, table
 from medaug.data.phantom import write_cohort
 from medaug.segment import SegmentConfig
 from medaug.segment.gain import run_gain
+from medaug.train.spec import GeneratorSpec
 
 
 def row_of(doc: dict, arm: str) -> dict:
@@ -59,7 +60,7 @@ def main() -> None:
         doc = run_gain(
             cohort, args.workdir / f"g{gsteps}", train_patients=[args.regime], seeds=args.seeds,
             segment=SegmentConfig(steps=steps), ratio=ratio, synth_mode=mode,
-            generator_steps=gsteps,
+            generator=GeneratorSpec(steps=gsteps),
         )  # fmt: skip
         rows.append([str(gsteps), mode, f"{ratio:.2f}", str(steps), *cells(doc),
                      f"{time.perf_counter() - t0:.0f}"])  # fmt: skip

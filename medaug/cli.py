@@ -152,6 +152,47 @@ ConditionOption = Annotated[
 LayoutOption = Annotated[Layout, typer.Option(help="--condition mask: the layout's channels.")]
 
 
+class Discriminator(str, Enum):
+    auto = "auto"
+    patch = "patch"
+    segmentation = "segmentation"
+
+
+DiscriminatorOption = Annotated[
+    Discriminator | None,
+    typer.Option(
+        help="--condition mask: the image discriminator. patch: PatchGAN, real or fake; "
+        "segmentation: OASIS, each voxel its layout class or fake; auto: medaug's "
+        "measured default."
+    ),
+]
+KlWeightOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0, help="KL weight per voxel (default: the variant's, 1).", show_default=False
+    ),
+]
+
+
+def _generator(
+    variant: str, dims: int, steps: int | None, condition: Condition, layout: Layout,
+    discriminator: Discriminator | None, kl_weight: float | None, augment: str | None,
+    default_steps: int | None = None,
+):  # fmt: skip
+    """The options that describe a generator to fit, as one GeneratorSpec."""
+    from medaug.train.spec import GeneratorSpec
+
+    doc: dict[str, Any] = {"variant": variant, "dims": dims, "condition": condition.value,
+                           "layout": layout.value, "kl_weight": kl_weight}  # fmt: skip
+    if steps or default_steps:
+        doc["steps"] = steps or default_steps
+    if discriminator is not None:
+        doc["discriminator"] = discriminator.value
+    if augment is not None:
+        doc["augment"] = "" if augment == "none" else augment
+    return GeneratorSpec(**doc)
+
+
 class Export(str, Enum):
     nnunet = "nnunet"
 
@@ -500,6 +541,8 @@ def train(
     preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.cpu,
     condition: ConditionOption = None,
     layout: LayoutOption = Layout.target_body_tissue,
+    discriminator: DiscriminatorOption = None,
+    kl_weight: KlWeightOption = None,
     augment: Annotated[
         str | None,
         typer.Option(
@@ -544,8 +587,14 @@ def train(
     doc = _load_sections(config) if config else {}
     cfg = TrainConfig.from_dict(doc.get("train", {}), source=f"{config}: train")
     overrides = dict(doc.get("model", {}))
-    if condition is not None:
-        overrides |= {"condition": condition.value, "layout": layout.value}
+    if condition is not None or discriminator is not None:
+        kind = condition or Condition(overrides.get("condition", "none"))
+        spec = _generator(model.value, 2, None, kind, layout, discriminator, None, None)
+        overrides |= {k: spec.model_overrides()[k] for k in ("condition", "discriminator")}
+        if spec.condition == "mask":
+            overrides["layout"] = spec.layout
+    if kl_weight is not None:
+        overrides["kl_weight"] = kl_weight
     if augment is not None:
         overrides["augment"] = "" if augment == "none" else augment
     changes: dict[str, Any] = {"device": device, "seed": seed, "fold": fold, "workers": workers}
@@ -641,6 +690,14 @@ def synth(
         Condition, typer.Option(help="Fitting: mask-conditioned (mask) or joint (none).")
     ] = Condition.mask,
     layout: LayoutOption = Layout.target_body_tissue,
+    discriminator: DiscriminatorOption = None,
+    kl_weight: KlWeightOption = None,
+    augment: Annotated[
+        str | None,
+        typer.Option(
+            metavar="OPS", help="Fitting: DiffAugment ops (translation,cutout,intensity)."
+        ),
+    ] = None,
     masks: Annotated[
         str | None,
         typer.Option(
@@ -701,6 +758,8 @@ def synth(
     from medaug.evaluate import fidelity
     from medaug.synth import SynthConfig, synthesize
 
+    spec = _generator(variant.value, int(dims.value), steps, condition, layout, discriminator,
+                      kl_weight, augment)  # fmt: skip
     cfg = SynthConfig(
         mode=mode.value, seed=seed, strength=strength, stack=stack, slices=slices,
         fmt=format.value, seg=seg, batch_size=batch_size, device=device,
@@ -710,9 +769,7 @@ def synth(
     quiet = quiet or as_json
     with _progress(quiet) as bars:
         result = synthesize(
-            out, n, cfg, input=input, model=model, variant=variant.value, dims=int(dims.value),
-            steps=steps, condition=condition.value, layout=layout.value, overwrite=overwrite,
-            shard=part,
+            out, n, cfg, input=input, model=model, generator=spec, overwrite=overwrite, shard=part,
             on_event=None if quiet else _console(stderr=True).print,
             on_start=lambda todo, _done: bars.total("synthesizing")(todo),
             on_case=bars.advance("synthesizing"), train_callbacks=bars.training("fitting"),
@@ -943,6 +1000,8 @@ def gain(
         Condition, typer.Option(help="Its conditioning: mask (layouts of real masks) or none.")
     ] = Condition.mask,
     layout: LayoutOption = Layout.target_body_tissue,
+    discriminator: DiscriminatorOption = None,
+    kl_weight: KlWeightOption = None,
     config: Annotated[
         Path | None, typer.Option(help="Preprocessing YAML/JSON for scans (default: 2D defaults).")
     ] = None,
@@ -967,10 +1026,9 @@ def gain(
         ratio=ratio,
         synth_n=synth_n,
         synth_mode=mode.value,
-        generator_steps=generator_steps,
-        variant=variant.value,
-        condition=condition.value,
-        layout=layout.value,
+        generator=_generator(
+            variant.value, 2, generator_steps, condition, layout, discriminator, kl_weight, None
+        ),
         seed=seed,
         device=device,
         segment=SegmentConfig(steps=steps, batch_size=batch_size),

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from medaug.errors import ConfigError
 from medaug.settings import Settings
+from medaug.train.spec import GeneratorSpec
 
 AUGMENTS = ("none", "classical")
 #: The gain experiment's arms: what each U-Net trains on (``real`` always runs).
@@ -87,10 +88,8 @@ class GainConfig(Settings):
     ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
     synth_n: int = 200  # synthetic cases made per regime
     synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
-    generator_steps: int = 1000  # training steps of each regime's generator
-    variant: str = "vaegan"  # the generator trained per regime
-    condition: str = "mask"  # its conditioning: mask (layouts of real masks) | none (joint)
-    layout: str = "target+body+tissue"  # condition mask: the layout's channels
+    # the generator trained per regime (medaug's default spec, 1000 steps)
+    generator: GeneratorSpec = field(default_factory=lambda: GeneratorSpec(steps=1000))
     seed: int = 0  # the split, the patient order, the generators and the first U-Net seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N (also the U-Net's)
     segment: SegmentConfig = field(default_factory=SegmentConfig)  # the U-Net every arm trains
@@ -107,10 +106,8 @@ class GainConfig(Settings):
             raise ConfigError(f"{{seeds}} must be at least 1, got {self.seeds}")
         if self.synth_mode not in GAIN_MODES:
             raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
-        if self.condition not in ("none", "mask"):
-            raise ConfigError(f"{{condition}} must be none or mask, got {self.condition!r}")
-        if self.synth_n < 1 or self.generator_steps < 1:
-            raise ConfigError("{synth_n} and {generator_steps} must be at least 1")
+        if self.synth_n < 1:
+            raise ConfigError(f"{{synth_n}} must be at least 1, got {self.synth_n}")
         # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
         arms = ("real", *[a for a in ARMS[1:] if a in given])
         if self.train_patients is not None:
@@ -134,10 +131,7 @@ class GainConfig(Settings):
             "ratio": self.ratio,
             "synth_n": self.synth_n,
             "synth_mode": self.synth_mode,
-            "generator": "given" if given else self.variant,
-            "condition": None if given else self.condition,
-            "layout": None if given or self.condition == "none" else self.layout,
-            "generator_steps": None if given else self.generator_steps,
+            "generator": "given" if given else self.generator.to_dict(),
             "seed": self.seed,
             "segment": self.segment.to_dict(),
         }

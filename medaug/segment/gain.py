@@ -71,6 +71,7 @@ from medaug.segment.train import fit
 from medaug.synth.run import synthesize
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.fit import fit_or_resume
+from medaug.train.spec import GeneratorSpec
 
 RESULT = "gain.json"
 
@@ -344,12 +345,10 @@ def _synthetic_for(
     folder = out / regime.folder
     ckpt = given
     if ckpt is None:
-        kind = "mask-conditioned " if cfg.condition == "mask" else ""
-        note(f"{regime}: a {kind}{cfg.variant} generator of those patients only")
-        overrides = {"condition": "mask", "layout": cfg.layout} if cfg.condition == "mask" else {}
+        note(f"{regime}: a {cfg.generator.describe()} of those patients only")
         path = fit_or_resume(
-            cache, folder / "generator", cfg.variant, cfg.generator_steps, regime.cases,
-            seed=cfg.seed, device=cfg.device, overrides=overrides, on_event=note,
+            cache, folder / "generator", cfg.generator, regime.cases, seed=cfg.seed,
+            device=cfg.device, on_event=note,
         )  # fmt: skip
         ckpt = Checkpoint.load(path)
     info = check_generator(ckpt, cache, regime.test_cases)
@@ -541,8 +540,9 @@ def table(doc: dict[str, Any]) -> str:
         if s["generator"] == "given":
             gen = f"one given generator (trained on {gens[0]['training_patients']} patient(s))"
         else:
+            spec = GeneratorSpec.from_dict(s["generator"])
             gen = (
-                f"a {s['generator']} generator per regime ({s['generator_steps']} steps) "
+                f"a {spec.describe()} per regime ({spec.steps} steps) "
                 "trained on that regime's patients only"
             )
         setup += (

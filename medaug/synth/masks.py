@@ -45,6 +45,9 @@ from medaug.preprocess.pipeline import plan_grid
 
 #: Redraws of a real mask whose transform left no target voxel, before giving up.
 REDRAWS = 10
+#: The largest share of the target a kept transform may cut off at the grid's edge
+#: (estimated: target voxels after against before, times the drawn scale's area).
+MAX_CUT = 0.25
 #: Unknown label values listed in an error message, at most.
 LISTED_VALUES = 8
 
@@ -205,21 +208,51 @@ class RealMasks:
     def plan(self, index: int, seed: int) -> dict[str, Any]:
         """How mask ``index`` is made; a plain dict for the manifest.
 
-        A draw whose transform leaves no voxel of the target class (``config.target``)
-        is drawn again from ``[seed, index, 1, attempt]``; ``attempt`` is recorded.
+        A draw is drawn again from ``[seed, index, 1, attempt]`` when its transform
+        leaves no voxel of the target class (``config.target``), or pushes the target
+        against the grid's edge (a sliver of organ cut by the border is a poor
+        training pair); ``attempt`` and, for a redrawn mask, the reasons of the draws
+        refused are recorded. A source whose target touches the edge already (cut by
+        preprocessing's crop) may touch it still, if no more than :data:`MAX_CUT` of
+        it is cut off.
 
         Raises:
-            ConfigError: the transform left no target voxel in ``REDRAWS + 1`` draws.
+            ConfigError: no acceptable draw in ``REDRAWS + 1`` draws.
         """
+        refused: list[str] = []
         for attempt in range(REDRAWS + 1):
             key = [seed, index, 1] if attempt == 0 else [seed, index, 1, attempt]
             params = self._draw(np.random.default_rng(key), attempt)
-            if self._has_target(self.make(params)):
+            why = self._refusal(params)
+            if why is None:
+                if refused:
+                    params["refused"] = refused
                 return params
+            refused.append(why)
         raise ConfigError(
-            f"mask {index} (seed {seed}): no target voxel survived the transform in "
-            f"{REDRAWS + 1} draws; use smaller rotate_deg, scale, translate_frac or elastic"
+            f"mask {index} (seed {seed}): no draw kept the target whole inside the grid in "
+            f"{REDRAWS + 1} draws ({', '.join(sorted(set(refused)))}); use smaller "
+            "rotate_deg, scale, translate_frac or elastic"
         )
+
+    def _refusal(self, params: dict[str, Any]) -> str | None:
+        """Why a draw is refused ("empty", "at the edge"), or None when it is kept:
+        the target pushed against the edge when its source was clear of it, or more
+        than :data:`MAX_CUT` of it cut off."""
+        target = layout.target_of(self.make(params), self.channels) == self.target_class
+        if not target.any():
+            return "empty"
+        if _at_edge(target):
+            source = self.source(self._by_number[params["source"]], params.get("slice"))
+            before = layout.target_of(source, self.channels) == self.target_class
+            expected = before.sum() * math.prod(params["scale"])
+            if not _at_edge(before) or target.sum() < (1.0 - MAX_CUT) * expected:
+                return "at the edge"
+        return None
+
+    @property
+    def target_class(self) -> int:
+        return self.cache.config.target_class
 
     def _draw(self, rng: np.random.Generator, attempt: int) -> dict[str, Any]:
         case = self.cases[int(rng.integers(len(self.cases)))]
@@ -285,9 +318,13 @@ class RealMasks:
         context = None if context is None else np.asarray(context, dtype=np.uint8)
         return np.ascontiguousarray(layout.compose(label, context, self.channels))
 
-    def _has_target(self, mask: np.ndarray) -> bool:
-        target = layout.target_of(mask, self.channels)
-        return bool((target == self.cache.config.target_class).any())
+
+def _at_edge(target: np.ndarray) -> bool:
+    """Whether a boolean map has a voxel on its outer faces (in-plane for a slice)."""
+    for axis in range(min(target.ndim, 2)):  # 3D: z is the case's own extent, not a cut
+        if target.take(0, axis=axis).any() or target.take(-1, axis=axis).any():
+            return True
+    return False
 
 
 def _rounded(values: Any) -> list[float]:

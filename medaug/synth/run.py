@@ -36,6 +36,7 @@ from medaug.synth.preview import synthesis_preview
 from medaug.synth.sampler import Synthesizer
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.fit import fit_or_resume
+from medaug.train.spec import GeneratorSpec
 
 #: Slices of a stacked 2D case when there are no real cases to take a height from.
 DEFAULT_SLICES = 32
@@ -120,11 +121,7 @@ def synthesize(
     *,
     input: str | os.PathLike[str] | None = None,
     model: str | os.PathLike[str] | Checkpoint | None = None,
-    variant: str = "vaegan",
-    dims: int = 2,
-    steps: int | None = None,
-    condition: str = "none",
-    layout: str = "target+body+tissue",
+    generator: GeneratorSpec | None = None,
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
     on_event: Callable[[str], None] | None = None,
@@ -146,11 +143,9 @@ def synthesize(
             ``interpolate``, and for the real half of the preview.
         model: checkpoint file, run folder or :class:`Checkpoint`; without it a
             generator is fitted on ``input`` and saved under ``out/model``.
-        variant, dims, steps: the generator fitted when no ``model`` is given
-            (``steps`` default ``TrainConfig().steps``; CPU preset on a CPU, GPU
-            preset on CUDA).
-        condition, layout: that generator's conditioning (``mask``: images rendered
-            around layouts of ``layout``'s channels; ``none``: joint image + label).
+        generator: the generator fitted when no ``model`` is given (default
+            ``GeneratorSpec()``: medaug's measured default, a mask-conditioned 2D
+            VAE-GAN); ignored with ``model``.
         overwrite: remove an earlier synthesis in ``out`` first.
         shard: ``(k, N)``: write only the k-th of N contiguous parts of ``range(n)``
             (:func:`medaug.synth.output.shard_range`), for N jobs that
@@ -179,13 +174,14 @@ def synthesize(
         raise ConfigError(f"{{n}} must be at least 1, got {n}")
     cfg = (config or SynthConfig()).replace(**settings)
     note = on_event or (lambda _msg: None)
-    given = _check_request(cfg, n, input, model, dims, shard)
+    spec = generator or GeneratorSpec()
+    given = _check_request(cfg, n, input, model, spec.dims, shard)
     if cfg.min_fidelity is not None and judge is None:
         raise ConfigError(
             "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
             "judge=medaug.evaluate.fidelity.judge"
         )
-    pp = given.preprocess if given is not None else PreprocessConfig(dims=dims)  # type: ignore[arg-type]
+    pp = given.preprocess if given is not None else PreprocessConfig(dims=spec.dims)  # type: ignore[arg-type]
     shard_of = {"shard": [int(shard[0]), int(shard[1])]} if shard is not None else {}
     if overwrite:
         output.clear(out)
@@ -204,10 +200,9 @@ def synthesize(
     fitted = given is None
     if given is None:
         assert real is not None  # _check_request: fitting needs input
-        overrides = {"condition": condition, "layout": layout} if condition != "none" else {}
         path = fit_or_resume(
-            real, out / "model", variant, steps, seed=cfg.seed, device=cfg.device,
-            on_event=note, overrides=overrides, **(train_callbacks or {}),
+            real, out / "model", spec, seed=cfg.seed, device=cfg.device, on_event=note,
+            **(train_callbacks or {}),
         )  # fmt: skip
         given = Checkpoint.load(path)
     if given.model_config.conditional and cfg.masks == "learned" and real is not None:
@@ -248,6 +243,8 @@ def synthesize(
 
     if synth.masks == "learned":  # the clean-up measured: target voxels cut, over all cases
         info["conditioning"]["cleanup"] = _cleanup(done)
+    elif synth.masks == "real":  # draws refused for pushing the target off the grid
+        info["conditioning"]["redraws"] = _redraws(done)
     doc = output.manifest(out, settings_doc, {**info, **(keep.info(done) if keep else {})}, n, done)
     output.datalist(out, doc, synth.classes)
     synthesis_preview(out, doc, synth.config, real)
@@ -265,9 +262,10 @@ def _fit_mask_generator(
     model's training cases, of its variant and layout, unless one is there already."""
     mcfg = given.model_config
     cases = training_cases(real, given.split)
-    steps = cfg.mask_steps or given.step
+    spec = GeneratorSpec(variant=mcfg.variant, dims=mcfg.dims, preset=mcfg.preset,
+                         steps=cfg.mask_steps or given.step)  # fmt: skip
     return fit_or_resume(
-        real, mask_dir(given), mcfg.variant, steps, cases, seed=cfg.seed, device=cfg.device,
+        real, mask_dir(given), spec, cases, seed=cfg.seed, device=cfg.device,
         overrides=mask_generator_overrides(mcfg), on_event=note, **(train_callbacks or {}),
     )  # fmt: skip
 
@@ -288,6 +286,20 @@ def _cleanup(done: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "voxels_removed": sum(removed),
         "cases": len(plans),
         "redraws_for_an_empty_target": sum(redrawn),
+    }
+
+
+def _redraws(done: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """How often a real mask's transform was drawn again, and why."""
+    plans = [rec.get("params", {}).get("layout", {}) for rec in done.values()]
+    refused = [why for p in plans for why in p.get("refused", [])]
+    return {
+        "rule": "a transform that leaves no target voxel, or pushes the target against the "
+        "grid's edge, is drawn again",
+        "cases": len(plans),
+        "cases_redrawn": sum(bool(p.get("refused")) for p in plans),
+        "refused_empty": refused.count("empty"),
+        "refused_at_the_edge": refused.count("at the edge"),
     }
 
 

@@ -2,11 +2,12 @@
 the one fitted there before.
 
 Synthesis without ``--model`` and the gain experiment (a generator per fold and
-regime) both need "a generator of this variant, trained this many steps on these
-cases, in this folder". ``fit_or_resume`` is that procedure: it reuses a checkpoint
-that is far enough, resumes a shorter run, or starts one; it sizes the model for the
-device (the ``cpu`` preset on a CPU, ``gpu-small`` on a GPU); the batch is
-``train``'s default, which shrinks to a small training set and says so (``on_event``).
+regime) both need "the generator a :class:`~medaug.train.spec.GeneratorSpec`
+describes, trained on these cases, in this folder". ``fit_or_resume`` is that
+procedure: it reuses a checkpoint that is far enough, resumes a shorter run, or
+starts one; it sizes the model for the device (the spec's ``preset``; ``auto``: the
+``cpu`` preset on a CPU, ``gpu-small`` on a GPU); the batch is ``train``'s default,
+which shrinks to a small training set and says so (``on_event``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from medaug.train.config import TrainConfig
 from medaug.train.distributed import pick_device
 from medaug.train.loop import train
 from medaug.train.runs import runs_in
+from medaug.train.spec import GeneratorSpec
 
 
 def fit_or_resume(
     cache: Cache,
     out: str | os.PathLike[str],
-    variant: str,
-    steps: int | None = None,
+    spec: GeneratorSpec,
     cases: Sequence[str] | None = None,
     *,
     seed: int = 0,
@@ -39,19 +40,18 @@ def fit_or_resume(
     on_start: Callable[[int, int], None] | None = None,
     on_log: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """A checkpoint of a ``variant`` generator trained ``steps`` steps on ``cache``.
+    """A checkpoint of the generator ``spec`` describes, trained on ``cache``.
 
     Args:
         cache: the training cache.
         out: the folder of its run(s); a run there with a checkpoint of at least
-            ``steps`` steps is used as it is, a shorter one is resumed.
-        variant: the model variant.
-        steps: training steps (default ``TrainConfig().steps``).
+            ``spec.steps`` steps is used as it is, a shorter one is resumed.
+        spec: what to fit (variant, size, steps, conditioning, discriminator...).
         cases: the training cases (the others of the cache are recorded as held
             out); default the training side of the cache's first split.
         seed: weights, batches and noise.
         device: ``auto``, ``cpu``, ``cuda``...; also picks the model size preset.
-        overrides: ModelConfig fields (``condition``, ``layout``; a mask generator's).
+        overrides: ModelConfig fields over the spec's (a mask generator's).
         on_event: one-line notes (an adapted batch among them) and training warnings.
         on_start / on_log: progress callbacks passed to :func:`medaug.train.train`.
 
@@ -60,8 +60,7 @@ def fit_or_resume(
     """
     note = on_event or (lambda _msg: None)
     out = Path(out)
-    cfg = TrainConfig(seed=seed, device=device)
-    cfg = cfg.replace(steps=steps or cfg.steps)
+    cfg = TrainConfig(seed=seed, device=device, steps=spec.steps)
     runs = [r for r in runs_in(out) if list_checkpoints(r)]
     if runs:
         newest = list_checkpoints(runs[-1])[-1]
@@ -70,18 +69,17 @@ def fit_or_resume(
             return newest
     training = list(cases) if cases is not None else cache.split(0)[0]
     held_out = [c for c in cache.case_ids if c not in set(training)]
-    preset = "cpu" if pick_device(device).type == "cpu" else "gpu-small"
-    overrides = overrides or {}
-    what = f"{variant} generator"
+    preset = spec.preset_for(pick_device(device).type)
+    overrides = spec.model_overrides() | (overrides or {})
+    what = spec.describe()
     if overrides.get("role") == "layout":
-        what = f"{variant} mask generator"
-    elif overrides.get("condition") == "mask":
-        what = f"mask-conditioned ({overrides.get('layout', 'target')}) {variant} generator"
+        what = f"{spec.variant} mask generator"
     note(f"fitting a {what} ({preset} preset, {cfg.steps} steps) on {len(training)} cases -> {out}")
     result = train(
         cache,
         out,
-        model=variant,
+        model=spec.variant,
+        dims=spec.dims,
         preset=preset,
         config=cfg,
         resume=bool(runs),

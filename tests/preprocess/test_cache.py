@@ -228,7 +228,7 @@ def test_cli_preprocess_summary_reuse_and_preview(dicom_cohort: Path, tmp_path: 
     first = run_cli("preprocess", dicom_cohort, out, "--grid", "32", "--preview", "--workers", "1")
     assert first.returncode == 0, first.stderr
     assert "Preprocessed 3 case(s)" in first.stdout
-    assert "grid 32x32 at 1.5x1.5x2.5 mm" in first.stdout
+    assert "grid 32x32 at 3x3x2.5 mm" in first.stdout
     assert "HU window [-160, 240] -> [-1, 1]" in first.stdout
     png = (out / "preview.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

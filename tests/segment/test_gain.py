@@ -18,6 +18,7 @@ from medaug.segment import SegmentConfig
 from medaug.segment.config import DEFAULT_TRAIN_PATIENTS, default_sweep
 from medaug.segment.gain import ARMS, parse_train_patients, plan_folds, run_gain
 from medaug.train import TrainConfig, train
+from medaug.train.spec import GeneratorSpec
 from tests.conftest import SMALL, TINY_MODEL, run_cli
 from tests.synth.test_synth import one_error_line
 
@@ -43,7 +44,7 @@ def experiment(cohort: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     out = tmp_path_factory.mktemp("gain") / "out"
     doc = run_gain(
         cohort, out, train_patients=[1, "all"], seeds=2, folds=2, segment=TINY, synth_n=6,
-        generator_steps=4, preprocess_config=PP, arms=ARMS, device="cpu",
+        generator=GeneratorSpec(steps=4), preprocess_config=PP, arms=ARMS, device="cpu",
     )  # fmt: skip
     return out, doc
 
@@ -109,7 +110,7 @@ def test_a_second_run_reuses_every_result(experiment, cohort: Path):
     stamps = {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     again = run_gain(
         cohort, out, train_patients=[1, "all"], seeds=2, folds=2, segment=TINY, synth_n=6,
-        generator_steps=4, preprocess_config=PP, arms=ARMS, device="cpu",
+        generator=GeneratorSpec(steps=4), preprocess_config=PP, arms=ARMS, device="cpu",
     )  # fmt: skip
     assert again["summary"] == doc["summary"]
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps

@@ -126,7 +126,7 @@ def test_warp_moves_the_mask_as_its_params_say() -> None:
 
 
 def test_real_masks_redraw_until_the_target_survives(caches) -> None:
-    far = real(caches, 2, "target", translate_frac=1.0, elastic=None)
+    far = real(caches, 2, "target", translate_frac=0.5, elastic=None)
     plans = [far.plan(i, seed=0) for i in range(12)]
     assert any(p["attempt"] > 0 for p in plans)
     for p in plans:
@@ -134,6 +134,30 @@ def test_real_masks_redraw_until_the_target_survives(caches) -> None:
     gone = real(caches, 2, "target", translate_frac=50.0, scale=(0.2, 0.2))
     with pytest.raises(ConfigError, match=f"in {REDRAWS + 1} draws"):
         gone.plan(0, seed=0)
+
+
+def test_real_masks_keep_the_target_off_the_grid_edge(caches) -> None:
+    """Wide shifts push a target that sat clear of the edge against it: such draws are
+    refused and recorded, and no kept mask has a target voxel on the grid's edge."""
+    cache = caches[2]
+
+    def disk(case: str, kind: str) -> np.ndarray:  # a target of radius 5 in the middle
+        z, x, y = np.asarray(cache.array(case, "label")).shape
+        gx, gy = np.meshgrid(np.arange(x) - x / 2, np.arange(y) - y / 2, indexing="ij")
+        return np.broadcast_to(np.hypot(gx, gy) < 5, (z, x, y)).astype(np.uint8)
+
+    wide = RealMasks(cache, cache.case_ids, "target", 2, read=disk, translate_frac=0.45,
+                     elastic=None)  # fmt: skip
+    plans = [wide.plan(i, seed=0) for i in range(16)]
+    refused = [why for p in plans for why in p.get("refused", [])]
+    assert "at the edge" in refused
+    for p in plans:
+        target = wide.make(p) == 1
+        assert target.any()
+        assert not (
+            target[0].any() or target[-1].any() or target[:, 0].any() or target[:, -1].any()
+        )
+        assert p["attempt"] == len(p.get("refused", []))
 
 
 def test_real_masks_reject_what_cannot_work(caches) -> None:

@@ -45,10 +45,11 @@ from medaug.synth import Synthesizer, synthesize
 from medaug.synth.export import export_nnunet
 from medaug.train import TrainConfig, load_checkpoint, train
 from medaug.train.checkpoint import configs
+from medaug.train.spec import GeneratorSpec
 from tests.conftest import SMALL, TINY_MODEL, run_cli
 
 #: PreprocessConfig's default voxel size, which every output must carry (mm).
-SPACING = (1.5, 1.5, 2.5)
+SPACING = PreprocessConfig().spacing_mm  # the world's caches use the default grid
 #: Values planted in every source DICOM file; none may reach any output byte.
 PLANTED = {
     "PatientName": "LEAKY^PATIENT",
@@ -745,7 +746,7 @@ def test_fitting_on_an_unlabelled_nifti_names_it(tmp_path: Path):
     path = write_volume(scan.image, scan.affine, tmp_path / "scans" / "scan.nii.gz")
     out = tmp_path / "out"
     with pytest.raises(InputError, match="no label") as info:
-        synthesize(out, 2, input=path, steps=2, device="cpu")
+        synthesize(out, 2, input=path, generator=GeneratorSpec(steps=2), device="cpu")
     assert str(path) in str(info.value)
     assert not (out / "images").exists() and not (out / "manifest.json").exists()
     assert not (out / "model").exists()  # refused before fitting

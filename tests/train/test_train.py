@@ -25,6 +25,9 @@ from medaug.train.runs import read_stats
 from tests.conftest import TINY_MODEL, run_cli
 
 CASES = [(v, d) for d in (2, 3) for v in variant_names()]
+#: TINY_MODEL, mask-conditioned, with OASIS's segmentation discriminator
+SEGMENTING = TINY_MODEL | {"condition": "mask", "discriminator": "segmentation",
+                           "spade_hidden": 8}  # fmt: skip
 
 
 def quick(dims: int, **kw) -> TrainConfig:
@@ -87,9 +90,16 @@ def test_a_run_folder_holds_config_stats_events_samples_and_checkpoints(caches, 
     assert image.shape == (2, 1, 16, 16) and label.dtype == torch.uint8
 
 
-@pytest.mark.parametrize(("variant", "dims"), CASES)
-def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(caches, tmp_path, variant, dims):
-    whole = run(caches, tmp_path / "whole", variant, dims)
+@pytest.mark.parametrize(
+    ("variant", "dims", "model"),
+    [(v, d, TINY_MODEL) for v, d in CASES] + [(v, d, SEGMENTING) for v, d in CASES if v != "vae"],
+    ids=[f"{v}-{d}" for v, d in CASES] + [f"{v}-{d}-segmentation" for v, d in CASES if v != "vae"],
+)
+def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(
+    caches, tmp_path, variant, dims, model
+):
+    whole = train(caches[dims], tmp_path / "whole", model=variant, config=quick(dims),
+                  model_overrides=model)  # fmt: skip
 
     def preempt(step: int, _model: torch.nn.Module) -> None:
         if step == 4:
@@ -101,7 +111,7 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(caches, tmp_path, 
             tmp_path / "cut",
             model=variant,
             config=quick(dims),
-            model_overrides=TINY_MODEL,
+            model_overrides=model,
             on_step=preempt,
         )
     assert stop.value.exit_code == 143
@@ -111,7 +121,7 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(caches, tmp_path, 
         tmp_path / "cut",
         model=variant,
         config=quick(dims),
-        model_overrides=TINY_MODEL,
+        model_overrides=model,
         resume=True,
     )
     assert resumed.resumed_from == 4 and resumed.step == 6
@@ -123,6 +133,19 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(caches, tmp_path, 
     for k, v in whole.last.items():
         if "/" in k and "grad_norm" not in k:
             assert resumed.last[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
+
+
+def test_a_checkpoint_gives_back_the_spec_it_was_fitted_to(caches, tmp_path):
+    from medaug.train.fit import fit_or_resume
+    from medaug.train.spec import GeneratorSpec
+
+    spec = GeneratorSpec(variant="gan", steps=2, discriminator="segmentation", kl_weight=4.0,
+                         augment=("translation",))  # fmt: skip
+    path = fit_or_resume(Cache(caches[2]), tmp_path / "g", spec, device="cpu",
+                         overrides=TINY_MODEL | {"spade_hidden": 8})  # fmt: skip
+    back = GeneratorSpec.of(Checkpoint.load(path))
+    assert back == spec.replace(preset="cpu")
+    assert fit_or_resume(Cache(caches[2]), tmp_path / "g", spec, device="cpu") == path  # reused
 
 
 def first_gradients(into: dict[str, torch.Tensor]):
@@ -146,18 +169,25 @@ def test_two_gloo_processes_train_like_one(caches, tmp_path):
     average only: Adam divides a gradient by its own magnitude, so a gradient that is
     rounding noise around 0 still moves its weight by a full learning rate, in a
     direction that depends on the machine.
+
+    Besides the twelve variants as they are, every variant with a discriminator with
+    OASIS's segmentation discriminator: its class weights count the voxels of the
+    whole global batch (summed over the processes), and its LabelMix draws follow the
+    global batch's noise.
     """
+    cases = [(v, d, TINY_MODEL) for v, d in CASES]
+    cases += [(v, d, SEGMENTING) for v, d in CASES if v != "vae"]
     jobs, single, grads = [], {}, {}
-    for variant, dims in CASES:
+    for variant, dims, model in cases:
         cfg = quick(dims, steps=4, checkpoint_every=4, log_every=1)
-        name = f"{variant}-{dims}"
+        name = f"{variant}-{dims}" + ("-seg" if model is SEGMENTING else "")
         jobs.append({"variant": variant, "cache": str(caches[dims]), "train": cfg.to_dict(),
-                     "out": str(tmp_path / "ddp" / name),
+                     "out": str(tmp_path / "ddp" / name), "model": model,
                      "grads": str(tmp_path / f"{name}.grads.pt")})  # fmt: skip
         grads[name] = {}
         single[name] = train(
             caches[dims], tmp_path / "one" / name, model=variant, config=cfg,
-            model_overrides=TINY_MODEL, on_step=first_gradients(grads[name]),
+            model_overrides=model, on_step=first_gradients(grads[name]),
         )  # fmt: skip
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"jobs": jobs, "model": TINY_MODEL}))
@@ -306,6 +336,31 @@ def test_cli_trains_resumes_and_reports_mismatches_in_one_line(caches, tmp_path)
     assert "a cache made for 3D given to a 2D model" in dims.stderr
     unknown = run_cli("train", caches[2], "--model", "vqgan", *args)
     assert unknown.returncode == 2 and "'vqgan' is not one of" in unknown.stderr
+
+
+def test_cli_discriminator_requests_fail_in_one_line(caches, tmp_path):
+    """The segmentation discriminator needs a layout; a resume keeps its discriminator."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"model": TINY_MODEL | {"spade_hidden": 8}}))
+    args = ["--out", tmp_path, "--steps", "2", "--batch-size", "4", "--quiet", "--config", cfg]
+    joint = run_cli("train", caches[2], "--model", "gan", "--discriminator", "segmentation", *args)
+    assert joint.returncode == 1 and "Traceback" not in joint.stderr
+    assert joint.stderr.strip().splitlines() == [
+        "medaug: error: --discriminator segmentation labels each voxel with its layout class, "
+        "so it needs a mask-conditioned model: add --condition mask"
+    ]
+    mask = ["--model", "gan", "--condition", "mask"]
+    done = run_cli("train", caches[2], *mask, "--discriminator", "patch", *args)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads(next(tmp_path.glob("00000-gan-2d/config.json")).read_text())
+    assert saved["model_config"]["discriminator"] == "patch"
+    other = run_cli("train", caches[2], *mask, "--discriminator", "segmentation", *args,
+                    "--resume")  # fmt: skip
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines() == [
+        f"medaug: error: {tmp_path}/00000-gan-2d/checkpoints/step_00000002.pt: --resume: "
+        "this checkpoint has discriminator patch, the run asks for segmentation"
+    ]
 
 
 def test_cli_preprocesses_a_scan_folder_first(dicom_cohort, tmp_path):

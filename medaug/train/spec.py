@@ -1,0 +1,145 @@
+"""The generator medaug fits when it fits one itself: one object, one set of defaults.
+
+``medaug synth --input`` without ``--model``, the gain experiment (one generator per
+fold and regime), ``medaug demo`` and :func:`medaug.synth.synthesize` from Python all
+take a :class:`GeneratorSpec` and hand it to :func:`medaug.train.fit.fit_or_resume`;
+none of them keeps defaults of its own. The spec is not stored beside the
+checkpoint: every field is in the checkpoint's model and training configs already,
+and :meth:`GeneratorSpec.of` reads it back from there.
+
+Example:
+    >>> spec = GeneratorSpec(steps=600)
+    >>> spec.describe()
+    'mask-conditioned (target+body+tissue) vaegan generator, patch discriminator'
+    >>> GeneratorSpec(condition="none").model_overrides()
+    {'condition': 'none', 'discriminator': 'patch'}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from medaug.errors import ConfigError
+from medaug.models.config import DISCRIMINATORS, PRESETS
+from medaug.models.registry import variant_names
+from medaug.preprocess import layout as LY
+from medaug.settings import Settings
+
+if TYPE_CHECKING:
+    from medaug.train.checkpoint import Checkpoint
+
+#: The image discriminator of a mask-conditioned generator when the spec says "auto".
+#: Chosen by benchmarks/bench_fidelity.py (README: label fidelity).
+DEFAULT_DISCRIMINATOR = "patch"
+
+#: Variants without an image discriminator of their own: "auto" gives them none.
+NO_IMAGE_DISCRIMINATOR = ("vae", "aae", "avb")
+
+
+@dataclass(frozen=True)
+class GeneratorSpec(Settings):
+    """What generator to fit: variant, size, training length, conditioning, losses.
+
+    Everything else (learning rates, batch, loss weights not named here) comes from
+    :class:`medaug.train.TrainConfig` and the variant's defaults in
+    :mod:`medaug.models.config`.
+    """
+
+    SOURCE: ClassVar[str] = "generator spec"
+
+    variant: str = "vaegan"  # vae | gan | vaegan | aae | avb | gvae
+    dims: int = 2  # 2: axial slices; 3: volumes
+    preset: str = "auto"  # model size: auto (cpu on a CPU, gpu-small on CUDA) or a preset
+    steps: int = 2000  # optimisation steps (batch 16, or the training set when smaller)
+    # mask: images rendered around layouts (label + context), each pair labelled exactly
+    # by its layout; none: image and label generated together (the first design)
+    condition: str = "mask"
+    layout: str = "target+body+tissue"  # condition mask: the layout's channels
+    # the image discriminator of a mask-conditioned model: patch | segmentation | auto
+    # (DEFAULT_DISCRIMINATOR for gan / vaegan / gvae; none added to vae / aae / avb)
+    discriminator: str = "auto"
+    kl_weight: float | None = None  # KL weight per voxel (None: the variant's default)
+    augment: tuple[str, ...] = ()  # DiffAugment of discriminator inputs (models/augment.py)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, str):
+            ops = tuple(p.strip() for p in self.augment.split(",") if p.strip())
+            object.__setattr__(self, "augment", () if ops == ("none",) else ops)
+        elif isinstance(self.augment, list):
+            object.__setattr__(self, "augment", tuple(self.augment))
+        if self.variant not in variant_names():
+            raise ConfigError(
+                f"unknown model {self.variant!r}; choose one of {', '.join(variant_names())}"
+            )
+        if self.dims not in (2, 3):
+            raise ConfigError(f"dims must be 2 or 3, got {self.dims}")
+        if self.preset != "auto" and self.preset not in PRESETS:
+            raise ConfigError(
+                f"unknown preset {self.preset!r}; choose auto or one of {', '.join(PRESETS)}"
+            )
+        if self.steps < 1:
+            raise ConfigError(f"steps must be at least 1, got {self.steps}")
+        if self.condition not in ("none", "mask"):
+            raise ConfigError(f"condition must be 'none' or 'mask', got {self.condition!r}")
+        LY.check_channels(self.layout)
+        if self.discriminator not in ("auto", *DISCRIMINATORS):
+            raise ConfigError(
+                f"discriminator must be auto, {' or '.join(DISCRIMINATORS)}, "
+                f"got {self.discriminator!r}"
+            )
+        if self.discriminator == "segmentation" and self.condition != "mask":
+            raise ConfigError(
+                "--discriminator segmentation labels each voxel with its layout class, so it "
+                "needs a mask-conditioned model: add --condition mask"
+            )
+
+    @property
+    def resolved_discriminator(self) -> str:
+        """The discriminator the model gets: ``auto`` resolved for this variant."""
+        if self.discriminator != "auto":
+            return self.discriminator
+        if self.condition == "mask" and self.variant not in NO_IMAGE_DISCRIMINATOR:
+            return DEFAULT_DISCRIMINATOR
+        return "patch"
+
+    def model_overrides(self) -> dict[str, Any]:
+        """The :class:`medaug.models.ModelConfig` fields this spec sets."""
+        doc: dict[str, Any] = {"condition": self.condition}
+        if self.condition == "mask":
+            doc["layout"] = self.layout
+        doc["discriminator"] = self.resolved_discriminator
+        if self.kl_weight is not None:
+            doc["kl_weight"] = self.kl_weight
+        if self.augment:
+            doc["augment"] = ",".join(self.augment)
+        return doc
+
+    def preset_for(self, device_type: str) -> str:
+        """The size preset on a device of this type (``cpu``, ``cuda``)."""
+        if self.preset != "auto":
+            return self.preset
+        return "cpu" if device_type == "cpu" else "gpu-small"
+
+    def describe(self) -> str:
+        """One line for the log: what is fitted."""
+        what = f"{self.variant} generator"
+        if self.condition == "mask":
+            what = f"mask-conditioned ({self.layout}) {what}"
+        if self.condition == "mask" and self.variant != "vae":
+            what += f", {self.resolved_discriminator} discriminator"
+        return what
+
+    @classmethod
+    def of(cls, checkpoint: Checkpoint) -> GeneratorSpec:
+        """The spec a checkpoint was fitted to (from its model and training configs)."""
+        m = checkpoint.model_config
+        return cls(
+            variant=m.variant, dims=m.dims, preset=m.preset, steps=checkpoint.train_config.steps,
+            condition=m.condition, layout=m.layout if m.conditional else cls.layout,
+            discriminator=m.discriminator if m.conditional else "auto",
+            kl_weight=m.kl_weight, augment=tuple(m.augment),
+        )  # fmt: skip
+
+
+__all__ = ["DEFAULT_DISCRIMINATOR", "GeneratorSpec"]

@@ -1,0 +1,69 @@
+"""GeneratorSpec: the one description of the generator medaug fits, its defaults and
+what reaches the model config."""
+
+from __future__ import annotations
+
+import pytest
+
+from medaug.errors import ConfigError
+from medaug.segment import GainConfig
+from medaug.train import spec as S
+from medaug.train.spec import GeneratorSpec
+
+
+def test_the_default_is_a_mask_conditioned_2d_vaegan_with_the_measured_discriminator():
+    spec = GeneratorSpec()
+    assert (spec.variant, spec.dims, spec.condition, spec.layout) == (
+        "vaegan", 2, "mask", "target+body+tissue"
+    )  # fmt: skip
+    assert spec.resolved_discriminator == S.DEFAULT_DISCRIMINATOR
+    assert spec.model_overrides() == {
+        "condition": "mask", "layout": "target+body+tissue",
+        "discriminator": S.DEFAULT_DISCRIMINATOR,
+    }  # fmt: skip
+    # the gain experiment's generator is the same spec, trained shorter
+    assert GainConfig().generator == spec.replace(steps=1000)
+
+
+def test_auto_resolves_per_variant_and_condition():
+    assert GeneratorSpec(condition="none").model_overrides() == {
+        "condition": "none", "discriminator": "patch"
+    }  # fmt: skip
+    for variant in ("vae", "aae", "avb"):  # no image discriminator unless asked
+        assert GeneratorSpec(variant=variant).resolved_discriminator == "patch"
+    asked = GeneratorSpec(variant="aae", discriminator="segmentation", kl_weight=8,
+                          augment="translation,cutout")  # fmt: skip
+    assert asked.model_overrides() == {
+        "condition": "mask", "layout": "target+body+tissue", "discriminator": "segmentation",
+        "kl_weight": 8, "augment": "translation,cutout",
+    }  # fmt: skip
+    assert asked.describe() == (
+        "mask-conditioned (target+body+tissue) aae generator, segmentation discriminator"
+    )
+    assert GeneratorSpec(condition="none", variant="gan").describe() == "gan generator"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"condition": "none", "discriminator": "segmentation"},
+         "needs a mask-conditioned model: add --condition mask"),
+        ({"discriminator": "unet"}, "discriminator must be auto, patch or segmentation"),
+        ({"variant": "vqgan"}, "unknown model 'vqgan'"),
+        ({"steps": 0}, "steps must be at least 1"),
+        ({"preset": "huge"}, "unknown preset 'huge'"),
+        ({"layout": "target+bone"}, "layout must be one of"),
+    ],
+)  # fmt: skip
+def test_impossible_specs_fail_in_one_line(fields, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        GeneratorSpec(**fields)
+    assert "\n" not in str(err.value)
+
+
+def test_a_spec_from_a_file_names_unknown_fields():
+    doc = {"variant": "gan", "steps": 40, "augment": ["translation"]}
+    assert GeneratorSpec.from_dict(doc) == GeneratorSpec(variant="gan", steps=40,
+                                                         augment=("translation",))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"unknown setting\(s\) generator_steps"):
+        GeneratorSpec.from_dict({"generator_steps": 40})
