@@ -42,6 +42,8 @@ FLAGS = {
 def flag(name: str, value: str | None) -> str:
     """A parameter named in an error message, as a CLI user writes it."""
     option = FLAGS.get(name, "--" + name.replace("_", "-"))
+    if value == "False":  # a switched-off flag: --no-stack
+        return "--no-" + option.removeprefix("--")
     return option if value in (None, "True") else f"{option} {value}"
 
 
@@ -670,8 +672,13 @@ def synth(
     format: Annotated[OutFormat, typer.Option("--format", help="Image files.")] = OutFormat.nifti,
     seg: Annotated[bool, typer.Option("--seg", help="Also write labels as DICOM SEG.")] = False,
     stack: Annotated[
-        bool, typer.Option("--stack", help="2D models: write volumes of stacked slices.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--stack/--no-stack",
+            help="2D models: write volumes of stacked slices (default: with DICOM images).",
+            show_default=False,
+        ),
+    ] = None,
     slices: Annotated[
         int | None,
         typer.Option(min=1, help="--stack prior: slices per volume (default: real median)."),

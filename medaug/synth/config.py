@@ -28,7 +28,9 @@ class SynthConfig(Settings):
     mode: str = "prior"  # prior | perturb | interpolate: where the latents come from
     seed: int = 0  # case i is drawn from (seed, i): same seed, same cases
     strength: float = 0.5  # perturb: latent step, in standard deviations of the prior
-    stack: bool = False  # 2D models: write volumes of stacked slices, not single slices
+    # 2D models: write volumes of stacked slices, not single slices (None: when the
+    # images are DICOM, which holds volumes)
+    stack: bool | None = None
     slices: int | None = None  # slices of a stacked prior case (None: the real cases' median)
     fmt: str = "nifti"  # nifti | dicom | both: the image files (labels are NIfTI always)
     seg: bool = False  # also write each label as DICOM SEG (needs DICOM images)
@@ -83,6 +85,11 @@ class SynthConfig(Settings):
                 "{seg=True} writes the label as DICOM SEG next to a DICOM series: "
                 "add {fmt=dicom} (or both)"
             )
+
+    @property
+    def stacks(self) -> bool:
+        """Whether a 2D model's cases are stacked: asked for, or DICOM without a word."""
+        return self.fmt != "nifti" if self.stack is None else self.stack
 
     def settings(self, stack: bool, slices: int) -> dict[str, Any]:
         """The manifest's ``settings`` block (what decides the cases), for a run that

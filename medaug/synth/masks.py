@@ -205,8 +205,13 @@ class RealMasks:
     def spacing_mm(self) -> tuple[float, float, float]:
         return self.cache.config.spacing_mm
 
-    def plan(self, index: int, seed: int) -> dict[str, Any]:
+    def plan(self, index: int, seed: int, slices: int | None = None) -> dict[str, Any]:
         """How mask ``index`` is made; a plain dict for the manifest.
+
+        ``slices`` (2D only) asks for a stack: that many consecutive slices of one
+        training case, centred on its target and cut to the case's depth, under one
+        shared transform (``make`` returns ``(X, Y, S)``), so a 2D model can render a
+        volume slice by slice.
 
         A draw is drawn again from ``[seed, index, 1, attempt]`` when its transform
         leaves no voxel of the target class (``config.target``), or pushes the target
@@ -222,7 +227,7 @@ class RealMasks:
         refused: list[str] = []
         for attempt in range(REDRAWS + 1):
             key = [seed, index, 1] if attempt == 0 else [seed, index, 1, attempt]
-            params = self._draw(np.random.default_rng(key), attempt)
+            params = self._draw(np.random.default_rng(key), attempt, slices)
             why = self._refusal(params)
             if why is None:
                 if refused:
@@ -243,7 +248,7 @@ class RealMasks:
         if not target.any():
             return "empty"
         if _at_edge(target):
-            source = self.source(self._by_number[params["source"]], params.get("slice"))
+            source = self._source_of(params)
             before = layout.target_of(source, self.channels) == self.target_class
             expected = before.sum() * math.prod(params["scale"])
             if not _at_edge(before) or target.sum() < (1.0 - MAX_CUT) * expected:
@@ -254,12 +259,21 @@ class RealMasks:
     def target_class(self) -> int:
         return self.cache.config.target_class
 
-    def _draw(self, rng: np.random.Generator, attempt: int) -> dict[str, Any]:
+    def _draw(
+        self, rng: np.random.Generator, attempt: int, slices: int | None = None
+    ) -> dict[str, Any]:
         case = self.cases[int(rng.integers(len(self.cases)))]
         rec = self.cache.records[case]
         params: dict[str, Any] = {"masks": "real", "source": case_number(case)}
         shape = [int(n) for n in rec["shape"]]  # (X, Y, Z)
-        if self.dims == 2:
+        if self.dims == 2 and slices is not None:  # a stack around the target's middle
+            on = rec["target_slices"]
+            count = min(int(slices), shape[2])
+            first = int(np.clip(on[len(on) // 2] - count // 2, 0, shape[2] - count))
+            params["slices"] = [first, count]
+            angles = [rng.uniform(-self.rotate_deg[2], self.rotate_deg[2])]
+            shape = shape[:2]
+        elif self.dims == 2:
             on = rec["target_slices"]
             params["slice"] = int(on[int(rng.integers(len(on)))])
             angles = [rng.uniform(-self.rotate_deg[2], self.rotate_deg[2])]
@@ -290,16 +304,23 @@ class RealMasks:
             return self._last[1].copy()
         if params.get("masks") != "real" or params.get("source") not in self._by_number:
             raise ConfigError(f"not a plan of these real masks: {key}")
-        out = warp(
-            self.source(self._by_number[params["source"]], params.get("slice")),
-            self.spacing_mm,
-            params["rotate_deg"],
-            params["scale"],
-            params["translate_vox"],
-            params["elastic"],
-        )
+        moves = [params["rotate_deg"], params["scale"], params["translate_vox"], params["elastic"]]
+        source = self._source_of(params)
+        if "slices" in params:  # one transform for every slice of the stack
+            out = np.stack([warp(source[..., k], self.spacing_mm, *moves)
+                            for k in range(source.shape[-1])], axis=-1)  # fmt: skip
+        else:
+            out = warp(source, self.spacing_mm, *moves)
         self._last = (key, out)
         return out.copy()
+
+    def _source_of(self, params: dict[str, Any]) -> np.ndarray:
+        """The untransformed layout a plan starts from: a slice, a stack or a volume."""
+        case_id = self._by_number[params["source"]]
+        if "slices" in params:
+            first, count = params["slices"]
+            return np.stack([self.source(case_id, z) for z in range(first, first + count)], -1)
+        return self.source(case_id, params.get("slice"))
 
     def source(self, case_id: str, z: int | None = None) -> np.ndarray:
         """A case's untransformed layout: slice ``z`` ``(X, Y)`` or the volume
@@ -320,7 +341,7 @@ class RealMasks:
 
 
 def _at_edge(target: np.ndarray) -> bool:
-    """Whether a boolean map has a voxel on its outer faces (in-plane for a slice)."""
+    """Whether a boolean map has a voxel on its in-plane outer faces (x or y)."""
     for axis in range(min(target.ndim, 2)):  # 3D: z is the case's own extent, not a cut
         if target.take(0, axis=axis).any() or target.take(-1, axis=axis).any():
             return True

@@ -33,7 +33,7 @@ from medaug.synth.config import SynthConfig
 from medaug.synth.fidelity_filter import FidelityFilter, JudgeFactory
 from medaug.synth.layouts import UserLayouts, mask_dir
 from medaug.synth.preview import synthesis_preview
-from medaug.synth.sampler import Synthesizer
+from medaug.synth.sampler import Synthesizer, check_conditional_stack
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.fit import fit_or_resume
 from medaug.train.spec import GeneratorSpec
@@ -175,7 +175,7 @@ def synthesize(
     cfg = (config or SynthConfig()).replace(**settings)
     note = on_event or (lambda _msg: None)
     spec = generator or GeneratorSpec()
-    given = _check_request(cfg, n, input, model, spec.dims, shard)
+    given = _check_request(cfg, n, input, model, spec, shard)
     if cfg.min_fidelity is not None and judge is None:
         raise ConfigError(
             "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
@@ -209,8 +209,8 @@ def synthesize(
         _fit_mask_generator(given, real, cfg, note, train_callbacks)
     synth = Synthesizer(given, real=real, device=cfg.device, masks=cfg.masks, style=cfg.style)
     synth.check_mode(cfg.mode)
-    synth.check_stack(cfg.stack)
-    stack = cfg.stack and synth.dims == 2
+    synth.check_stack(cfg.stacks, cfg.mode)
+    stack = cfg.stacks and synth.dims == 2
     slices = cfg.slices or _median_depth(real)
     keep = None
     if cfg.min_fidelity is not None:  # candidates scored by a segmenter, failing ones replaced
@@ -313,26 +313,27 @@ def _check_request(
     n: int,
     input: str | os.PathLike[str] | None,
     model: str | os.PathLike[str] | Checkpoint | None,
-    dims: int,
+    spec: GeneratorSpec,
     shard: tuple[int, int] | None,
 ) -> Checkpoint | None:
-    """Everything that can be refused before any work; returns the given checkpoint,
-    read (once)."""
+    """Everything that can be refused before any work (fitting included); returns the
+    given checkpoint, read (once)."""
     if model is None and input is None:
         raise ConfigError("give {input} scans to fit a generator on, or a {model} checkpoint")
     if input is not None and not Path(input).exists():
         raise InputError(Path(input), "no such file or folder")
     given = None
+    dims, conditional = spec.dims, spec.condition == "mask"
     if model is not None:
         given = model if isinstance(model, Checkpoint) else Checkpoint.load(model)
-        dims = given.preprocess.dims
-    elif dims not in (2, 3):
-        raise ConfigError(f"{{dims}} must be 2 or 3, got {dims}")
-    if cfg.fmt != "nifti" and dims == 2 and not cfg.stack:
+        dims, conditional = given.preprocess.dims, given.model_config.conditional
+    if cfg.fmt != "nifti" and dims == 2 and not cfg.stacks:
         raise ConfigError(
-            f"{{fmt={cfg.fmt}}} writes whole volumes, and a 2D model makes single slices: "
-            "add {stack=True} (or use a 3D model)"
+            f"{{fmt={cfg.fmt}}} writes whole volumes, and {{stack=False}} asks for single "
+            "slices of a 2D model: leave {stack} unset (or use a 3D model)"
         )
+    if conditional and dims == 2 and cfg.stacks:
+        check_conditional_stack(cfg.mask_source, cfg.mode)
     if cfg.mode != "prior" and input is None:
         raise ConfigError(f"{{mode}} {cfg.mode} starts from real cases: give {{input}}")
     if shard is not None:

@@ -46,6 +46,7 @@ from medaug.preprocess.pipeline import grid_affine
 from medaug.preprocess.splits import training_cases
 from medaug.synth.config import MODES
 from medaug.synth.layouts import CaseLayouts, LayoutSource, open_layouts
+from medaug.synth.masks import RealMasks
 from medaug.train.checkpoint import Checkpoint, file_sha256
 from medaug.train.distributed import pick_device
 
@@ -212,13 +213,14 @@ class Synthesizer:
                 f"{{input}}; found {len(self.real_cases())}"
             )
 
-    def check_stack(self, stack: bool) -> None:
-        """Refuse ``stack`` for a mask-conditioned 2D model (before anything is written)."""
+    def check_stack(self, stack: bool, mode: str = "prior") -> None:
+        """Refuse what a mask-conditioned 2D model cannot stack (before anything is
+        written): its volume is a real case's consecutive slices under one shared
+        transform, so it needs ``masks=real``, and its one appearance code a prior
+        draw or ``style``."""
         if stack and self.dims == 2 and self.layouts is not None:
-            raise ConfigError(
-                "{stack} with a mask-conditioned 2D model: its cases are single slices "
-                "drawn on single layouts; use a 3D model for volumes"
-            )
+            real = isinstance(self.layouts, RealMasks)
+            check_conditional_stack("real" if real else self.masks, mode)
 
     # ---- plans: everything random about case i, from (seed, i) ---------------------
     def plan(
@@ -235,7 +237,7 @@ class Synthesizer:
         rng = np.random.default_rng([seed, index])
         params: dict[str, Any] = {"mode": mode, "seed": [seed, index]}
         stacked = self.dims == 2 and stack
-        self.check_stack(stack)
+        self.check_stack(stack, mode)
         cases = self.real_cases()
         if mode == "prior":
             if stacked:
@@ -254,6 +256,8 @@ class Synthesizer:
                 params["slice"] = [self._pick_slice(cases[a], u), self._pick_slice(cases[b], u)]
         if self.layouts is not None:
             params["layout"] = self._plan_layout(params, index, seed)
+            if stacked:  # the stack's depth is the source case's, at most `slices`
+                params["slices"] = params["layout"]["slices"][1]
         if self.style is not None:
             params["style"] = self.style
             if self.dims == 2:
@@ -264,6 +268,10 @@ class Synthesizer:
         if params["mode"] == "perturb":  # the source case's own layout
             return {"masks": "case", "case": params["source"], "slice": params.get("slice")}
         assert self.layouts is not None
+        if "slices" in params:  # check_stack: a stack is drawn from real masks
+            assert isinstance(self.layouts, RealMasks)
+            plan = self.layouts.plan(index, seed, slices=params["slices"])
+            return {**plan, "seed": [seed, index]}
         return {**self.layouts.plan(index, seed), "seed": [seed, index]}
 
     def layout(self, params: dict[str, Any]) -> np.ndarray:
@@ -287,12 +295,15 @@ class Synthesizer:
         gen = torch.Generator().manual_seed(_seed64(seed, index))
         shape = self.model.latent_shape
         mode = params["mode"]
+        s = params.get("slices")
         if "style" in params:  # one real case's appearance, every layout (any mode)
-            return self._posterior(_case_id(params["style"]), params.get("style_slice"))
+            style = self._posterior(_case_id(params["style"]), params.get("style_slice"))
+            return style if s is None or "layout" not in params else style.repeat(s, 1)
         if mode == "prior":
-            s = params.get("slices")
             if s is None:
                 return torch.randn((1, *shape), generator=gen)
+            if "layout" in params:  # a conditional stack: one appearance, every slice
+                return torch.randn((1, *shape), generator=gen).repeat(s, 1)
             anchors = torch.randn((math.ceil((s - 1) / ANCHOR_EVERY) + 1, *shape), generator=gen)
             return _anchor_path(anchors, s)
         eps = torch.randn(shape, generator=gen)
@@ -346,8 +357,11 @@ class Synthesizer:
         zs = [self.latents(p) for p in plans]
         flat = torch.cat(zs) if zs else torch.empty(0)
         layouts = None
-        if self.layouts is not None:  # one layout per case (a 2D case is one slice)
-            layouts = torch.from_numpy(np.stack([self.layout(p) for p in plans])).long()
+        if self.layouts is not None:  # one layout per slice (a stacked 2D case: several)
+            maps = [self.layout(p) for p in plans]
+            if self.dims == 2:
+                maps = [s for m in maps for s in (np.moveaxis(m, -1, 0) if m.ndim == 3 else [m])]
+            layouts = torch.from_numpy(np.stack(maps)).long()
         outs = []
         amp = torch.autocast("cuda", torch.bfloat16, enabled=self.device.type == "cuda")
         for start in range(0, flat.shape[0], batch_size):
@@ -426,6 +440,23 @@ class Synthesizer:
             }
             for c in self.generate(plans, batch_size)
         ]
+
+
+def check_conditional_stack(masks: str | None, mode: str) -> None:
+    """Refuse a stack a mask-conditioned 2D model cannot make: its volume is a real
+    case's consecutive layouts under one transform (``masks`` real, the default) with
+    one appearance for every slice (``mode`` prior, ``style`` for a real case's look)."""
+    if masks not in (None, "real"):
+        raise ConfigError(
+            f"{{stack}} with {{masks={masks}}}: a mask-conditioned 2D model stacks a real "
+            "case's consecutive layouts; use {masks=real} (the default) or a 3D model"
+        )
+    if mode != "prior":
+        raise ConfigError(
+            f"{{stack}} with {{mode={mode}}}: a stacked mask-conditioned case takes one "
+            "appearance for all its slices; use {mode=prior} (with {style} for a real "
+            "case's look)"
+        )
 
 
 def _tensor(a: np.ndarray) -> torch.Tensor:

@@ -31,7 +31,7 @@ from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache, case_number
 from medaug.preprocess.transforms import unit_to_hu
 from medaug.synth import SynthConfig, Synthesizer, synthesize
-from medaug.synth.masks import UserMasks
+from medaug.synth.masks import RealMasks, UserMasks
 from medaug.train import TrainConfig, train
 from medaug.train.checkpoint import Checkpoint, list_checkpoints
 from tests.conftest import TINY_MODEL, run_cli
@@ -111,7 +111,7 @@ def assert_labels_are_layouts(out: Path, synth: Synthesizer) -> None:
     for rec in cases:
         label, _ = nifti(out / rec["label"])
         expected = LY.target_of(synth.layout(rec["params"]), channels)
-        if synth.dims == 2:  # a 2D case: one slice
+        if synth.dims == 2 and expected.ndim == 2:  # a 2D case: one slice (or a stack)
             expected = expected[..., None]
         np.testing.assert_array_equal(label, expected, err_msg=rec["case"])
         assert rec["label_voxels"]["pancreas"] == int((expected == 1).sum()) > 0
@@ -341,9 +341,47 @@ def test_what_cannot_work_is_refused_before_anything_is_written(world: World, tm
         name = next(iter(asked))
         with pytest.raises(ConfigError, match=f"^{name} needs a mask-conditioned model, and "):
             synthesize(out, 2, model=world.plain, input=world.cache2, device="cpu", **asked)
-    with pytest.raises(ConfigError, match=r"^stack with a mask-conditioned 2D model"):
-        synthesize(out, 2, model=world.runs2, input=world.cache2, device="cpu", stack=True)
+    with pytest.raises(ConfigError, match=r"^stack with masks=learned: a mask-conditioned 2D"):
+        synthesize(out, 2, model=world.runs2, input=world.cache2, device="cpu", stack=True,
+                   masks="learned")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^stack with mode=interpolate: a stacked mask-"):
+        synthesize(out, 2, model=world.runs2, input=world.cache2, device="cpu",
+                   fmt="dicom", mode="interpolate")  # fmt: skip
     assert not out.exists()
+
+
+def test_a_2d_conditional_model_stacks_a_real_cases_slices_into_dicom(
+    world: World, tmp_path: Path
+) -> None:
+    """DICOM images with nothing else set: volumes of consecutive layouts of one training
+    case under one transform, rendered with one appearance code, labelled exactly by
+    their layouts, written as a CT series and a DICOM SEG."""
+    out = tmp_path / "dicom"
+    done = synthesize(out, 2, model=world.runs2, input=world.cache2, device="cpu",
+                      fmt="dicom", seg=True, slices=4)  # fmt: skip
+    synth = synthesizer(world)
+    cache = Cache(world.cache2)
+    assert done.manifest["settings"]["stack"] is True
+    for rec in done.manifest["cases"]:
+        lp = rec["params"]["layout"]
+        first, count = lp["slices"]
+        assert rec["params"]["slices"] == count == 4
+        case = next(c for c in cache.case_ids if case_number(c) == lp["source"])
+        depth = cache.records[case]["shape"][2]
+        assert 0 <= first <= depth - count
+        layouts = synth.layout(rec["params"])
+        assert layouts.shape == (*cache.config.grid, 4)
+        masks = RealMasks(cache, [case], TISSUE, 2)  # the same transform on every slice
+        for k in range(count):
+            one = {**lp, "slice": first + k}
+            del one["slices"]
+            np.testing.assert_array_equal(layouts[..., k], masks.make(one))
+        assert len(list((out / rec["dicom"]).glob("*.dcm"))) == 4
+        assert (out / rec["seg"]).exists()
+    assert_labels_are_layouts(out, synth)
+    # one appearance code: the latents of a stacked case are one draw, repeated
+    z = synth.latents(done.manifest["cases"][0]["params"])
+    assert z.shape[0] == 4 and torch.equal(z, z[:1].expand_as(z))
 
 
 # ---- bad input at the command line -------------------------------------------------------

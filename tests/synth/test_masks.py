@@ -80,7 +80,7 @@ def test_real_masks_repeat_keep_classes_and_target(caches, dims: int, channels: 
     for i, params in enumerate(plans):
         assert again.plan(i, seed=3) == params
         assert json.loads(json.dumps(params)) == params
-        assert params["masks"] == "real" and params["attempt"] == 0
+        assert params["masks"] == "real" and params["attempt"] == len(params.get("refused", []))
         assert isinstance(params["elastic"]["seed"], int)
         mask = masks.make(params)
         np.testing.assert_array_equal(again.make(params), mask)
@@ -321,7 +321,9 @@ def test_user_masks_reject_bad_input(tmp_path: Path, case: str, expected: str) -
 
 def test_user_masks_accept_what_is_a_label_map(tmp_path: Path) -> None:
     # whole numbers stored as floats, a 2D slice for a 2D model, a subfolder refused
-    config = PreprocessConfig(grid_2d=(16, 16), labels={"pancreas": [1], "tumour": [2]})
+    config = PreprocessConfig(
+        grid_2d=(16, 16), spacing_mm=(1.5, 1.5, 2.5), labels={"pancreas": [1], "tumour": [2]}
+    )  # the map's spacing
     floats = pancreas(dtype=np.float32)
     floats[10, 10, :] = 2.0
     masks = UserMasks(write_map(tmp_path / "floats.nii", floats), config, 2)

@@ -330,10 +330,15 @@ def test_3d_series_hold_the_generators_volume(world: World, tmp_path: Path):
     assert shared[0]["for"] != shared[1]["for"]
 
 
-def test_2d_dicom_without_stack_is_refused(world: World, tmp_path: Path):
-    with pytest.raises(ConfigError, match="stack=True"):
-        synthesize(tmp_path / "out", 2, model=world.vaegan2, device="cpu", fmt="dicom")
+def test_2d_dicom_stacks_unless_told_not_to(world: World, tmp_path: Path):
+    with pytest.raises(ConfigError, match="stack=False"):
+        synthesize(tmp_path / "out", 2, model=world.vaegan2, device="cpu", fmt="dicom",
+                   stack=False)  # fmt: skip
     assert not (tmp_path / "out").exists()
+    done = synthesize(tmp_path / "auto", 1, model=world.vaegan2, device="cpu", fmt="dicom",
+                      slices=3)  # fmt: skip
+    assert done.manifest["settings"]["stack"] is True
+    assert len(list((tmp_path / "auto" / "dicom").rglob("*.dcm"))) == 3
 
 
 # ---- 4. no identifying attribute leaks ------------------------------------------------
@@ -726,8 +731,8 @@ def test_bad_input_fails_with_one_line_and_writes_nothing(world: World, tmp_path
         args = ["--input", folder, "--steps", "2", "--n", "2"]
         expect = [f"{folder}: ", "no label"]
     elif case == "dicom-without-stack":
-        args = ["--model", world.vaegan2, "--n", "2", "--format", "dicom"]
-        expect = ["--stack"]
+        args = ["--model", world.vaegan2, "--n", "2", "--format", "dicom", "--no-stack"]
+        expect = ["--no-stack", "leave --stack unset"]
     proc = run_cli("synth", *args, "--out", out, "-q", cwd=tmp_path)
     lines = error_lines(proc)
     line = lines[-1]
