@@ -531,7 +531,12 @@ def train(
         Path,
         typer.Argument(help="A cache from `medaug preprocess`, or scans (preprocessed first)."),
     ],
-    model: Annotated[Variant, typer.Option(help="Model variant.")] = Variant("vaegan"),
+    model: Annotated[
+        Variant | None,
+        typer.Option(
+            help="Model variant (default: vaegan; on --resume, the run's).", show_default=False
+        ),
+    ] = None,
     dims: Annotated[Dims | None, typer.Option(help="2 or 3; must match the cache.")] = None,
     out: Annotated[Path, typer.Option(help="Folder of numbered run folders.")] = Path("runs"),
     steps: Annotated[
@@ -542,7 +547,10 @@ def train(
     ] = None,
     preset: Annotated[Preset, typer.Option(help="Model size.")] = Preset.cpu,
     condition: ConditionOption = None,
-    layout: LayoutOption = Layout.target_body_tissue,
+    layout: Annotated[
+        Layout | None,
+        typer.Option(help="--condition mask: the layout's channels (default: target+body+tissue)."),
+    ] = None,
     discriminator: DiscriminatorOption = None,
     kl_weight: KlWeightOption = None,
     augment: Annotated[
@@ -591,9 +599,14 @@ def train(
     overrides = dict(doc.get("model", {}))
     if condition is not None or discriminator is not None:
         kind = condition or Condition(overrides.get("condition", "none"))
-        spec = _generator(model.value, 2, None, kind, layout, discriminator, None, None)
-        overrides |= {k: spec.model_overrides()[k] for k in ("condition", "discriminator")}
-        if spec.condition == "mask":
+        variant = model.value if model else "vaegan"
+        spec = _generator(variant, 2, None, kind, layout or Layout.target_body_tissue,
+                          discriminator, None, None)  # fmt: skip
+        # a resumed run keeps its own settings: only what was given explicitly is checked
+        overrides["condition"] = spec.condition
+        if discriminator is not None or not resume:
+            overrides["discriminator"] = spec.resolved_discriminator
+        if spec.condition == "mask" and (layout is not None or not resume):
             overrides["layout"] = spec.layout
     if kl_weight is not None:
         overrides["kl_weight"] = kl_weight
@@ -609,7 +622,8 @@ def train(
     with _progress(quiet or as_json) as bars, job(cfg.device) as dist:
         cache = _training_cache(data, out, int(dims.value) if dims else None, dist)
         result = run(
-            cache, out, model=model.value, dims=int(dims.value) if dims else None,
+            cache, out, model=model.value if model else None,
+            dims=int(dims.value) if dims else None,
             preset=preset.value, config=cfg, model_overrides=overrides,
             resume=resume, on_event=lambda msg: warn.print(msg, style="yellow", markup=False),
             **bars.training(),

@@ -11,6 +11,7 @@ The host waits on the device only every ``log_every`` steps.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
@@ -155,7 +156,7 @@ def train(
     cache: str | os.PathLike[str] | Cache,
     out: str | os.PathLike[str],
     *,
-    model: str | ModelConfig = "vaegan",
+    model: str | ModelConfig | None = None,
     dims: int | None = None,
     preset: str = "cpu",
     config: TrainConfig | None = None,
@@ -176,13 +177,16 @@ def train(
     Args:
         cache: a cache folder from ``preprocess`` (or an open ``Cache``).
         out: folder of numbered run folders (``out/00003-vaegan-2d``).
-        model: a variant name (sized by ``preset`` for the data) or a full config.
+        model: a variant name (sized by ``preset`` for the data) or a full config
+            (default ``vaegan``; on resume, the run's own).
         dims: 2 or 3; must match the cache (default: the cache's).
         preset: ``cpu``, ``gpu-small`` or ``gpu-large``.
         config: training settings (default ``TrainConfig()``).
         model_overrides: ModelConfig fields to change (loss weights, sizes).
-        resume: continue the newest run in ``out`` from its newest checkpoint; it
-            must hold the same variant, dims and grid. ``config.steps`` may extend it.
+        resume: continue the newest run in ``out`` from its newest checkpoint, with
+            the model settings it was started with; a ``model`` or override given
+            that contradicts them is an error naming both values (nnU-Net's
+            ``--c``). ``config.steps`` may extend it.
         cases: explicit ``(training, held-out)`` case ids of the cache instead of
             ``config.fold`` of its ``splits.json`` (the gain experiment trains one
             generator per subset of patients); both sides go into the checkpoint.
@@ -217,7 +221,7 @@ def train(
 class _Request:
     """What ``train`` was asked for (its arguments)."""
 
-    model: str | ModelConfig
+    model: str | ModelConfig | None
     dims: int | None
     preset: str
     cfg: TrainConfig
@@ -284,9 +288,13 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     t_start = time.perf_counter()
     cases = None if ask.cases is None else (list(ask.cases[0]), list(ask.cases[1]))
     cfg = ask.cfg
-    mcfg = _model_config(ask.model, cache.config, ask.preset, ask.overrides)
+    if ask.resume:
+        run_dir, state = _resumable(out, ask.model, ask.overrides)
+        mcfg = _model_config(state.model_config, cache.config, ask.preset, {})
+    else:
+        run_dir, state = None, None
+        mcfg = _model_config(ask.model or "vaegan", cache.config, ask.preset, ask.overrides)
     dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases, mcfg.needs_context)
-    run_dir, state = _resumable(out, mcfg) if ask.resume else (None, None)
     if state is not None:  # the run's own settings, its batch size included
         cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
     events: list[str] = []
@@ -599,24 +607,37 @@ class _Monitor:
             self.won_since = step  # report again only after another stretch
 
 
-def _resumable(out: Path, mcfg: ModelConfig) -> tuple[Path, ckpt.Checkpoint]:
-    """The newest run in ``out`` with a checkpoint, checked against ``mcfg``."""
+def _resumable(
+    out: Path, model: str | ModelConfig | None, overrides: dict[str, Any]
+) -> tuple[Path, ckpt.Checkpoint]:
+    """The newest run in ``out`` with a checkpoint; what the caller set explicitly
+    (``model``, ``overrides``) must agree with the settings it was started with."""
     runs = [r for r in runs_in(out) if ckpt.list_checkpoints(r)]
     if not runs:
         raise InputError(out, "{resume}: no run with a checkpoint here")
     run_dir = runs[-1]
     state = ckpt.Checkpoint.load(run_dir)
     saved = state.model_config
-    names = ("variant", "dims", "grid", "image_channels", "classes", "condition", "layout",
-             "discriminator")  # fmt: skip
+    if isinstance(model, ModelConfig):
+        asked, names = model, [f.name for f in dataclasses.fields(ModelConfig)]
+    else:
+        doc = saved.to_dict() | overrides | ({"variant": model} if model else {})
+        asked = ModelConfig.from_dict(doc, source="the run's settings")
+        names = (["variant"] if model else []) + list(overrides)
     for name in names:
-        if getattr(saved, name) != getattr(mcfg, name):
+        if getattr(saved, name) != getattr(asked, name):
             raise ConfigError(
                 f"{{resume}}: this checkpoint has {name} "
-                f"{getattr(saved, name)}, the run asks for {getattr(mcfg, name)}",
+                f"{_shown(getattr(saved, name))}, the run asks for {_shown(getattr(asked, name))}",
                 prefix=f"{state.path}: ",
             )
     return run_dir, state
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value)
 
 
 def _shared_path(path: Path, dist: Distributed) -> Path:

@@ -363,6 +363,29 @@ def test_cli_discriminator_requests_fail_in_one_line(caches, tmp_path):
     ]
 
 
+def test_cli_resume_takes_the_runs_own_settings(caches, tmp_path):
+    """A conditional run resumed with no model options continues as it was; an option
+    that contradicts the run is one line naming both values; --steps extends it."""
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(json.dumps({"model": TINY_MODEL | {"spade_hidden": 8}}))
+    args = ["--out", tmp_path, "--batch-size", "4", "--quiet", "--config", cfg]
+    first = run_cli("train", caches[2], "--model", "gan", "--condition", "mask", "--layout",
+                    "target", "--steps", "2", *args)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    more = run_cli("train", caches[2], "--steps", "3", "--resume", "--json", *args)
+    assert more.returncode == 0, more.stderr
+    assert json.loads(more.stdout)["step"] == 3
+    saved = Checkpoint.load(tmp_path / "00000-gan-2d").model_config
+    assert (saved.variant, saved.condition, saved.layout) == ("gan", "mask", "target")
+    other = run_cli("train", caches[2], "--layout", "target+body", "--condition", "mask",
+                    "--steps", "4", "--resume", *args)  # fmt: skip
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines() == [
+        f"medaug: error: {tmp_path}/00000-gan-2d/checkpoints/step_00000003.pt: --resume: "
+        "this checkpoint has layout target, the run asks for target+body"
+    ]
+
+
 def test_cli_preprocesses_a_scan_folder_first(dicom_cohort, tmp_path):
     cfg = tmp_path / "tiny.json"
     cfg.write_text(json.dumps({"model": {"latent_dim": 8, "disc_layers": 1}}))
