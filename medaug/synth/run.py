@@ -11,6 +11,7 @@ cases by their records.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import deque
@@ -27,7 +28,7 @@ from medaug.models.config import mask_generator_overrides
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.pipeline import open_cache
-from medaug.preprocess.splits import training_cases
+from medaug.preprocess.splits import recorded_sides, training_cases
 from medaug.synth import fidelity_filter, output
 from medaug.synth.config import SynthConfig
 from medaug.synth.fidelity_filter import FidelityFilter, JudgeFactory
@@ -190,6 +191,10 @@ def synthesize(
         output.prepare(out, known | shard_of, n, early=True)
 
     # ---- the real cases on the model grid, and the model -------------------------------
+    if input is None and given is not None and given.model_config.conditional:
+        input = _own_cache(given)  # real masks need the training cases: the run's cache
+        if input is not None:
+            note(f"using the generator's own training cache {input} (no --input given)")
     real = None
     if input is not None:
         fitting = ": fitting a generator needs image + label pairs" if given is None else ""
@@ -357,6 +362,27 @@ def _check_shard(shard: tuple[int, int], n: int, model) -> None:
             "{shard} needs {model}: every shard must sample the same generator "
             "(fit one first, or synthesize without {shard})"
         )
+
+
+def _own_cache(given: Checkpoint) -> Path | None:
+    """The cache a checkpoint's run trained on (its ``config.json``'s ``data``), when it
+    is still there, on the model's grid, and holds every training case the checkpoint
+    recorded (by content hash); else None."""
+    config = given.path.parent.parent / "config.json"
+    try:
+        data = Path(json.loads(config.read_text())["data"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not Cache.exists(data):
+        return None
+    cache = Cache(data)
+    if cache.config.to_dict() != given.preprocess.to_dict():
+        return None
+    recorded = len((given.split or {}).get("train", []))
+    sides = recorded_sides(cache, given.split)
+    if not recorded or sides is None or len(sides[0]) != recorded:
+        return None
+    return data
 
 
 def _median_depth(real: Cache | None) -> int:

@@ -350,6 +350,29 @@ def test_what_cannot_work_is_refused_before_anything_is_written(world: World, tm
     assert not out.exists()
 
 
+def test_without_input_real_masks_come_from_the_runs_own_cache(
+    world: World, tmp_path: Path
+) -> None:
+    """`medaug synth --model runs/` after `medaug train`: the run's cache is still there
+    and holds its training cases, so it is used (and said); moved away, the error
+    asks for --input as before."""
+    notes: list[str] = []
+    done = synthesize(tmp_path / "own", 2, model=world.runs2, device="cpu",
+                      on_event=notes.append)  # fmt: skip
+    assert any(f"own training cache {world.cache2}" in n for n in notes), notes
+    with_input = synthesize(tmp_path / "given", 2, model=world.runs2, input=world.cache2,
+                            device="cpu")  # fmt: skip
+    assert [c["params"] for c in done.manifest["cases"]] == [
+        c["params"] for c in with_input.manifest["cases"]
+    ]
+    moved = tmp_path / "moved"
+    shutil.copytree(world.run2, moved / world.run2.name)
+    config = moved / world.run2.name / "config.json"
+    config.write_text(config.read_text().replace(str(world.cache2), str(tmp_path / "gone")))
+    with pytest.raises(ConfigError, match="give input scans"):
+        synthesize(tmp_path / "none", 2, model=moved, device="cpu")
+
+
 def test_a_2d_conditional_model_stacks_a_real_cases_slices_into_dicom(
     world: World, tmp_path: Path
 ) -> None:
