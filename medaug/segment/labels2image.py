@@ -2,22 +2,25 @@
 
 SynthSeg (Billot et al. 2020) trains segmenters on images painted from label maps,
 each class a Gaussian of random mean and spread; TorchIO implements it as
-``RandomLabelsToImage``. Here the label maps are the real training labels, extended
-with tissue classes that every CT has, read from the image's own HU:
+``RandomLabelsToImage``. Here the label maps are the real training labels, joined
+with the tissue classes every CT has: the layout ``target+body+tissue`` that the
+mask-conditioned generators render (:mod:`medaug.preprocess.layout`), from the
+context map preprocessing caches beside each label (body outline and HU bands
+``tissue_hu``, read before the HU window). The painted baseline and the generators
+therefore see the same classes, computed once:
 
 =====  =============================  =========================================
 class  what                           from
 =====  =============================  =========================================
-0      outside the body               not in the body outline
-1      air or lung inside the body    below :data:`AIR_HU` or at the window floor
-2      fat                            below :data:`FAT_HU`
-3      soft tissue                    below :data:`BONE_HU`
-4      bone or contrast               at or above :data:`BONE_HU`
+0      outside the body               the cached context (largest body component)
+1      air or lung inside the body    HU below ``tissue_hu[0]``
+2      fat                            HU below ``tissue_hu[1]``
+3      soft tissue                    HU below ``tissue_hu[2]``
+4      bone or contrast               HU from ``tissue_hu[2]``
 5      the target structure           the real label (it overrides the rest)
 =====  =============================  =========================================
 
-The body outline is the largest connected region of non-air voxels with its holes
-filled. Every item draws one mean per class from that class's CT-plausible HU range
+Every item draws one mean per class from that class's CT-plausible HU range
 (:data:`MEAN_HU`), one noise sd and one blur (partial volume, as TorchIO advises),
 from a generator seeded with ``(seed, item)``; :func:`render` then applies TorchIO's
 deterministic ``LabelsToImage`` and ``Blur`` (TorchIO's own split of a random
@@ -37,18 +40,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medaug.preprocess.transforms import hu_to_unit, unit_to_hu
-from medaug.segment.train import real_dataset
+from medaug.data.datasets import SliceDataset, VolumeDataset
+from medaug.preprocess import layout as LY
+from medaug.preprocess.transforms import hu_to_unit
 
 #: The gain experiment's arm: real items mixed with labels2image items at ``--ratio``.
 ARM = "real+labels2image"
-#: Voxels below this HU are air (or lung); so are voxels clipped at the window floor.
-AIR_HU = -300.0
-#: Voxels in [AIR_HU, FAT_HU) are fat.
-FAT_HU = -20.0
-#: Voxels at or above this HU are bone or contrast; between FAT_HU and here soft tissue.
-BONE_HU = 150.0
-#: Class names by value (:func:`tissue_classes`).
+#: Class names by value (:func:`tissue_classes`): the layout target+body+tissue.
 CLASSES = ("outside body", "air/lung", "fat", "soft tissue", "bone/contrast", "target")
 TARGET = len(CLASSES) - 1
 #: Range of each class's mean intensity, HU, drawn uniformly per item.
@@ -61,49 +59,21 @@ BLUR_VOXELS = (0.3, 1.0)
 VARIANTS = 8
 
 
-def tissue_classes(
-    image_hu: np.ndarray, label: np.ndarray, target: int, window_floor: float | None = None
-) -> np.ndarray:
-    """The class map an image is painted from: body outline, HU tissue classes, target.
+def tissue_classes(label: np.ndarray, context: np.ndarray, target: int) -> np.ndarray:
+    """The class map an item is painted from: the layout ``target+body+tissue``.
 
     Args:
-        image_hu: (X, Y) or (X, Y, Z) image in HU.
-        label: class map of the same shape.
-        target: the label value of the target structure.
-        window_floor: the low end of the HU window the image was clipped to: voxels
-            there are air whatever their true HU (the default window clips at -160).
+        label: (X, Y) or (X, Y, Z) class map.
+        context: the cached context map of the same shape (0 outside the body, 1..4
+            tissue by HU band; ``preprocess.layout.context_map``).
+        target: the label value of the target structure (other label values take
+            their tissue class: only the target is painted as itself).
 
     Returns:
         uint8 class map with values 0..5 (:data:`CLASSES`).
     """
-    image_hu = np.asarray(image_hu, dtype=np.float32)
-    air = image_hu < AIR_HU
-    if window_floor is not None:
-        air |= image_hu <= window_floor + 0.5
-    body = _body(~air)
-    classes = np.zeros(image_hu.shape, dtype=np.uint8)
-    classes[body & air] = 1
-    classes[body & ~air & (image_hu < FAT_HU)] = 2
-    classes[body & (image_hu >= FAT_HU) & (image_hu < BONE_HU)] = 3
-    classes[body & (image_hu >= BONE_HU)] = 4
-    classes[np.asarray(label) == target] = TARGET
-    return classes
-
-
-def _body(solid: np.ndarray) -> np.ndarray:
-    """The largest connected region of ``solid`` with its holes filled (per slice in
-    a volume too, so bowel gas open to the slice edge above is still inside)."""
-    from scipy import ndimage
-
-    regions, count = ndimage.label(solid)
-    if count == 0:
-        return np.zeros_like(solid)
-    sizes = np.bincount(regions.ravel())[1:]
-    body = regions == (int(np.argmax(sizes)) + 1)
-    if body.ndim == 3:
-        for z in range(body.shape[2]):
-            body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
-    return ndimage.binary_fill_holes(body)
+    target_only = (np.asarray(label) == target).astype(np.uint8)
+    return LY.compose(target_only, np.asarray(context), "target+body+tissue").astype(np.uint8)
 
 
 def draw(rng: np.random.Generator) -> dict[str, Any]:
@@ -148,28 +118,6 @@ def render(classes: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     return (image if classes.ndim == 3 else image[..., 0]).astype(np.float32)
 
 
-def labels2image(
-    image_unit: np.ndarray, label: np.ndarray, config: Any, rng: np.random.Generator
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """One labels2image item from a real item in model units.
-
-    Args:
-        image_unit: (X, Y) or (X, Y, Z) real image in [-1, 1].
-        label: its class map.
-        config: the ``PreprocessConfig`` (HU window, target class).
-        rng: the item's generator.
-
-    Returns:
-        ``(image in [-1, 1], params)``; the pair's label is ``label`` itself.
-    """
-    low = config.hu_window[0]
-    hu = unit_to_hu(image_unit, config.hu_window)
-    classes = tissue_classes(hu, label, config.target_class, window_floor=low)
-    params = draw(rng)
-    painted = render(classes, params)
-    return hu_to_unit(painted, config.hu_window).astype(np.float32), params
-
-
 class Labels2ImageDataset(Dataset):
     """labels2image items over the real training items of a cache, in [-1, 1].
 
@@ -189,7 +137,10 @@ class Labels2ImageDataset(Dataset):
     intensity = "unit"
 
     def __init__(self, cache: Any, cases: Sequence[str], seed: int = 0, variants: int = VARIANTS):
-        self.real = real_dataset(cache, cases)
+        if cache.config.dims == 2:
+            self.real: Any = SliceDataset(cache, list(cases), context=0, with_context=True)
+        else:
+            self.real = VolumeDataset(cache, list(cases), with_context=True)
         self.config = cache.config
         self.root = cache.root
         self.seed = seed
@@ -204,9 +155,9 @@ class Labels2ImageDataset(Dataset):
         item = self.real[k]
         window = self.config.hu_window
         if k not in self._classes:
-            hu = unit_to_hu(item["image"][0].numpy(), window)
             label = item["label"][0].numpy().astype(np.uint8)
-            self._classes[k] = tissue_classes(hu, label, self.config.target_class, window[0])
+            context = item["context"][0].numpy()
+            self._classes[k] = tissue_classes(label, context, self.config.target_class)
         painted = render(self._classes[k], draw(np.random.default_rng([self.seed, j])))
         return {
             "image": torch.from_numpy(hu_to_unit(painted, window).astype(np.float32))[None],
@@ -244,7 +195,6 @@ __all__ = [
     "Labels2ImageDataset",
     "draw",
     "items",
-    "labels2image",
     "render",
     "tissue_classes",
 ]

@@ -8,6 +8,7 @@ import pytest
 
 from medaug.data import Cache, load_split
 from medaug.data.synthetic import MixedDataset, check_compatible
+from medaug.preprocess import layout as LY
 from medaug.segment.labels2image import (
     CLASSES,
     TARGET,
@@ -24,26 +25,36 @@ pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 def phantom_slice() -> tuple[np.ndarray, np.ndarray]:
     """A 32x32 HU slice: air around a body disc of soft tissue (40 HU) with a fat rim
-    (-100 HU), a bone spot (500), a gas bubble (-160, the window floor) and an organ."""
+    (-100 HU), a bone spot (500), a gas bubble (-900, inside the body) and an organ."""
     x, y = np.mgrid[:32, :32]
     r = np.hypot(x - 16, y - 16)
     hu = np.full((32, 32), -1000.0)
     hu[r < 13] = -100.0
     hu[r < 10] = 40.0
     hu[20:23, 14:17] = 500.0
-    hu[10:12, 10:12] = -160.0
+    hu[10:12, 10:12] = -900.0
     label = np.zeros((32, 32), np.uint8)
     label[14:18, 18:22] = 1
     hu[label == 1] = 60.0
     return hu, label
 
 
-def test_tissue_classes_come_from_hu_the_body_outline_and_the_label():
+def context(hu: np.ndarray) -> np.ndarray:
+    """What preprocessing caches beside the label (from HU, before the window)."""
+    return LY.context_map(hu[..., None])[..., 0]
+
+
+def test_tissue_classes_are_the_generators_layout():
+    """One tissue classification: the cached context under the label, exactly the
+    layout target+body+tissue the mask-conditioned generators are conditioned on."""
     hu, label = phantom_slice()
-    classes = tissue_classes(np.clip(hu, -160, 240), label, 1, window_floor=-160.0)
+    label[2, 2] = 2  # another label class takes its tissue class: only the target is painted
+    classes = tissue_classes(label, context(hu), 1)
     assert len(CLASSES) == 6 and CLASSES[TARGET] == "target"
+    expected = LY.compose((label == 1).astype(np.uint8), context(hu), "target+body+tissue")
+    np.testing.assert_array_equal(classes, expected)
     assert classes[0, 0] == 0  # outside the body
-    assert classes[10, 10] == 1  # gas inside the body: the window floor is air
+    assert classes[10, 10] == 1  # gas inside the body
     assert classes[16, 4] == 2  # the fat rim
     assert classes[16, 12] == 3  # soft tissue
     assert classes[21, 15] == 4  # bone
@@ -52,7 +63,7 @@ def test_tissue_classes_come_from_hu_the_body_outline_and_the_label():
 
 def test_painting_follows_the_drawn_parameters_exactly():
     hu, label = phantom_slice()
-    classes = tissue_classes(hu, label, 1, window_floor=-160.0)
+    classes = tissue_classes(label, context(hu), 1)
     params = draw(np.random.default_rng([0, 7]))
     a, b = render(classes, params), render(classes, params)
     assert a.dtype == np.float32 and a.shape == (32, 32) and np.array_equal(a, b)
