@@ -4,8 +4,10 @@ evaluate report, ``segment eval`` on a synthesis folder, and the bad inputs."""
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +124,45 @@ def test_real_pairs_score_the_heldout_real_dice_and_the_report_leads_with_it(wor
     assert page.index("Verdict") < page.index("Metrics") and "Label fidelity" in page
     assert "{'unit'" not in page and "synthetic slices against" in page
     assert "Worst pairs by label fidelity" in page and (out / PREVIEW).is_file()
+
+
+def chromium() -> str:
+    """Debian's headless Chromium, or skip (.ci/run installs it as it installs dcm2niix)."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.skip("Chromium is not installed (apt-get install chromium): the page is "
+                    "not rendered in a browser")  # fmt: skip
+    return found
+
+
+def test_the_report_reads_in_a_browser(world, tmp_path):
+    """report.html in headless Chromium as a reader sees it: the verdict is the first
+    thing on the page, drawn in its colours at the top of the screenshot; the settings
+    read as words; the worst-pairs image is shown."""
+    from PIL import Image
+
+    from medaug.report import write_report
+
+    out = tmp_path / "real"
+    shutil.copytree(world["real"], out)
+    evaluate(world["cohort"], out, feature_steps=2, device="cpu", segmenter=world["seg"])
+    page = write_report(out)
+    browser = chromium()
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([*flags, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120, check=True).stdout  # fmt: skip
+    verdict = json.loads((out / "evaluation.json").read_text())["verdict"]
+    first = dom.index("<h2>")
+    assert dom[first:].startswith("<h2>Verdict</h2>")  # the first section is the verdict
+    assert html.escape(verdict[0]["text"], quote=False) in dom
+    assert "synthetic slices against" in dom and 'alt="worst pairs"' in dom
+    shot = tmp_path / "page.png"
+    subprocess.run([*flags, "--window-size=1100,700", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    top = np.asarray(Image.open(shot).convert("RGB"))[:350]
+    colours = {(0x1B, 0x7F, 0x3B), (0xB3, 0x59, 0x00), (0x44, 0x44, 0x44)}
+    drawn = {tuple(int(v) for v in px) for px in top.reshape(-1, 3)}
+    assert drawn & colours, "no verdict line drawn in the first 350 pixels"
 
 
 def test_labels_away_from_the_organ_score_near_zero(world, tmp_path):
