@@ -89,6 +89,10 @@ class ModelConfig(Settings):
     layout: str = "target"  # the layout's channels (preprocess/layout.py CHANNELS)
     role: str = "pair"  # "pair": image (+ label); "layout": a mask generator
     spade_hidden: int = 32  # channels of SPADE's shared layer (MONAI SPADE)
+    # channels of the latent projected and broadcast over the grid beside the layout in
+    # every SPADE (OASIS's "3D noise": appearance at every scale; 0: the latent enters
+    # at the bottom only)
+    latent_map: int = 0
     # the image discriminator: "patch" (MONAI PatchGAN over image + layout: real or fake)
     # or "segmentation" (OASIS: a U-Net over the image alone that labels every voxel with
     # its layout class or "fake"; mask-conditioned models only). aae and avb judge

@@ -273,3 +273,22 @@ def test_discriminator_settings_are_checked() -> None:
     cfg = segmenting("vaegan", 2)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     assert "image_disc" not in dict(build_model(segmenting("vae", 2)).named_children())
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_latent_map_joins_the_layout_in_every_spade(dims: int) -> None:
+    """``latent_map``: the latent, projected and broadcast over the grid, beside the
+    layout wherever the layout enters; each sample's image follows its own latent."""
+    torch.manual_seed(0)
+    model = build_model(conditional("vaegan", dims, latent_map=4))
+    k = model.config.layout_classes
+    spades = [m for m in model.decoder.modules() if type(m).__name__ == "SPADE"]
+    assert spades and all(s.mlp_shared.conv.in_channels == k + 4 for s in spades)
+    x = model.inputs(conditioned_batch(dims))
+    z = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    moved = z.clone()
+    moved[0] += 1.0
+    change = (model.decode(z, x[:, 1:]) - model.decode(moved, x[:, 1:])).abs().flatten(1).sum(1)
+    assert change[0] > 0 and torch.all(change[1:] == 0)
+    plain = build_model(conditional("vaegan", dims))
+    assert plain.decoder.to_map is None
