@@ -1136,12 +1136,15 @@ def demo(
     )
     typer.echo("Do synthetic pairs raise segmentation Dice? (a generator per regime, trained")
     typer.echo("on that regime's patients only; the same U-Net steps in every arm)\n")
+    folds = min(gain_folds, patients)  # every patient tested once (README: make demo)
+    # 2 real patients, or what the smallest fold trains on when the cohort is smaller
+    trained = patients - -(-patients // folds)
     gain(
         input=out / "cache",
         out=out / "gain",
-        train_cases=gain_cases or ["2"],
+        train_cases=gain_cases or [str(max(1, min(2, trained)))],
         seeds=gain_seeds,
-        folds=min(gain_folds, patients),  # every patient tested once (README: make demo)
+        folds=folds,
         arms=["real,real+classical,real+synth,real+labels2image"],
         steps=gain_steps,
         mode=GainMode.prior,

@@ -16,11 +16,14 @@ AUGMENTS = ("none", "classical")
 #: The gain experiment's arms: what each U-Net trains on (``real`` always runs).
 ARMS = (
     "real", "real+classical", "real+synth", "real+classical+synth", "synth-only",
-    "real+labels2image",
+    "real+labels2image", "real+classical+labels2image",
 )  # fmt: skip
 DEFAULT_ARMS = ARMS[:4]
 #: Arms that mix real items with other items at ``ratio``.
-MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image")
+MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image",
+              "real+classical+labels2image")  # fmt: skip
+#: The arms whose mixed-in items are painted from real labels (labels2image).
+PAINTED_ARMS = ("real+labels2image", "real+classical+labels2image")
 #: How the gain experiment draws synthetic cases (``medaug.synth`` modes).
 GAIN_MODES = ("prior", "perturb")
 #: The gain experiment's real patients per regime when none are asked for.
@@ -186,6 +189,7 @@ __all__ = [
     "DEFAULT_TRAIN_PATIENTS",
     "GAIN_MODES",
     "MIXED_ARMS",
+    "PAINTED_ARMS",
     "GainConfig",
     "SegmentConfig",
     "default_sweep",

@@ -19,9 +19,10 @@ Design, in the order ``run_gain`` follows it:
    weights (the seed) for the same number of steps with the same batch size:
    ``real``; ``real+classical`` (MONAI affine, elastic, intensity, noise);
    ``real+synth`` (synthetic items at ``ratio``); ``real+classical+synth``; and
-   optionally ``synth-only`` and ``real+labels2image`` (the cheap baseline: images
+   optionally ``synth-only``, ``real+labels2image`` (the cheap baseline: images
    painted from the regime's real labels, :mod:`medaug.segment.labels2image`, at
-   ``ratio``).
+   ``ratio``) and ``real+classical+labels2image`` (the same under classical
+   augmentation: the fair rival of ``real+classical+synth``).
 5. **Statistics.** Per arm and regime: mean test Dice over runs (folds x seeds), its
    standard deviation and 95% t interval; and a paired comparison with ``real`` over
    every (test case, seed) pair (the same seed starts both arms from the same weights
@@ -58,6 +59,7 @@ from medaug.segment.config import (
     ARMS,
     DEFAULT_ARMS,
     MIXED_ARMS,
+    PAINTED_ARMS,
     GainConfig,
     SegmentConfig,
     default_sweep,
@@ -310,11 +312,11 @@ def run_gain(
             generators.append(gen)
             synth = SyntheticDataset(out / gen["synthetic"], intensity="unit")
         painted = None
-        if labels2image.ARM in cfg.arms:
+        if any(a in PAINTED_ARMS for a in cfg.arms):
             painted = labels2image.Labels2ImageDataset(cache, list(regime.cases), cfg.seed)
         for s in range(cfg.seeds):
             for arm in cfg.arms:
-                source = painted if arm == labels2image.ARM else synth
+                source = painted if arm in PAINTED_ARMS else synth
                 run = _run(out, cache, regime, arm, cfg.seed + s, cfg, source, note)
                 runs.append(run)
                 if on_run is not None:
@@ -432,7 +434,7 @@ def _run(
                 return done
         except (OSError, ValueError):
             pass  # a damaged record: the run is redone
-    mixed = synth if "synth" in arm or arm == labels2image.ARM else None
+    mixed = synth if "synth" in arm or arm in PAINTED_ARMS else None
     fitted = fit(cache, list(regime.cases), run_cfg, mixed)
     scores = score(fitted.net, cache, list(regime.test_cases), run_cfg)
     record = {

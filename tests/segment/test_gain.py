@@ -116,10 +116,11 @@ def test_a_second_run_reuses_every_result(experiment, cohort: Path):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
 
 
-def test_labels2image_arm_with_every_patient_tested_once(cohort: Path, tmp_path: Path):
+def test_labels2image_arms_with_every_patient_tested_once(cohort: Path, tmp_path: Path):
+    arms = ["real", "real+labels2image", "real+classical+labels2image"]
     doc = run_gain(
         cohort, tmp_path / "g", train_patients=[1], seeds=2, folds=4, segment=TINY,
-        arms=["real", "real+labels2image"], preprocess_config=PP, device="cpu",
+        arms=arms, preprocess_config=PP, device="cpu",
     )  # fmt: skip
     assert doc["generators"] == []  # no generator is trained for the cheap baseline
     tested = sorted(p for split in doc["splits"] for p in split["test_patients"])
@@ -128,6 +129,18 @@ def test_labels2image_arm_with_every_patient_tested_once(cohort: Path, tmp_path:
     assert len(painted) == 4 * 2 and all(r["items_synthetic"] > 0 for r in painted)
     row = next(r for r in doc["summary"] if r["arm"] == "real+labels2image")
     assert row["vs_real"]["pairs"] == 4 * 2  # (test case, seed) pairs
+    # the fair rival of real+classical+synth: painted items under classical augmentation
+    both = [r for r in doc["runs"] if r["arm"] == "real+classical+labels2image"]
+    assert len(both) == 4 * 2 and all(r["items_synthetic"] > 0 for r in both)
+    plain = {(r["fold"], r["seed"]): r["test"]["dice"] for r in painted}
+    assert any(plain[(r["fold"], r["seed"])] != r["test"]["dice"] for r in both)  # augmented
+    # the same seed gives the same per-case Dice
+    again = run_gain(
+        cohort, tmp_path / "g2", train_patients=[1], seeds=2, folds=4, segment=TINY,
+        arms=arms, preprocess_config=PP, device="cpu",
+    )  # fmt: skip
+    dice = {(r["fold"], r["arm"], r["seed"]): r["test"]["cases"] for r in doc["runs"]}
+    assert {(r["fold"], r["arm"], r["seed"]): r["test"]["cases"] for r in again["runs"]} == dice
     assert "| 1 | real+labels2image | 8 |" in (tmp_path / "g" / "gain.md").read_text()
 
     # the command line: --arms picks the arms (real always runs)
