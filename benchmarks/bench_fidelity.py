@@ -225,10 +225,13 @@ def image_measures(
 
 
 def baseline(cache: Cache, train_ids: list[str], held_ids: list[str], seg, args) -> dict[str, Any]:
-    images, labels, names = labels2image.items(cache, train_ids, args.n, seed=0)
+    """labels2image painted from the labels of the patients the generators trained on."""
+    cases = train_ids[: args.train_patients] if args.train_patients else train_ids
+    images, labels, names = labels2image.items(cache, cases, args.n, seed=0)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
     return {"generator": "labels2image", "summary": summary, "pairs": rows,
-            "image": image_measures(images, labels, cache, train_ids, held_ids)}  # fmt: skip
+            "patients": len(cases),
+            "image": image_measures(images, labels, cache, cases, held_ids)}  # fmt: skip
 
 
 def row(name: str, s: dict[str, Any], ref: dict[str, Any]) -> list[str]:

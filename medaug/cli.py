@@ -603,11 +603,17 @@ def train(
         spec = _generator(variant, 2, None, kind, layout or Layout.target_body_tissue,
                           discriminator, None, None)  # fmt: skip
         # a resumed run keeps its own settings: only what was given explicitly is checked
-        overrides["condition"] = spec.condition
-        if discriminator is not None or not resume:
-            overrides["discriminator"] = spec.resolved_discriminator
-        if spec.condition == "mask" and (layout is not None or not resume):
-            overrides["layout"] = spec.layout
+        if not resume:  # the generator medaug would fit, KL weight included
+            auto = spec.model_overrides()
+            if "kl_weight" in overrides:  # a config file's own weight stays
+                auto.pop("kl_weight", None)
+            overrides |= auto
+        else:
+            overrides["condition"] = spec.condition
+            if discriminator is not None:
+                overrides["discriminator"] = spec.resolved_discriminator
+            if spec.condition == "mask" and layout is not None:
+                overrides["layout"] = spec.layout
     if kl_weight is not None:
         overrides["kl_weight"] = kl_weight
     if augment is not None:
@@ -701,7 +707,7 @@ def synth(
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per decoder call.")] = 16,
     device: DeviceOption = "auto",
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Training steps when fitting (default: 2000).")
+        int | None, typer.Option(min=1, help="Training steps when fitting (default: 1000).")
     ] = None,
     dims: Annotated[Dims, typer.Option(help="Fitting: 2D slices or 3D volumes.")] = Dims.two,
     variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant(

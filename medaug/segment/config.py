@@ -91,8 +91,8 @@ class GainConfig(Settings):
     ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
     synth_n: int = 200  # synthetic cases made per regime
     synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
-    # the generator trained per regime (medaug's default spec, 1000 steps)
-    generator: GeneratorSpec = field(default_factory=lambda: GeneratorSpec(steps=1000))
+    # the generator trained per regime: medaug's default spec (train/spec.py)
+    generator: GeneratorSpec = field(default_factory=GeneratorSpec)
     seed: int = 0  # the split, the patient order, the generators and the first U-Net seed
     device: str = "auto"  # auto | cpu | cuda | cuda:N (also the U-Net's)
     segment: SegmentConfig = field(default_factory=SegmentConfig)  # the U-Net every arm trains

@@ -19,10 +19,11 @@ def test_the_default_is_a_mask_conditioned_2d_vaegan_with_the_measured_discrimin
     assert spec.resolved_discriminator == S.DEFAULT_DISCRIMINATOR
     assert spec.model_overrides() == {
         "condition": "mask", "layout": "target+body+tissue",
-        "discriminator": S.DEFAULT_DISCRIMINATOR,
+        "discriminator": S.DEFAULT_DISCRIMINATOR, "kl_weight": S.DEFAULT_KL_WEIGHT,
     }  # fmt: skip
+    assert (S.DEFAULT_DISCRIMINATOR, S.DEFAULT_KL_WEIGHT, spec.steps) == ("segmentation", 8.0, 1000)
     # the gain experiment's generator is the same spec, trained shorter
-    assert GainConfig().generator == spec.replace(steps=1000)
+    assert GainConfig().generator == spec
 
 
 def test_auto_resolves_per_variant_and_condition():
@@ -31,6 +32,10 @@ def test_auto_resolves_per_variant_and_condition():
     }  # fmt: skip
     for variant in ("vae", "aae", "avb"):  # no image discriminator unless asked
         assert GeneratorSpec(variant=variant).resolved_discriminator == "patch"
+    # the KL weight: 8 for a mask-conditioned model with a KL term, else the variant's
+    assert GeneratorSpec(variant="gan").model_overrides().get("kl_weight") is None
+    assert GeneratorSpec(variant="vae").model_overrides()["kl_weight"] == 8.0
+    assert "kl_weight" not in GeneratorSpec(condition="none").model_overrides()
     asked = GeneratorSpec(variant="aae", discriminator="segmentation", kl_weight=8,
                           augment="translation,cutout")  # fmt: skip
     assert asked.model_overrides() == {
