@@ -707,7 +707,7 @@ def synth(
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per decoder call.")] = 16,
     device: DeviceOption = "auto",
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Training steps when fitting (default: 1000).")
+        int | None, typer.Option(min=1, help="Training steps when fitting (default: 900).")
     ] = None,
     dims: Annotated[Dims, typer.Option(help="Fitting: 2D slices or 3D volumes.")] = Dims.two,
     variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant(
@@ -1019,7 +1019,9 @@ def gain(
     ] = None,
     synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
     mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
-    generator_steps: Annotated[int, typer.Option(min=1, help="Steps per generator.")] = 1000,
+    generator_steps: Annotated[
+        int | None, typer.Option(min=1, help="Steps per generator (default: 900).")
+    ] = None,
     variant: Annotated[Variant, typer.Option(help="Generator trained per regime.")] = Variant(
         "vaegan"
     ),

@@ -60,9 +60,9 @@ class GeneratorSpec(Settings):
     variant: str = "vaegan"  # vae | gan | vaegan | aae | avb | gvae
     dims: int = 2  # 2: axial slices; 3: volumes
     preset: str = "auto"  # model size: auto (cpu on a CPU, gpu-small on CUDA) or a preset
-    # optimisation steps (batch 16, or the training set when smaller): about 13 minutes
-    # for the default generator at 64^2 on 2 CPU cores (0.79 s a step)
-    steps: int = 1000
+    # optimisation steps (batch 16, or the training set when smaller): about 14 minutes
+    # for the default generator at 64^2 on 2 CPU cores (0.95 s a step)
+    steps: int = 900
     # mask: images rendered around layouts (label + context), each pair labelled exactly
     # by its layout; none: image and label generated together (the first design)
     condition: str = "mask"

@@ -21,7 +21,7 @@ def test_the_default_is_a_mask_conditioned_2d_vaegan_with_the_measured_discrimin
         "condition": "mask", "layout": "target+body+tissue",
         "discriminator": S.DEFAULT_DISCRIMINATOR, "kl_weight": S.DEFAULT_KL_WEIGHT,
     }  # fmt: skip
-    assert (S.DEFAULT_DISCRIMINATOR, S.DEFAULT_KL_WEIGHT, spec.steps) == ("segmentation", 8.0, 1000)
+    assert (S.DEFAULT_DISCRIMINATOR, S.DEFAULT_KL_WEIGHT, spec.steps) == ("segmentation", 8.0, 900)
     # the gain experiment's generator is the same spec, trained shorter
     assert GainConfig().generator == spec
 
