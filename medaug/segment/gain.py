@@ -279,6 +279,8 @@ def run_gain(
     """
     out = Path(out)
     note = on_event or (lambda _msg: None)
+    if isinstance(settings.get("generator"), dict):  # a recipe's generator: mapping
+        settings["generator"] = GeneratorSpec.from_dict(settings["generator"], "generator")
     cfg = (config or GainConfig()).replace(**settings)
     if model is not None and cfg.folds is not None:
         raise ConfigError(

@@ -119,6 +119,12 @@ def merge(
     _check_tiling(parts, n)
     settings = {k: v for k, v in first.doc["settings"].items() if k != "shard"}
     info = {k: v for k, v in first.doc.items() if k not in (*PER_SHARD, "medaug_version", "n")}
+    if info.get("conditioning"):  # each shard counted its own layouts' clean-up: add them
+        info["conditioning"] = {
+            **info["conditioning"],
+            **{k: _summed([p.doc["conditioning"].get(k) for p in parts])
+               for k in TALLIES if k in info["conditioning"]},
+        }  # fmt: skip
 
     done = _prepare(out, settings, n, [p.folder for p in parts], overwrite)
     output.manifest(out, settings, info, n, done)  # marks OUT as this merge's, for a resume
@@ -167,6 +173,29 @@ def _read_shard(folder: Path) -> _Shard:
     return _Shard(folder, doc, indices, records)
 
 
+#: Blocks of a manifest's ``conditioning`` that count what each shard's own cases needed
+#: (real-mask redraws, learned-mask clean-up): summed over the shards, not compared.
+TALLIES = ("redraws", "cleanup")
+
+
+def _without_tallies(conditioning: dict[str, Any] | None) -> dict[str, Any] | None:
+    if conditioning is None:
+        return None
+    return {k: v for k, v in conditioning.items() if k not in TALLIES}
+
+
+def _summed(blocks: list[dict[str, Any] | None]) -> dict[str, Any]:
+    """Shards' tallies as one: numbers added, words (the rule) kept."""
+    out: dict[str, Any] = {}
+    for block in (b for b in blocks if b):
+        for k, v in block.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+            else:
+                out.setdefault(k, v)
+    return out
+
+
 def _check_same(part: _Shard, first: _Shard) -> None:
     """``part`` comes from the same checkpoint, settings and medaug as ``first``."""
     a, b = first.doc, part.doc
@@ -182,8 +211,10 @@ def _check_same(part: _Shard, first: _Shard) -> None:
     changed += [
         k
         for k in sorted(set(a) | set(b))
-        if k not in (*PER_SHARD, *RUNTIME, "checkpoint") and a.get(k) != b.get(k)
+        if k not in (*PER_SHARD, *RUNTIME, "checkpoint", "conditioning") and a.get(k) != b.get(k)
     ]
+    if _without_tallies(a.get("conditioning")) != _without_tallies(b.get("conditioning")):
+        changed.append("conditioning")
     if changed:
         what = ", ".join(changed[:3])
         raise InputError(part.folder, f"made with other settings than {first.folder} ({what})")

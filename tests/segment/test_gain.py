@@ -54,7 +54,7 @@ def test_gain_json_has_every_run_and_a_row_per_regime_and_arm(experiment):
     assert json.loads((out / "gain.json").read_text()) == doc
     assert doc["settings"]["train_patients"] == [1, "all"]
     runs = doc["runs"]
-    assert len(runs) == 2 * 2 * 6 * 2  # folds x regimes x arms x seeds
+    assert len(runs) == 2 * 2 * len(ARMS) * 2  # folds x regimes x arms x seeds
     assert {(r["regime"], r["arm"]) for r in doc["summary"]} == {
         (n, a) for n in (1, 2) for a in ARMS
     }
@@ -67,7 +67,7 @@ def test_gain_json_has_every_run_and_a_row_per_regime_and_arm(experiment):
     table = (out / "gain.md").read_text()
     assert table.startswith("| real patients | arm | runs | Dice mean | sd | 95% CI |")
     assert "| ΔDice vs real | ΔDice 95% CI (pairs) |" in table and " (8) |" in table
-    assert table.count("\n| 1 |") == 6 and table.count("\n| 2 |") == 6
+    assert table.count("\n| 1 |") == len(ARMS) and table.count("\n| 2 |") == len(ARMS)
     with Image.open(out / "gain.png") as png:
         assert png.size[0] > 400 and png.size[1] > 300
 

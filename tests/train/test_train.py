@@ -211,7 +211,11 @@ def test_two_gloo_processes_train_like_one(caches, tmp_path):
             # float32 sums in another order: <= 1.2e-6 of the largest gradient here, checked at
             # 1e-4 of it; gradients of another batch differ by the order of the gradient
             worst = float((ddp_grads[key] - g).abs().max()) / scale
-            assert worst < 1e-4, f"{name} {key}: gradients differ by {worst:.2e} of the largest"
+            # the segmentation discriminator's class-balanced weights (N / (classes x
+            # count)) reach hundreds on a rare class of a tiny grid, and scale the same
+            # rounding up: up to 1.2e-4 of the largest seen, checked at 1e-3
+            limit = 1e-3 if name.endswith("-seg") else 1e-4
+            assert worst < limit, f"{name} {key}: gradients differ by {worst:.2e} of the largest"
 
         for x, y in zip(read_stats(run_dir), read_stats(one.run_dir), strict=True):
             assert x["generator/loss"] == pytest.approx(y["generator/loss"], rel=1e-3), name
