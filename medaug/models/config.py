@@ -178,11 +178,7 @@ class ModelConfig(Settings):
                 f"discriminator must be one of {', '.join(DISCRIMINATORS)}, "
                 f"got {self.discriminator!r}"
             )
-        if self.discriminator == "segmentation" and not self.conditional:
-            raise ConfigError(
-                "--discriminator segmentation labels each voxel with its layout class, so it "
-                "needs a mask-conditioned model: add --condition mask"
-            )
+        check_discriminator_condition(self.discriminator, self.condition)
         if self.role not in ("pair", "layout"):
             raise ConfigError(f"role must be 'pair' or 'layout', got {self.role!r}")
         LY.check_channels(self.layout)
@@ -203,6 +199,16 @@ class ModelConfig(Settings):
                 f"{len(self.channels)} channel levels do not fit grid {self.grid} "
                 f"(it halves {levels(self.grid)} times down to {bottom(self.grid)})"
             )
+
+
+def check_discriminator_condition(discriminator: str, condition: str) -> None:
+    """The segmentation discriminator judges voxels against a layout: a joint model
+    (``condition="none"``) has none to give it."""
+    if discriminator == "segmentation" and condition != "mask":
+        raise ConfigError(
+            "--discriminator segmentation labels each voxel with its layout class, so it "
+            "needs a mask-conditioned model: add --condition mask"
+        )
 
 
 def mask_generator_overrides(cfg: ModelConfig) -> dict[str, Any]:

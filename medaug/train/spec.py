@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from medaug.errors import ConfigError
-from medaug.models.config import DISCRIMINATORS, PRESETS
+from medaug.models.config import DISCRIMINATORS, PRESETS, check_discriminator_condition
 from medaug.models.registry import variant_names
 from medaug.preprocess import layout as LY
 from medaug.settings import Settings
@@ -101,11 +101,7 @@ class GeneratorSpec(Settings):
                 f"discriminator must be auto, {' or '.join(DISCRIMINATORS)}, "
                 f"got {self.discriminator!r}"
             )
-        if self.discriminator == "segmentation" and self.condition != "mask":
-            raise ConfigError(
-                "--discriminator segmentation labels each voxel with its layout class, so it "
-                "needs a mask-conditioned model: add --condition mask"
-            )
+        check_discriminator_condition(self.discriminator, self.condition)
 
     @property
     def resolved_discriminator(self) -> str:
