@@ -15,10 +15,11 @@ every row:
   2D 64^2, ``cpu`` preset, ``--steps`` steps (batch 16, seed 0), ``--n`` prior cases;
   label fidelity = the segmenter's Dice on each synthetic slice against that
   slice's own label, over slices whose label holds the pancreas;
-- ``labels2image``: ``--n`` slices painted from the training patients' real labels
-  (:mod:`medaug.segment.labels2image`). Its labels are the real labels, so its
-  fidelity is high by construction: the painted organ sits exactly where the label
-  says; only its contrast is random;
+- ``labels2image:fitted`` and ``labels2image:wide``: ``--n`` slices painted from the
+  training patients' real labels (:mod:`medaug.segment.labels2image`; class
+  intensities fitted to those patients' scans, or SynthSeg's wide draw). Its labels
+  are the real labels, so its fidelity is high by construction: the painted organ
+  sits exactly where the label says; only its contrast is drawn;
 - real held-out: the same segmenter on the 2 held-out patients' slices, the
   fidelity a perfect generator would reach.
 
@@ -57,7 +58,7 @@ import torch
 from common import machine_facts, make_workdir, print_machine, table, write_report
 
 from medaug.data import Cache, load_split
-from medaug.data.phantom import write_cohort
+from medaug.data.phantom import ORGAN_LABELS, write_cohort
 from medaug.data.synthfolder import SynthFolder
 from medaug.evaluate import metrics as M
 from medaug.evaluate.fidelity import STEPS
@@ -66,6 +67,7 @@ from medaug.models import variant_names
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.preprocess.transforms import unit_to_hu
 from medaug.segment import fidelity, labels2image
+from medaug.segment.config import PAINTINGS
 from medaug.synth import synthesize
 from medaug.train import TrainConfig, train
 
@@ -84,12 +86,16 @@ HEADER = [
 
 def prepare(workdir: Path, args) -> tuple[Path, Cache, list[str], list[str]]:
     """The cohort and its 2D cache, 6 training / 2 held-out patients (reused)."""
-    cohort = workdir / "phantom"
-    write_cohort(cohort, patients=8, seed=0, fmt="dicom")
+    organs = args.organs
+    cohort = workdir / ("phantom-organs" if organs else "phantom")
+    write_cohort(cohort, patients=8, seed=0, fmt="dicom", labels="organs" if organs else "pancreas")
+    labels = {name: [ORGAN_LABELS[name][0]] for name in ("pancreas", *organs)}
     config = PreprocessConfig(
-        grid_2d=(args.grid, args.grid), spacing_mm=(args.spacing, args.spacing, 2.5)
-    )
+        grid_2d=(args.grid, args.grid), spacing_mm=(args.spacing, args.spacing, 2.5),
+        labels=labels, context_labels=organs,
+    )  # fmt: skip
     name = "cache" if (args.grid, args.spacing) == (64, 1.5) else f"cache{args.grid}"
+    name += "-organs-" + "+".join(organs) if organs else ""
     out = preprocess(cohort, workdir / name, config, val_fraction=0.25, seed=0).out
     train_ids, held_ids = load_split(out)
     return cohort, Cache(out), train_ids, held_ids
@@ -139,6 +145,7 @@ def variant_result(
         + (f"-sp{args.spacing:g}" if args.spacing != 1.5 else "")
         + f"-p{len(cases)}"
         + (f"-{args.masks}" if conditional else "")
+        + ("-organs-" + "+".join(args.organs) if args.organs else "")
     )
     folder = workdir / "variants" / key
     kept = folder / "result.json"
@@ -160,6 +167,7 @@ def variant_result(
         "generator": spec, "settings": overrides, "train_s": trained.seconds,
         "steps": args.steps, "patients": len(cases), "masks": args.masks if conditional else None,
         "kl_nats": final_stat(trained.run_dir, "generator/kl"),
+        "context_labels": list(args.organs),
     }  # fmt: skip
     _note(f"{spec}: synthesizing {args.n} prior cases")
     synth = synthesize(folder / "synth", args.n, model=trained.checkpoint, seed=0,
@@ -224,13 +232,16 @@ def image_measures(
     }
 
 
-def baseline(cache: Cache, train_ids: list[str], held_ids: list[str], seg, args) -> dict[str, Any]:
-    """labels2image painted from the labels of the patients the generators trained on."""
+def baseline(
+    cache: Cache, train_ids: list[str], held_ids: list[str], seg, args, form: str
+) -> dict[str, Any]:
+    """labels2image painted from the labels of the patients the generators trained on,
+    with the ``form`` draw (fitted to those patients' intensities, or wide)."""
     cases = train_ids[: args.train_patients] if args.train_patients else train_ids
-    images, labels, names = labels2image.items(cache, cases, args.n, seed=0)
+    images, labels, names = labels2image.items(cache, cases, args.n, seed=0, form=form)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
-    return {"generator": "labels2image", "summary": summary, "pairs": rows,
-            "patients": len(cases),
+    return {"generator": f"labels2image:{form}", "summary": summary, "pairs": rows,
+            "patients": len(cases), "context_labels": list(args.organs),
             "image": image_measures(images, labels, cache, cases, held_ids)}  # fmt: skip
 
 
@@ -270,11 +281,14 @@ def record(
         patients = r.get("patients") or 6
         key = "|".join(str(v) for v in (r["generator"], args.grid, args.spacing,
                                         patients, r.get("steps"), r.get("masks")))  # fmt: skip
+        if r.get("context_labels"):  # organ context (keys of HU-only rows stay as they were)
+            key += "|context=" + "+".join(r["context_labels"])
         rows[key] = {
             "key": key, "generator": r["generator"], "grid": args.grid,
             "spacing_mm": args.spacing, "patients": patients, "steps": r.get("steps"),
             "n": args.n, "masks": r.get("masks"), "settings": r.get("settings"),
             "train_s": r.get("train_s"), "kl_nats": r.get("kl_nats"),
+            "context_labels": r.get("context_labels") or [],
             "summary": r["summary"], "style_summary": r.get("style_summary"),
             "image": r.get("image"), "reference": ref,
             "commit": facts.get("medaug_source"), "command": " ".join(sys.argv),
@@ -311,7 +325,9 @@ def print_table(path: Path) -> None:
         syn, real = hu.get("synthetic") or {}, hu.get("real") or {}
         style = r.get("style_summary") or {}
         out.append([
-            r["generator"], f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]),
+            r["generator"] + (f" (context: {', '.join(r['context_labels'])})"
+                              if r.get("context_labels") else ""),
+            f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]),
             f(r.get("steps"), "d"),
             f(None if r.get("train_s") is None else r["train_s"] / 60, ".1f"),
             f(r.get("kl_nats"), ".1f"), f(s["dice"]), f(s["dice_median"]),
@@ -349,6 +365,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--masks", default="real", choices=("real", "learned"), help="conditional rows' masks"
+    )
+    parser.add_argument(
+        "--organs",
+        type=lambda v: tuple(o for o in v.split(",") if o),
+        default=(),
+        help="context organs: the phantom's organ labels as context_labels, e.g. "
+        "liver,spleen,kidneys,aorta,ivc,vertebrae (default: none, HU context only)",
     )
     parser.add_argument("--steps", type=int, default=2000, help="generator steps (2000)")
     parser.add_argument("--n", type=int, default=200, help="synthetic cases per row (200)")
@@ -401,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         results = [
             variant_result(v, cache, train_ids, held_ids, seg, workdir, args) for v in args.variants
         ]
-        results.append(baseline(cache, train_ids, held_ids, seg, args))
+        results += [baseline(cache, train_ids, held_ids, seg, args, f) for f in PAINTINGS]
         rows = [row(r["generator"], r["summary"], ref) for r in results]
         rows.append(row("real held-out slices (reference)", ref, ref))
         print_machine(facts, quick=False, repeat=1, total_s=time.perf_counter() - started)
@@ -420,8 +443,9 @@ def main(argv: list[str] | None = None) -> int:
             f"the pancreas ({args.n} prior cases per variant); 'below 0.5': their share under "
             "Dice 0.5. Empty labels are counted apart; their false positives are the area "
             f"the segmenter calls pancreas anyway. labels2image: {args.n} slices painted from "
-            "the training patients' real labels with random per-class intensities "
-            "(SynthSeg / TorchIO LabelsToImage); its labels are the real labels, so its "
+            "the training patients' real labels (TorchIO LabelsToImage), per-class "
+            "intensities fitted to those patients' scans or drawn wide (SynthSeg); its "
+            "labels are the real labels, so its "
             "fidelity is high by construction, and a learned generator must beat it to be "
             f"worth its cost. Reference: the same segmenter on the {len(held_ids)} held-out "
             "patients' slices, what a perfect generator would reach."

@@ -171,7 +171,9 @@ DiscriminatorOption = Annotated[
 KlWeightOption = Annotated[
     float | None,
     typer.Option(
-        min=0.0, help="KL weight per voxel (default: the variant's, 1).", show_default=False
+        min=0.0,
+        help="KL weight per voxel (default: 8 for a mask-conditioned model, else 1).",
+        show_default=False,
     ),
 ]
 
@@ -207,6 +209,16 @@ class Augment(str, Enum):
 class GainMode(str, Enum):
     prior = "prior"
     perturb = "perturb"
+
+
+class PhantomLabels(str, Enum):
+    pancreas = "pancreas"
+    organs = "organs"
+
+
+class Painting(str, Enum):
+    fitted = "fitted"
+    wide = "wide"
 
 
 # ---- output ---------------------------------------------------------------------------
@@ -321,8 +333,16 @@ def phantom(
     shape: Annotated[tuple[int, int, int], typer.Option(help="Voxels X Y Z.")] = (128, 128, 48),
     fov: Annotated[float, typer.Option(help="In-plane field of view, mm.")] = 400.0,
     slice_mm: Annotated[float, typer.Option("--slice-mm", help="Slice spacing, mm.")] = 2.5,
+    labels: Annotated[
+        PhantomLabels,
+        typer.Option(
+            help="pancreas: the pancreas (1); organs: pancreas 1, liver 2, spleen 3, "
+            "kidneys 4, aorta 5, IVC 6, vertebrae 7."
+        ),
+    ] = PhantomLabels.pancreas,
 ) -> None:
-    """Write a deterministic cohort of synthetic abdominal CT scans with pancreas labels."""
+    """Write a deterministic cohort of synthetic abdominal CT scans with pancreas labels
+    (or multi-organ labels)."""
     import time
 
     from medaug.data.phantom import PhantomConfig, write_cohort
@@ -334,7 +354,7 @@ def phantom(
     config = PhantomConfig(shape=shape, fov_mm=fov, slice_mm=slice_mm)
     start = time.perf_counter()
     try:
-        written = write_cohort(out, patients, seed, format.value, config)
+        written = write_cohort(out, patients, seed, format.value, config, labels=labels.value)
     except OSError as exc:
         _fail(f"{exc.filename or out}: {exc.strerror}")
     sx, sy, sz = config.spacing
@@ -1019,6 +1039,13 @@ def gain(
     ] = None,
     synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
     mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
+    painting: Annotated[
+        Painting,
+        typer.Option(
+            help="The labels2image arms' intensities: fitted (each class around its mean in "
+            "the regime's scans) or wide (SynthSeg's random contrasts)."
+        ),
+    ] = Painting.fitted,
     generator_steps: Annotated[
         int | None, typer.Option(min=1, help="Steps per generator (default: 900).")
     ] = None,
@@ -1055,6 +1082,7 @@ def gain(
         ratio=ratio,
         synth_n=synth_n,
         synth_mode=mode.value,
+        painting=painting.value,
         generator=_generator(
             variant.value, 2, generator_steps, condition, layout, discriminator, kl_weight, None
         ),

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from scipy import ndimage
 
+from medaug.errors import ConfigError
 from medaug.io.atomic import write_json
 from medaug.io.dicom_write import new_series_info, write_ct_series
 from medaug.io.nifti import save_nifti, write_volume
@@ -40,6 +41,27 @@ TISSUE_HU = {
 }  # fmt: skip
 
 PANCREAS_LABEL = 1
+#: ``labels="organs"``: the multi-organ label map (value -> tissue ids), pancreas first
+#: so that a pancreas-only config reads it unchanged; TotalSegmentator and BTCV label
+#: these organs too.
+ORGAN_LABELS: dict[str, tuple[int, tuple[int, ...]]] = {
+    "pancreas": (1, (PANCREAS,)),
+    "liver": (2, (LIVER,)),
+    "spleen": (3, (SPLEEN,)),
+    "kidneys": (4, (KIDNEY_CORTEX, KIDNEY_PELVIS)),
+    "aorta": (5, (AORTA,)),
+    "ivc": (6, (IVC,)),
+    "vertebrae": (7, (BONE_CORTEX, BONE_MARROW)),
+}
+Labels = Literal["pancreas", "organs"]
+
+
+def label_lut(labels: Labels) -> np.ndarray:
+    """Tissue id -> label value: the pancreas alone, or every organ of ORGAN_LABELS."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for value, tissues in ORGAN_LABELS.values() if labels == "organs" else [(1, (PANCREAS,))]:
+        lut[list(tissues)] = value
+    return lut
 
 
 @dataclass(frozen=True)
@@ -243,7 +265,10 @@ def _slice_ids(anat: PhantomAnatomy, xs: np.ndarray, ys: np.ndarray, z: float) -
 
 
 def render(
-    anat: PhantomAnatomy, config: PhantomConfig, rng: np.random.Generator
+    anat: PhantomAnatomy,
+    config: PhantomConfig,
+    rng: np.random.Generator,
+    labels: Labels = "pancreas",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Volume of one patient.
 
@@ -251,10 +276,12 @@ def render(
         anat: drawn anatomy.
         config: grid and noise.
         rng: draws the noise (the only randomness here).
+        labels: ``pancreas`` (value 1) or ``organs`` (:data:`ORGAN_LABELS`).
 
     Returns:
-        ((X, Y, Z) float32 HU image, (X, Y, Z) uint8 pancreas label).
+        ((X, Y, Z) float32 HU image, (X, Y, Z) uint8 label).
     """
+    lut_label = label_lut(labels)
     nx, ny, nz = config.shape
     sx, sy, sz = config.spacing
     xs = (np.arange(nx) - (nx - 1) / 2) * sx  # LPS x of column i
@@ -271,7 +298,7 @@ def render(
     noise_gain = 2 * noise_sigma * np.sqrt(np.pi)
     for k, z in enumerate(zs):
         ids = _slice_ids(anat, xs, ys, float(z))
-        label[:, :, k] = ids == PANCREAS
+        label[:, :, k] = lut_label[ids]
         hu = ndimage.gaussian_filter(lut[ids], psf, mode="nearest")
         noise = ndimage.gaussian_filter(
             rng.standard_normal((nx, ny), dtype=np.float32), noise_sigma
@@ -284,9 +311,10 @@ def render(
 
 
 def make_patient(
-    index: int, seed: int = 0, config: PhantomConfig | None = None
+    index: int, seed: int = 0, config: PhantomConfig | None = None, labels: Labels = "pancreas"
 ) -> tuple[Scan, PhantomAnatomy]:
-    """Phantom patient ``index`` of the cohort drawn with ``seed``.
+    """Phantom patient ``index`` of the cohort drawn with ``seed`` (``labels``: the
+    pancreas alone or every organ, :func:`render`; the image is the same).
 
     Returns:
         (the scan, HU image and pancreas label on an LPS-aligned grid; its anatomy).
@@ -294,7 +322,7 @@ def make_patient(
     config = config or PhantomConfig()
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     anat = draw_anatomy(rng)
-    image, label = render(anat, config, rng)
+    image, label = render(anat, config, rng, labels)
     scan = Scan(
         image, config.affine(), label, case_id=f"case_{index:04d}", provenance={"kind": "phantom"}
     )
@@ -315,8 +343,10 @@ def write_cohort(
     config: PhantomConfig | None = None,
     *,
     transfer_syntax: str | None = None,
+    labels: Labels = "pancreas",
 ) -> list[Path]:
-    """Write a phantom cohort.
+    """Write a phantom cohort (``labels``: the pancreas alone, or the multi-organ map
+    of :data:`ORGAN_LABELS`, as TotalSegmentator or BTCV label a CT).
 
     ``dicom`` writes the TCIA Pancreas-CT layout: ``PANCREAS_0001/<study uid>/<series
     uid>/1-001.dcm`` and ``TCIA_pancreas_labels-02-05-2017/label0001.nii.gz``. The
@@ -332,11 +362,21 @@ def write_cohort(
 
     out = Path(out)
     config = config or PhantomConfig()
+    kept = out / "phantom.json"
+    if kept.is_file():  # a resumed cohort: its patients on disk must be labelled alike
+        import json
+
+        before = json.loads(kept.read_text()).get("labels", "pancreas")
+        if before != labels:
+            raise ConfigError(
+                f"holds a phantom cohort with {before} labels, not {labels}", prefix=f"{out}: "
+            )
     written = []
     manifest = {
         "generator": "medaug.data.phantom",
         "seed": seed,
         "config": asdict(config),
+        "labels": labels,
         "patients": [],
     }
     for index in range(patients):
@@ -351,7 +391,7 @@ def write_cohort(
             target = out / "imagesTr" / f"{name}.nii.gz"
             label_path = out / "labelsTr" / f"{name}.nii.gz"
         if not (target.exists() and label_path.exists()):
-            scan, _ = make_patient(index, seed, config)
+            scan, _ = make_patient(index, seed, config, labels)
             if fmt == "dicom":
                 syntax = transfer_syntax or ExplicitVRLittleEndian
                 write_ct_series(scan.image, scan.affine, target, info, transfer_syntax=syntax)
@@ -365,17 +405,20 @@ def write_cohort(
         written.append(target)
         manifest["patients"].append({"case": name, "image": str(target.relative_to(out))})  # type: ignore[attr-defined]
     if fmt == "nifti":
-        write_json(out / "dataset.json", _decathlon_json(out, written))
+        write_json(out / "dataset.json", _decathlon_json(out, written, labels))
     write_json(out / "phantom.json", manifest)
     return written
 
 
-def _decathlon_json(out: Path, images: list[Path]) -> dict[str, object]:
+def _decathlon_json(out: Path, images: list[Path], labels: Labels) -> dict[str, object]:
+    names = {"1": "pancreas"}
+    if labels == "organs":
+        names = {str(value): name for name, (value, _) in ORGAN_LABELS.items()}
     return {
         "name": "medaug phantom",
-        "description": "Synthetic abdominal CT phantoms with pancreas labels (medaug)",
+        "description": f"Synthetic abdominal CT phantoms with {labels} labels (medaug)",
         "modality": {"0": "CT"},
-        "labels": {"0": "background", "1": "pancreas"},
+        "labels": {"0": "background", **names},
         "numTraining": len(images),
         "numTest": 0,
         "training": [

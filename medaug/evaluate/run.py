@@ -144,7 +144,8 @@ def evaluate(
     doc["labels"] = M.compare_labels(
         M.label_stats(r_lab, target, spacing), M.label_stats(s_lab, target, spacing)
     )
-    classes = {name: k + 1 for k, name in enumerate(config.labels)}
+    # the classes synthetic labels carry: context labels are not written
+    classes = {name: k + 1 for k, name in enumerate(list(config.labels)[: config.output_classes])}
     doc["hu"] = {
         "real": M.hu_by_class(unit_to_hu(r_img, config.hu_window), r_lab, classes),
         "synthetic": M.hu_by_class(unit_to_hu(s_img, config.hu_window), s_lab, classes),

@@ -65,6 +65,11 @@ class PreprocessConfig(Settings):
         labels: output classes, each a list of source label values merged into it
             (MSD's pancreas task: ``{"pancreas": [1, 2]}``). Other values become 0.
         target: the class the crop and the slice sampler centre on.
+        context_labels: label classes that are context, not output: organs a
+            multi-organ label map carries beside the target (TotalSegmentator, BTCV).
+            They condition mask-conditioned generators, in the layout beside the
+            HU-derived tissue classes, and are left out of synthetic labels. They are
+            numbered after the other classes (``labels`` is reordered so).
         require_label: scans without a label are skipped (with a warning), since a
             generator of image + label pairs cannot learn from them.
         cache_dtype: ``float32`` or ``float16`` for cached images (float16 halves the
@@ -87,6 +92,7 @@ class PreprocessConfig(Settings):
     target_fraction: float = 0.5
     labels: dict[str, list[int]] = field(default_factory=lambda: {"pancreas": [1]})
     target: str = "pancreas"
+    context_labels: tuple[str, ...] = ()
     require_label: bool = True
     cache_dtype: Literal["float32", "float16"] = "float32"
     min_coverage: float = 0.5
@@ -101,7 +107,12 @@ class PreprocessConfig(Settings):
         if self.grid_3d is not None:
             self.grid_3d = _ints(self.grid_3d, 3, "grid_3d")  # type: ignore[assignment]
         self.labels = {str(k): [int(v) for v in _as_list(vs)] for k, vs in self.labels.items()}
+        self.context_labels = tuple(str(c) for c in _as_list(self.context_labels))
         self.validate()
+        # the output classes first, the context classes after them: a synthetic label
+        # keeps exactly the classes 1..output_classes
+        order = sorted(self.labels, key=lambda name: name in self.context_labels)
+        self.labels = {name: self.labels[name] for name in order}
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first value that cannot work."""
@@ -139,6 +150,13 @@ class PreprocessConfig(Settings):
             raise ConfigError(f"labels: source values must be in 1..255, got {self.labels}")
         if self.target not in self.labels:
             raise ConfigError(f"target {self.target!r} is not one of labels {list(self.labels)}")
+        unknown = [c for c in self.context_labels if c not in self.labels]
+        if unknown:
+            raise ConfigError(
+                f"context_labels: {unknown[0]!r} is not one of labels {list(self.labels)}"
+            )
+        if self.target in self.context_labels:
+            raise ConfigError(f"context_labels: the target {self.target!r} cannot be context")
         if self.cache_dtype not in ("float32", "float16"):
             raise ConfigError(f"cache_dtype must be float32 or float16, got {self.cache_dtype!r}")
         if not 0.0 < self.min_coverage <= 1.0:
@@ -153,6 +171,12 @@ class PreprocessConfig(Settings):
     def target_class(self) -> int:
         """The target's value in the cached label map (classes are numbered 1, 2, ...)."""
         return list(self.labels).index(self.target) + 1
+
+    @property
+    def output_classes(self) -> int:
+        """Label classes a synthetic label keeps (background not counted): every class
+        but the context ones, numbered 1..output_classes."""
+        return len(self.labels) - len(self.context_labels)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PreprocessConfig:

@@ -406,6 +406,8 @@ def cache_settings(config: PreprocessConfig) -> dict[str, Any]:
     settings = config.to_dict()
     for name in ("context_slices", "target_fraction"):
         settings.pop(name)
+    if not settings["context_labels"]:  # caches made before the field keep their keys
+        settings.pop("context_labels")
     settings["grid"] = settings.pop("grid_2d" if config.dims == 2 else "grid_3d")
     settings.pop("grid_3d" if config.dims == 2 else "grid_2d")
     settings["format"] = CACHE_FORMAT

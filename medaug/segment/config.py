@@ -24,6 +24,9 @@ MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image",
               "real+classical+labels2image")  # fmt: skip
 #: The arms whose mixed-in items are painted from real labels (labels2image).
 PAINTED_ARMS = ("real+labels2image", "real+classical+labels2image")
+#: The labels2image draws (segment/labels2image.py): fitted to the training cases'
+#: class intensities, or SynthSeg's wide random contrasts.
+PAINTINGS = ("fitted", "wide")
 #: How the gain experiment draws synthetic cases (``medaug.synth`` modes).
 GAIN_MODES = ("prior", "perturb")
 #: The gain experiment's real patients per regime when none are asked for.
@@ -91,6 +94,9 @@ class GainConfig(Settings):
     ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
     synth_n: int = 200  # synthetic cases made per regime
     synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
+    # the painted arms' draw: fitted (class intensities of the regime's cases) or wide
+    # (SynthSeg's random contrasts); segment/labels2image.py
+    painting: str = "fitted"
     # the generator trained per regime: medaug's default spec (train/spec.py)
     generator: GeneratorSpec = field(default_factory=GeneratorSpec)
     seed: int = 0  # the split, the patient order, the generators and the first U-Net seed
@@ -111,6 +117,10 @@ class GainConfig(Settings):
             raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
         if self.synth_n < 1:
             raise ConfigError(f"{{synth_n}} must be at least 1, got {self.synth_n}")
+        if self.painting not in PAINTINGS:
+            raise ConfigError(
+                f"{{painting}} must be {' or '.join(PAINTINGS)}, got {self.painting!r}"
+            )
         # normal forms: a sorted sweep, the arms in ARMS order, the U-Net on our device
         arms = ("real", *[a for a in ARMS[1:] if a in given])
         if self.train_patients is not None:
@@ -134,6 +144,7 @@ class GainConfig(Settings):
             "ratio": self.ratio,
             "synth_n": self.synth_n,
             "synth_mode": self.synth_mode,
+            "painting": self.painting,
             "generator": "given" if given else self.generator.to_dict(),
             "seed": self.seed,
             "segment": self.segment.to_dict(),
@@ -190,6 +201,7 @@ __all__ = [
     "GAIN_MODES",
     "MIXED_ARMS",
     "PAINTED_ARMS",
+    "PAINTINGS",
     "GainConfig",
     "SegmentConfig",
     "default_sweep",

@@ -21,8 +21,9 @@ Design, in the order ``run_gain`` follows it:
    ``real+synth`` (synthetic items at ``ratio``); ``real+classical+synth``; and
    optionally ``synth-only``, ``real+labels2image`` (the cheap baseline: images
    painted from the regime's real labels, :mod:`medaug.segment.labels2image`, at
-   ``ratio``) and ``real+classical+labels2image`` (the same under classical
-   augmentation: the fair rival of ``real+classical+synth``).
+   ``ratio``; ``painting`` fitted to the regime's class intensities or SynthSeg's wide
+   draw) and ``real+classical+labels2image`` (the same under classical augmentation:
+   the fair rival of ``real+classical+synth``).
 5. **Statistics.** Per arm and regime: mean test Dice over runs (folds x seeds), its
    standard deviation and 95% t interval; and a paired comparison with ``real`` over
    every (test case, seed) pair (the same seed starts both arms from the same weights
@@ -315,7 +316,9 @@ def run_gain(
             synth = SyntheticDataset(out / gen["synthetic"], intensity="unit")
         painted = None
         if any(a in PAINTED_ARMS for a in cfg.arms):
-            painted = labels2image.Labels2ImageDataset(cache, list(regime.cases), cfg.seed)
+            painted = labels2image.Labels2ImageDataset(
+                cache, list(regime.cases), cfg.seed, form=cfg.painting
+            )
         for s in range(cfg.seeds):
             for arm in cfg.arms:
                 source = painted if arm in PAINTED_ARMS else synth
@@ -425,6 +428,8 @@ def _run(
             else None
         ),
     }
+    if arm in PAINTED_ARMS and isinstance(synth, labels2image.Labels2ImageDataset):
+        ident["painting"] = synth.settings  # only here: earlier runs of other arms keep keys
     key = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     # the key in the name: runs of other settings (steps, ratio...) stay beside these
     name = f"fold{regime.fold}-n{regime.patients}-{arm}-seed{seed}-{key}.json"

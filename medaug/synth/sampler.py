@@ -182,8 +182,10 @@ class Synthesizer:
 
     @property
     def classes(self) -> dict[str, int]:
-        """Class name -> value in the label maps (background is 0)."""
-        return {name: k + 1 for k, name in enumerate(self.config.labels)}
+        """Class name -> value in the label maps (background is 0); context labels are
+        not written."""
+        names = list(self.config.labels)[: self.config.output_classes]
+        return {name: k + 1 for k, name in enumerate(names)}
 
     def real_cases(self) -> list[str]:
         """The real cases ``perturb`` and ``interpolate`` start from: the generator's
@@ -385,6 +387,7 @@ class Synthesizer:
             else:
                 img, lab = img[0], lab[0]
             hu = T.unit_to_hu(img.astype(np.float32), self.config.hu_window)
+            lab = np.where(lab > self.config.output_classes, 0, lab)  # context labels: out
             cases.append(
                 SynthCase(
                     index=params["seed"][1],

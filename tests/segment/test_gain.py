@@ -142,14 +142,31 @@ def test_labels2image_arms_with_every_patient_tested_once(cohort: Path, tmp_path
     dice = {(r["fold"], r["arm"], r["seed"]): r["test"]["cases"] for r in doc["runs"]}
     assert {(r["fold"], r["arm"], r["seed"]): r["test"]["cases"] for r in again["runs"]} == dice
     assert "| 1 | real+labels2image | 8 |" in (tmp_path / "g" / "gain.md").read_text()
+    assert doc["settings"]["painting"] == "fitted"
 
-    # the command line: --arms picks the arms (real always runs)
+    # the other painting redoes the painted arms only: real runs are kept
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "g" / "runs").iterdir()}
+    wide = run_gain(
+        cohort, tmp_path / "g", train_patients=[1], seeds=1, folds=4, segment=TINY,
+        arms=arms[:2], preprocess_config=PP, device="cpu", painting="wide",
+    )  # fmt: skip
+    now = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "g" / "runs").iterdir()}
+    added = sorted(set(now) - set(stamps))
+    assert len(added) == 4 and all("-real+labels2image-" in name for name in added)
+    assert all(now[name] == stamps[name] for name in stamps)
+    painted_wide = {(r["fold"], r["seed"]): r["test"]["dice"] for r in wide["runs"]
+                    if r["arm"] == "real+labels2image"}  # fmt: skip
+    assert painted_wide != plain
+
+    # the command line: --arms picks the arms (real always runs), --painting the draw
     proc = run_cli("gain", "--input", tmp_path / "g" / "cache", "--out", tmp_path / "cli",
                    "--arms", "real+labels2image", "--train-cases", "1", "--seeds", "1",
-                   "--steps", "2", "--batch-size", "4", "--device", "cpu", "--quiet")  # fmt: skip
+                   "--steps", "2", "--batch-size", "4", "--device", "cpu", "--quiet",
+                   "--painting", "wide")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    summary = json.loads((tmp_path / "cli" / "gain.json").read_text())["summary"]
-    assert [r["arm"] for r in summary] == ["real", "real+labels2image"]
+    written = json.loads((tmp_path / "cli" / "gain.json").read_text())
+    assert [r["arm"] for r in written["summary"]] == ["real", "real+labels2image"]
+    assert written["settings"]["painting"] == "wide"
 
 
 def generator_on(cache_dir: Path, cases: list[str], out: Path) -> Path:

@@ -8,11 +8,18 @@ import pytest
 
 from medaug.data import Cache, load_split
 from medaug.data.synthetic import MixedDataset, check_compatible
+from medaug.errors import ConfigError
+from medaug.preprocess import PreprocessConfig
 from medaug.preprocess import layout as LY
+from medaug.preprocess.transforms import hu_to_unit
 from medaug.segment.labels2image import (
     CLASSES,
+    MEAN_HU,
+    MEAN_SPREAD_FLOOR_HU,
+    NOISE_SHARE,
     TARGET,
     Labels2ImageDataset,
+    class_stats,
     draw,
     items,
     render,
@@ -97,3 +104,74 @@ def test_the_dataset_paints_real_labels_and_mixes_like_synthetic_items(pairs_wor
     assert {int(mixed[i]["synthetic"]) for i in range(8)} == {0, 1}
     images, labels, names = items(cache, train, 40)
     assert images.shape == (40, 16, 16) and labels.shape == (40, 16, 16) and len(names) == 40
+
+
+class TwoCases:
+    """What class_stats reads of a cache: two one-slice cases of :func:`phantom_slice`
+    in the cache's (Z, X, Y) unit form. Soft tissue is 40 HU in case a and 60 HU in
+    case b; the fat rim alternates -100 / -80 HU in both; the gas bubble is filled with
+    soft tissue, so no case has air inside the body."""
+
+    config = PreprocessConfig()  # HU window -160..240, target class 1
+
+    def __init__(self) -> None:
+        hu, label = phantom_slice()
+        hu[10:12, 10:12] = 40.0
+        self.fat = context(hu) == 2
+        checker = (np.add.outer(np.arange(32), np.arange(32)) % 2).astype(bool)
+        hu[self.fat & checker] = -80.0
+        b = hu.copy()
+        b[hu == 40.0] = 60.0
+        self.hu = {"a": hu, "b": b}
+        self.label = label
+        self.ctx = {k: context(v) for k, v in self.hu.items()}
+
+    def array(self, case: str, kind: str) -> np.ndarray:
+        if kind == "image":
+            return hu_to_unit(self.hu[case], self.config.hu_window)[None]
+        return (self.label if kind == "label" else self.ctx[case])[None]
+
+
+def test_class_stats_are_each_class_intensity_in_the_cases():
+    world = TwoCases()
+    stats = class_stats(world, ["a", "b"])
+    assert len(stats) == len(CLASSES) and stats[1] is None  # no air inside either body
+    soft = stats[3]
+    assert soft["mean_hu"] == pytest.approx(50.0, abs=0.01)  # the same voxels at 40 and 60
+    assert soft["spread_hu"] == pytest.approx(10.0, abs=0.01)  # between the two cases
+    assert soft["within_sd_hu"] == pytest.approx(0.0, abs=0.05)  # each case is flat
+    fat = world.hu["a"][world.fat]
+    assert stats[2]["mean_hu"] == pytest.approx(fat.mean(), abs=0.01)
+    assert stats[2]["within_sd_hu"] == pytest.approx(fat.std(), abs=0.01)
+    assert stats[2]["spread_hu"] == pytest.approx(0.0, abs=0.01)
+    assert stats[4]["mean_hu"] == pytest.approx(240.0, abs=0.01)  # bone, at the window's top
+    assert stats[TARGET]["mean_hu"] == pytest.approx(60.0, abs=0.01)
+
+
+def test_the_fitted_draw_centres_each_class_on_its_real_intensity():
+    stats = class_stats(TwoCases(), ["a", "b"])
+    rng = np.random.default_rng(0)
+    draws = [draw(rng, stats) for _ in range(4000)]
+    means = np.array([d["mean_hu"] for d in draws])
+    sds = np.array([d["std_hu"] for d in draws])
+    assert means[:, 3].mean() == pytest.approx(50.0, abs=1.0)
+    assert means[:, 3].std() == pytest.approx(10.0, abs=1.0)  # the spread between cases
+    # one flat case target: the spread is the floor, not zero
+    assert means[:, TARGET].std() == pytest.approx(MEAN_SPREAD_FLOOR_HU, abs=0.5)
+    fat_sd = stats[2]["within_sd_hu"]
+    assert NOISE_SHARE[0] * fat_sd <= sds[:, 2].min() and sds[:, 2].max() <= NOISE_SHARE[1] * fat_sd
+    low, high = MEAN_HU[1]  # a class the cases lack falls back to the wide range
+    assert low <= means[:, 1].min() and means[:, 1].max() <= high
+    assert means[:, 3].std() < 0.5 * np.array([draw(rng)["mean_hu"][3] for _ in range(400)]).std()
+
+
+def test_the_painting_form_is_chosen_and_checked(pairs_world):
+    cache = Cache(pairs_world["cache"])
+    train, _ = load_split(cache.root)
+    fitted = Labels2ImageDataset(cache, train, seed=3)
+    wide = Labels2ImageDataset(cache, train, seed=3, form="wide")
+    assert fitted.settings == {"form": "fitted", "variants": 8, "seed": 3}
+    assert wide.stats is None and fitted.stats is not None
+    assert not np.array_equal(fitted[2]["image"].numpy(), wide[2]["image"].numpy())
+    with pytest.raises(ConfigError, match="fitted or wide"):
+        Labels2ImageDataset(cache, train, form="narrow")
