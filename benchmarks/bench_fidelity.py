@@ -106,7 +106,8 @@ def reference(
 ) -> tuple[fidelity.Segmenter, dict[str, Any]]:
     """The segmenter (trained once, reused) and its Dice on the held-out real slices."""
     grid = "" if (args.grid, args.spacing) == (64, 1.5) else f"-grid{args.grid}-sp{args.spacing:g}"
-    folder = workdir / f"segmenter-steps{args.segmenter_steps}{grid}"
+    organs = "-organs-" + "+".join(args.organs) if args.organs else ""  # its own cache
+    folder = workdir / f"segmenter-steps{args.segmenter_steps}{grid}{organs}"
     seg = train_segmenter(cache, train_ids, folder, steps=args.segmenter_steps, seed=0,
                           device=args.device, note=_note)  # fmt: skip
     images, labels, names = fidelity.real_items(cache, held_ids)
