@@ -190,3 +190,25 @@ def test_bad_segment_input_fails_with_one_line(pairs_world, tmp_path: Path, case
     else:
         assert "needs --synthetic" in one_error_line(run_cli(*base, "--ratio", "0.3"))
     assert not (tmp_path / "o" / "segmenter.pt").exists()
+
+
+def test_classical_augmentation_is_seeded_and_leaves_monai_tracking_alone():
+    from monai.data import MetaTensor, get_track_meta
+
+    from medaug.segment.augment import classical
+
+    x, y = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    item = {
+        "image": (x / 16 - 1)[None],
+        "label": ((x - 16) ** 2 + (y - 16) ** 2 < 50).float()[None],
+    }
+    augment = classical(2)
+    outs = []
+    for seed in (3, 3, 4):
+        augment.set_random_state(seed=seed)
+        outs.append(augment(dict(item)))
+    assert torch.equal(outs[0]["image"], outs[1]["image"])
+    assert not torch.equal(outs[0]["image"], outs[2]["image"])
+    assert set(torch.unique(outs[0]["label"]).tolist()) <= {0.0, 1.0}  # nearest for labels
+    assert not isinstance(outs[0]["image"], MetaTensor)  # plain tensors: no affine history
+    assert get_track_meta()  # the process-wide setting is as it was
