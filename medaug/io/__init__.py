@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from medaug.errors import InputError, MedaugError
-from medaug.io.discovery import Discovery, Note, discover
+from medaug.io.discovery import Discovery, Note, discover, display_path
 from medaug.io.nifti import read_nifti, save_nifti
 from medaug.io.scan import Scan, ScanRef
 
@@ -28,7 +28,8 @@ def load(ref: ScanRef | str | os.PathLike[str], *, with_label: bool = True) -> S
     Returns:
         a :class:`Scan`: (X, Y, Z) float32 HU image, uint8 label or None, RAS affine,
         and provenance (source kind, files, transfer syntaxes, warnings and
-        accepted deviations; never patient identifiers).
+        accepted deviations, what the decoders warned about a file; never patient
+        identifiers).
 
     Raises:
         MedaugError: the scan is unusable (its ``error``).
@@ -54,7 +55,8 @@ def load(ref: ScanRef | str | os.PathLike[str], *, with_label: bool = True) -> S
         from medaug.io.dicom import read_series
 
         plan = ref.series
-        image = read_series(plan)
+        root = ref.root or ref.source.parent  # files named as discovery names them
+        image = read_series(plan, notes=warnings, describe=lambda p: display_path(p, root))
         affine = plan.affine
         provenance.update(
             modality=plan.modality,

@@ -8,29 +8,40 @@ bad file never hides the rest:
    pixel data is all there. A classic file gives one :class:`SliceHeader`; an
    enhanced multi-frame file (Enhanced CT, Legacy Converted Enhanced CT) gives one
    per frame, its geometry taken from the per-frame and shared functional groups.
-   Non-image objects are returned as :class:`Skipped`; a damaged file raises a
-   one-line :class:`~medaug.errors.InputError`, whatever pydicom raised inside.
+   Localizer frames are left out (with a note). Non-image objects are returned as
+   :class:`Skipped`; a damaged file raises a one-line
+   :class:`~medaug.errors.InputError`, whatever pydicom raised inside.
 2. :func:`group_series` groups headers into series (by SeriesInstanceUID, or by
    other evidence where an anonymizer emptied it; a multi-frame file is a series of
-   its own) and :func:`plan_series` sorts each one's slices (or frames) along the
-   slice normal and validates spacing, duplicates, gaps and tilt. The resulting
-   :class:`SeriesPlan` says exactly how :func:`read_series` builds the volume.
+   its own, and so are the files of one concatenation together) and
+   :func:`plan_series` sorts each one's slices (or frames) along the slice normal and
+   validates spacing, duplicates, gaps, tilt and a concatenation's parts. The
+   resulting :class:`SeriesPlan` says exactly how :func:`read_series` builds the
+   volume.
+
+What pydicom warns about while decoding pixels comes back as one-line notes naming
+the file (see :func:`read_series`), never as a bare warning.
 
 Tolerances are constants below so that a reader can see what is accepted.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import mmap
 import os
+import re
 import struct
+import threading
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 import pydicom
@@ -87,6 +98,14 @@ MULTIFRAME_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.128.1": "Legacy Converted Enhanced PET Image",
 }
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
+#: Where an enhanced image says what each frame is (FrameType, the per-frame
+#: ImageType): in its per-frame functional group, or the shared one (PS3.3 C.8.15.3.1,
+#: C.8.13.5.1, C.8.22.5.1).
+FRAME_TYPE_SEQUENCES = (
+    "CTImageFrameTypeSequence",
+    "MRImageFrameTypeSequence",
+    "PETFrameTypeSequence",
+)
 
 #: Type 1 UIDs that say what a file is and where it belongs. Anonymizers sometimes
 #: leave them present but empty: the SOP class then comes from the file meta (or the
@@ -128,6 +147,19 @@ class PixelElement:
     frame: int | None = None
 
 
+@dataclass(frozen=True)
+class Concatenation:
+    """Which part of a concatenation a file is: one multi-frame image split over
+    several files (PS3.3 C.7.6.16.1.7) that share ``uid`` (ConcatenationUID).
+
+    ``total`` (InConcatenationTotalNumber) is optional in the standard: None when absent.
+    """
+
+    uid: str
+    number: int
+    total: int | None
+
+
 @dataclass
 class SliceHeader:
     """What medaug needs from one image slice (a file, or one frame of a multi-frame
@@ -136,7 +168,8 @@ class SliceHeader:
     ``sop_class`` is empty when neither SOPClassUID nor the file meta's
     MediaStorageSOPClassUID says what the file is and its pixel data and geometry
     made it a slice. ``blank`` names the :data:`IDENTIFYING_UIDS` that were empty or
-    missing (``{"SeriesInstanceUID": "empty"}``).
+    missing (``{"SeriesInstanceUID": "empty"}``). ``notes`` are what reading the file
+    left out (localizer frames), said once per file in its series' warnings.
     """
 
     path: Path
@@ -156,6 +189,14 @@ class SliceHeader:
     transfer_syntax: str
     pixels: PixelElement
     blank: dict[str, str] = field(default_factory=dict)
+    concatenation: Concatenation | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def multiframe(self) -> bool:
+        """A frame of a multi-frame image (one file, or the parts of a concatenation):
+        its volume is named by its file, not by its folder."""
+        return self.pixels.frame is not None or self.concatenation is not None
 
 
 @dataclass
@@ -388,6 +429,23 @@ def series_uid_of(path: Path) -> str:
         return ""
 
 
+def uids_in(path: Path, uids: Iterable[str]) -> set[str]:
+    """Which of ``uids`` occur in a file's bytes, each as a whole UID.
+
+    Where damage hides a file's SeriesInstanceUID from pydicom (a broken file meta
+    that swallows the dataset, a flipped byte before the UID), the value itself is
+    usually still in the file: this tells which series beside it the file belonged
+    to without parsing it. Empty set when the file cannot be read.
+    """
+    try:
+        with open(path, "rb") as fp, mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return {
+                uid for uid in uids if re.search(re.escape(uid.encode()) + rb"(?![0-9.])", data)
+            }
+    except (OSError, ValueError):  # unreadable, or empty (mmap cannot map 0 bytes)
+        return set()
+
+
 def _transfer_syntax(ds: Dataset) -> str:
     """The file meta's TransferSyntaxUID, or for a bare dataset (no file meta) the
     encoding pydicom found when it read the file."""
@@ -417,10 +475,11 @@ def _image_headers(
     if sop and sop not in VOLUME_SOP_CLASSES and sop not in MULTIFRAME_SOP_CLASSES:
         name = UID(sop).name if UID(sop).is_valid else f"SOP class {_printable(sop, 64)}"
         return Skipped(path, f"not an image slice ({name})")
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or ())]
-    if "LOCALIZER" in image_type:
-        return Skipped(path, "localizer (scout) image")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    localizers = _localizer_frames(ds, per_frame, shared)
+    if localizers and len(localizers) == (1 if per_frame is None else len(per_frame)):
+        return Skipped(path, "localizer (scout) image")
     frames = _number(ds.get("NumberOfFrames"), 1.0)
     if frames is None or frames < 1 or frames != int(frames):
         raise InputError(path, f"NumberOfFrames {ds.get('NumberOfFrames')!r} is not a count")
@@ -458,6 +517,8 @@ def _image_headers(
         transfer_syntax=ts,
         pixels=pixels,
         blank=_blank_uids(ds),
+        concatenation=None if per_frame is None else _concatenation(path, ds),
+        notes=_left_out(localizers, n_frames),
     )
     if per_frame is None:
         return [_with_geometry(header, [ds], "")]
@@ -465,18 +526,95 @@ def _image_headers(
         raise InputError(
             path, f"PerFrameFunctionalGroupsSequence has {len(per_frame)} items, {n_frames} frames"
         )
-    shared = ds.get("SharedFunctionalGroupsSequence") or [Dataset()]
     frame_bytes = header.rows * header.columns * pixels.bits_allocated // 8
     out = []
+    left_out = set(localizers)
     for k, item in enumerate(per_frame):
+        if k in left_out:
+            continue
         located = replace(
             pixels,
             offset=None if pixels.offset is None else pixels.offset + k * frame_bytes,
             frame=k if n_frames > 1 else None,
         )
         where = f"frame {k + 1}: " if n_frames > 1 else ""
-        out.append(_with_geometry(replace(header, pixels=located), [item, shared[0], ds], where))
+        out.append(_with_geometry(replace(header, pixels=located), [item, shared, ds], where))
     return out
+
+
+def _is_localizer(image_type: object) -> bool:
+    """ImageType or FrameType says LOCALIZER: value 3 by the standard, any value here
+    because some vendors write it later."""
+    if isinstance(image_type, str):
+        values: Iterable[object] = image_type.split("\\")
+    else:
+        values = image_type if isinstance(image_type, Iterable) else ()
+    return "LOCALIZER" in (str(v).strip().upper() for v in values)
+
+
+def _localizer_frames(
+    ds: Dataset, per_frame: Sequence[Dataset] | None, shared: Dataset
+) -> list[int]:
+    """The 0-based frames that are localizers: by each frame's FrameType (its own
+    functional group, else the shared one), else by the file's ImageType. An enhanced
+    file's ImageType only sums its frames up (value 3 is the commonest frame's), so it
+    decides only for frames that carry no FrameType."""
+    if per_frame is None:
+        return [0] if _is_localizer(ds.get("ImageType")) else []
+    return [
+        k
+        for k, item in enumerate(per_frame)
+        if _is_localizer(_frame_type(item, shared) or ds.get("ImageType"))
+    ]
+
+
+def _frame_type(item: Dataset, shared: Dataset) -> object:
+    for group in (item, shared):
+        for keyword in FRAME_TYPE_SEQUENCES:
+            types = group.get(keyword)
+            if types and types[0].get("FrameType"):
+                return types[0].FrameType
+    return None
+
+
+def _left_out(localizers: Sequence[int], n_frames: int, shown: int = 5) -> tuple[str, ...]:
+    """The note on a multi-frame file whose ``localizers`` (0-based) are left out:
+    ``frames 1, 2, 3, 4, 5 and 9 more of 300 are localizers (scout images); ...``."""
+    if not localizers:
+        return ()
+    names = ", ".join(str(k + 1) for k in localizers[:shown])
+    more = f" and {len(localizers) - shown} more" if len(localizers) > shown else ""
+    which = f"frames {names}{more} of {n_frames} are localizers (scout images)"
+    if len(localizers) == 1:
+        which = f"frame {names} of {n_frames} is a localizer (scout image)"
+    return (f"{which}; left out of the volume",)
+
+
+def _count(value: object) -> int | None:
+    """A positive whole number from a single-valued element, or None."""
+    number = _number(value, 0.0)
+    return int(number) if number is not None and number >= 1 and number == int(number) else None
+
+
+def _concatenation(path: Path, ds: Dataset) -> Concatenation | None:
+    """The concatenation part an enhanced file is (None when it is whole); part
+    numbers that are not counts are one InputError."""
+    uid = _uid(ds, "ConcatenationUID")
+    if not uid:
+        return None
+    number = _count(ds.get("InConcatenationNumber"))
+    if number is None:
+        found = ds.get("InConcatenationNumber")
+        raise InputError(path, f"concatenation part with InConcatenationNumber {found!r}")
+    total = ds.get("InConcatenationTotalNumber")
+    if total is None or total == "":
+        return Concatenation(uid, number, None)
+    parts = _count(total)
+    if parts is None or parts < number:
+        raise InputError(
+            path, f"concatenation part {number} of InConcatenationTotalNumber {total!r}"
+        )
+    return Concatenation(uid, number, parts)
 
 
 #: Where each attribute sits in an enhanced image's functional groups (PS3.3 C.7.6.16).
@@ -576,13 +714,16 @@ def _series_key(h: SliceHeader) -> tuple[str, ...]:
     anonymizer) the folder, StudyInstanceUID, FrameOfReferenceUID and SeriesNumber
     stand in: a series is normally one folder, and two series of one study in one
     folder still differ in SeriesNumber. The frames of a multi-frame file form their
-    own series (one file, one volume), whatever their UIDs.
+    own series (one file, one volume), whatever their UIDs; so do the frames of the
+    files of one concatenation, together.
     """
     if h.series_uid:
         key: tuple[str, ...] = (h.series_uid,)
     else:
         key = ("", str(h.path.parent), h.study_uid, h.frame_of_reference_uid, h.series_number)
-    if h.pixels.frame is not None:
+    if h.concatenation is not None:
+        key += ("concatenation", h.concatenation.uid)
+    elif h.pixels.frame is not None:
         key += (str(h.path),)
     return key
 
@@ -610,7 +751,7 @@ def _blank_warning(
             instead.append("SOP class taken from the file meta (MediaStorageSOPClassUID)")
         else:
             instead.append("taken as image slices by their pixel data and geometry")
-    if states["SeriesInstanceUID"] and members[0].pixels.frame is None:
+    if states["SeriesInstanceUID"] and not members[0].multiframe:
         instead.append(
             "grouped by folder, study, frame of reference, series number, orientation "
             "and pixel grid"
@@ -629,7 +770,8 @@ def group_series(
 
     Files group by SeriesInstanceUID (see :func:`_series_key` for files without
     one), split further when orientation, pixel grid or pixel spacing differ inside
-    one series. Empty or missing identifying UIDs give one warning per series.
+    one series. Empty or missing identifying UIDs give one warning per series; what
+    reading a file left out (its :attr:`SliceHeader.notes`) one warning per file.
 
     Args:
         headers: slice headers from :func:`read_headers`.
@@ -640,12 +782,14 @@ def group_series(
         by_key[_series_key(h)].append(h)
     groups = []
     for members in by_key.values():
-        members.sort(key=lambda h: (str(h.path), h.pixels.frame or 0))
-        where = members[0].path if members[0].pixels.frame is not None else members[0].path.parent
+        members.sort(key=_file_order)
+        where = members[0].path if members[0].multiframe else members[0].path.parent
         warnings = []
         blank = _blank_warning(where, members, describe)
         if blank:
             warnings.append(blank)
+        for path, note in dict.fromkeys((h.path, note) for h in members for note in h.notes):
+            warnings.append(f"{describe(path)}: {note}")
         by_grid: dict[tuple[object, ...], list[SliceHeader]] = defaultdict(list)
         for h in members:
             by_grid[_grid_key(h)].append(h)
@@ -657,6 +801,35 @@ def group_series(
         for sub in by_grid.values():
             groups.append((sub, list(warnings)))
     return groups
+
+
+def _file_order(h: SliceHeader) -> tuple[int, str, int]:
+    """Concatenation part, file, frame: the first is the file a volume is named by."""
+    part = h.concatenation.number if h.concatenation is not None else 0
+    return (part, str(h.path), h.pixels.frame or 0)
+
+
+def _missing_parts(headers: Sequence[SliceHeader], describe: Callable[[Path], str]) -> str | None:
+    """What is wrong with the parts of a concatenation (the parts present, the
+    numbers missing or disagreeing), or None when all parts are there."""
+    concatenated = [(h.concatenation, h.path) for h in headers if h.concatenation is not None]
+    if not concatenated:
+        return None
+    parts = {c.number: path for c, path in concatenated}
+    totals = sorted({c.total for c, _ in concatenated if c.total is not None})
+    names = ", ".join(f"{n}: {describe(parts[n])}" for n in sorted(parts))
+    if len(totals) > 1:
+        said = " and ".join(map(str, totals))
+        return f"concatenation parts ({names}) disagree on InConcatenationTotalNumber ({said})"
+    total = totals[0] if totals else max(parts)
+    missing = [n for n in range(1, total + 1) if n not in parts]
+    if not missing:
+        return None
+    which = ", ".join(map(str, missing))
+    return (
+        f"concatenation of {total} parts has {len(parts)} ({names}); "
+        f"part{'s' if len(missing) > 1 else ''} {which} missing"
+    )
 
 
 def _slice_name(h: SliceHeader, describe: Callable[[Path], str] = str) -> str:
@@ -693,14 +866,19 @@ def plan_series(
     InstanceNumber or frame number, and the slice spacing comes from those positions,
     never from SliceThickness. Missing slices and irregular spacing are accepted by
     interpolating onto a uniform grid (with a warning); duplicate positions with
-    equal pixels are dropped (with a warning).
+    equal pixels are dropped (with a warning). The frames of a concatenation are
+    sorted like any others, once all its parts are there.
 
     Raises:
         InputError: fewer than 3 slices, two different slices at one position,
-            positions that do not lie on one line, or more missing than present.
+            positions that do not lie on one line, more missing than present, or a
+            concatenation that lacks parts.
     """
     first = headers[0]
-    folder = describe(first.path if first.pixels.frame is not None else first.path.parent)
+    folder = describe(first.path if first.multiframe else first.path.parent)
+    incomplete = _missing_parts(headers, describe)
+    if incomplete:
+        raise InputError(folder, incomplete)
     if len(headers) < MIN_SLICES:
         names = ", ".join(_slice_name(h, describe) for h in headers)
         raise InputError(
@@ -724,7 +902,9 @@ def plan_series(
     for i in range(1, len(headers)):
         if offsets[i] - offsets[keep[-1]] < DUPLICATE_TOL_MM:
             a, b = _slice_name(headers[keep[-1]], describe), _slice_name(headers[i], describe)
-            if not _same_pixels(headers[keep[-1]], headers[i]):
+            with _file_warnings(warnings, describe):
+                same = _same_pixels(headers[keep[-1]], headers[i])
+            if not same:
                 raise InputError(
                     folder,
                     f"{a} and {b} sit at the same position "
@@ -825,6 +1005,82 @@ def plan_series(
 # Pixels
 
 
+#: The file each thread is decoding, so that a warning raised inside a decoder can be
+#: said about that file (see :func:`_file_warnings` and :func:`_decode_frames`).
+_decoding = threading.local()
+
+
+class _FileNotes(logging.Filter):
+    """What a decoding thread's decoder says (warnings, and pydicom's log records,
+    which repeat its warnings or say that a plugin failed), kept by message with the
+    files it was said about; anything said on another thread passes on unchanged."""
+
+    def __init__(self, describe: Callable[[Path], str], passed: Callable[..., Any]):
+        super().__init__()
+        self.describe, self.passed = describe, passed
+        self.files: dict[str, list[str]] = {}  # message -> files, in the order said
+        self.lock = threading.Lock()
+
+    def note(self, text: str) -> bool:
+        """Keep ``text`` about the file this thread decodes; False when it decodes none."""
+        path = getattr(_decoding, "path", None)
+        if path is None:
+            return False
+        name = self.describe(path)
+        with self.lock:
+            files = self.files.setdefault(_printable(text), [])
+            if name not in files:
+                files.append(name)
+        return True
+
+    def lines(self) -> list[str]:
+        """One line per message, naming its first file (and how many more said it)."""
+        out = []
+        for message, files in self.files.items():
+            more = f" (and {len(files) - 1} more file(s))" if len(files) > 1 else ""
+            out.append(f"{files[0]}{more}: {message}")
+        return out
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.note(record.getMessage())
+
+    def showwarning(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if not self.note(str(message)):
+            self.passed(message, category, filename, lineno, file, line)
+
+
+@contextmanager
+def _file_warnings(notes: list[str], describe: Callable[[Path], str] = str) -> Iterator[None]:
+    """While pixels are decoded, what the decoders warn or log (pydicom's "The decoded
+    RLE segment contains non-conformant padding" on damaged data, odd values it meets
+    on the way) becomes one-line ``notes`` naming the file: one per message, so that a
+    remark about every file of a long series is one line, not hundreds.
+
+    ``warnings.catch_warnings`` changes process-wide state and cannot be entered by
+    several threads at once, so it is entered once here, by the thread that starts
+    the decoding; each decoding thread names its file in :data:`_decoding`.
+    """
+    said = _FileNotes(describe, warnings.showwarning)
+    logger = logging.getLogger("pydicom")
+    logger.addFilter(said)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")  # every file's problem, not only the first one's
+            warnings.showwarning = said.showwarning
+            yield
+    finally:
+        logger.removeFilter(said)
+        notes.extend(line for line in said.lines() if line not in notes)
+
+
 def _read_native(path: Path, element: PixelElement, rows: int, columns: int) -> np.ndarray:
     """16-bit native little-endian pixels straight from the file, as pydicom would
     return them: bits above BitsStored masked off, or sign-extended when signed."""
@@ -869,6 +1125,7 @@ def _decode_frames(
     (None: read it again). Any decoder failure is one InputError naming the file."""
     from pydicom.pixels import iter_pixels
 
+    named, _decoding.path = getattr(_decoding, "path", None), path
     try:
         if transfer_syntax is None:
             transfer_syntax = _transfer_syntax(pydicom.dcmread(path, stop_before_pixels=True))
@@ -886,6 +1143,8 @@ def _decode_frames(
         raise
     except Exception as exc:  # decoders raise many types; each becomes one line
         raise InputError(path, f"cannot decode pixel data ({_one_line(exc)})") from None
+    finally:
+        _decoding.path = named
 
 
 def _read_slice(
@@ -901,7 +1160,13 @@ def _read_slice(
     raise InputError(path, "no pixel data decoded")
 
 
-def read_series(plan: SeriesPlan, workers: int | None = None) -> np.ndarray:
+def read_series(
+    plan: SeriesPlan,
+    workers: int | None = None,
+    *,
+    notes: list[str] | None = None,
+    describe: Callable[[Path], str] = str,
+) -> np.ndarray:
     """Build the (X, Y, Z) float32 HU volume that ``plan`` describes.
 
     Pixels fill a (Z, Y, X) C-ordered buffer slice by slice, so the returned
@@ -913,7 +1178,23 @@ def read_series(plan: SeriesPlan, workers: int | None = None) -> np.ndarray:
     Args:
         plan: from :func:`plan_series`.
         workers: threads decoding files in parallel (default: CPU count, at most 4).
+        notes: where what the decoders warn about goes, one line per file and
+            problem, the file named by ``describe`` (``"a/1-003.dcm: The decoded RLE
+            segment contains non-conformant padding - 4098 vs. 4096 bytes
+            expected"``). None: each line is warned (UserWarning) instead.
+        describe: turns a path into the text used in notes.
     """
+    said: list[str] = [] if notes is None else notes
+    with _file_warnings(said, describe):
+        volume = _read_volume(plan, workers)
+    if notes is None:
+        for note in said:
+            warnings.warn(note, UserWarning, stacklevel=2)
+    return volume
+
+
+def _read_volume(plan: SeriesPlan, workers: int | None) -> np.ndarray:
+    """:func:`read_series` without the notes: decoding threads and resampling."""
     n_src = len(plan.files)
     workers = workers or min(4, os.cpu_count() or 1)
     src = np.empty((n_src, plan.rows, plan.columns), dtype=np.float32)

@@ -160,6 +160,7 @@ def discover(
     patients: dict[str, str] = {}
     for i, ref in enumerate(refs):
         ref.case_id = f"case_{i:04d}"
+        ref.root = found.root
         # the key (a folder name or file stem) stays in memory; only its index is kept
         key = _scan_keys(ref, found.root)[0]
         ref.patient = patients.setdefault(key, f"patient_{len(patients):04d}")
@@ -283,24 +284,32 @@ def _build_series(
 
     Every broken file is reported as an error note. It also makes a series unusable
     when it was one of its slices: its SeriesInstanceUID, read up to the damage, is
-    the series' one, or, where the damage hides it, the series is the only one in the
-    file's folder. A broken file that cannot be placed becomes a warning on each
-    series beside it.
+    the series' one; or, where the damage hides it from pydicom, the UID of a series
+    in its folder is still in its bytes; or, for a series without a UID (grouped by
+    folder), the series is the only one in the file's folder. Any other broken file
+    (a damaged object of a series of its own, such as a multi-frame file) is a warning
+    on each series beside it and never makes one unusable.
     """
     for p, b in broken.items():
         found.notes.append(Note(found.rel(p), b.problem, "error"))
     groups = dicom.group_series(headers, found.rel)
     series_per_folder: dict[Path, int] = defaultdict(int)
+    uids_per_folder: dict[Path, set[str]] = defaultdict(set)
     for members, _ in groups:
         series_per_folder[members[0].path.parent] += 1
+        if members[0].series_uid:
+            uids_per_folder[members[0].path.parent].add(members[0].series_uid)
+    owner = {
+        p: b.series_uid or _series_in_bytes(p, uids_per_folder[p.parent]) for p, b in broken.items()
+    }
     for members, warnings in groups:
         folder = members[0].path.parent
         files = tuple(sorted({h.path for h in members}))
         ref = ScanRef(
             case_id="",
             kind="dicom",
-            # a volume from a multi-frame file is named by that file
-            source=files[0] if members[0].pixels.frame is not None else folder,
+            # a volume from a multi-frame file (or a concatenation) is named by its (first) file
+            source=members[0].path if members[0].multiframe else folder,
             files=files,
             warnings=list(warnings),
         )
@@ -313,10 +322,9 @@ def _build_series(
             ref.files = tuple(dict.fromkeys(plan.files))  # a multi-frame file once
             ref.warnings.extend(plan.warnings)
         uid = members[0].series_uid
-        alone = series_per_folder[folder] == 1
-        unplaced = [p for p, b in broken.items() if p.parent == folder and not b.series_uid]
-        mine = [p for p, b in broken.items() if uid and b.series_uid == uid]
-        if alone:
+        unplaced = [p for p, u in owner.items() if p.parent == folder and not u]
+        mine = [p for p, u in owner.items() if uid and u == uid]
+        if not uid and series_per_folder[folder] == 1:
             mine += unplaced
         if mine:
             ref.error = f"{found.rel(mine[0])}: {broken[mine[0]].problem}"
@@ -329,6 +337,12 @@ def _build_series(
                 f"({names})"
             )
         found.images.append(ref)
+
+
+def _series_in_bytes(path: Path, uids: set[str]) -> str:
+    """The one series UID of ``uids`` that a broken file's bytes hold, else ""."""
+    held = dicom.uids_in(path, uids) if uids else set()
+    return held.pop() if len(held) == 1 else ""
 
 
 # ---------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ class ScanRef:
         case_id: ``case_0000``, ``case_0001``, ... in discovery order. Logs and
             reports name cases by this index, never by patient name or ID.
         kind: ``dicom`` (a series of single-frame files) or ``nifti``.
-        source: the NIfTI file, or the folder that holds the series.
+        source: the NIfTI file, the folder that holds the series, or the file of a
+            multi-frame image (the first part of a concatenation).
         files: the series' slice files sorted along the slice normal, or the one
             NIfTI file.
         label: the paired label NIfTI, if any.
@@ -33,6 +34,7 @@ class ScanRef:
         patient: ``patient_0000``, ... : scans that share it come from one patient
             (the same top-level folder of a DICOM tree, or the same NIfTI case stem).
             Splits keep a patient on one side.
+        root: the folder discovery searched; messages name files relative to it.
     """
 
     case_id: str
@@ -46,6 +48,7 @@ class ScanRef:
         default=None, repr=False
     )  # medaug.io.dicom.SeriesPlan; typed loosely to avoid an import cycle
     patient: str = ""
+    root: Path | None = None
 
     @property
     def usable(self) -> bool:

@@ -1,12 +1,15 @@
-"""Damaged DICOM files (issue #14, point 3): each one is a one-line error or a skipped
-note naming it, the good files beside it are still read, and no command ends in a
-traceback. The cases the issue reported, then a seeded fuzz test over phantom series,
-multi-frame files and the small files that ship with pydicom."""
+"""Damaged DICOM files (issue #14, point 3; issue #22, item 3): each one is a one-line
+error or a skipped note naming it, the good files beside it are still read, what the
+decoders warn about names the file, and no command ends in a traceback. The cases the
+issues reported, then a seeded fuzz test over phantom series, multi-frame files and
+the small files that ship with pydicom."""
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,15 +27,12 @@ from typer.testing import CliRunner
 from medaug import io
 from medaug.data.phantom import make_patient
 from medaug.errors import MedaugError
+from medaug.io import dicom
 from medaug.io.dicom_write import new_series_info, write_ct_series
 from medaug.io.summary import Inspection, inspect_path
 from tests.conftest import SMALL, run_cli, series_files
 
-pytestmark = [
-    pytest.mark.usefixtures("one_thread_per_process"),
-    # pydicom's RLE decoder warns about damaged segments it still decodes; expected here
-    pytest.mark.filterwarnings("ignore:The decoded RLE segment:UserWarning"),
-]
+pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
 WriteSeries = Callable[..., tuple[Path, np.ndarray, np.ndarray]]
 
@@ -140,6 +140,110 @@ def test_broken_slice_counts_against_its_own_series_only(
     assert a.error is not None
     assert a.error.startswith("a1-005.dcm: truncated: pixel data declares 8192 bytes")
     assert b.usable and b.warnings == []
+
+
+def swallow_dataset_into_file_meta(path: Path) -> None:
+    """The damage that made a good series unusable (found by the fuzz test's approach,
+    seed 14, mutation 94): the high byte of the length of (0002,0003)
+    MediaStorageSOPInstanceUID set to 0x83, so the file meta swallows the dataset and
+    pydicom finds neither image size nor SeriesInstanceUID, while the UID's bytes are
+    still in the file."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x02\x00\x03\x00UI")
+    data[at + 7] = 0x83
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_object_beside_a_good_series_leaves_it_usable(write_series: WriteSeries) -> None:
+    """A damaged multi-frame file of another series in the folder of a good series:
+    the damage hides its SeriesInstanceUID, and the good series, the only one left in
+    the folder, used to take the blame. Its UID is not in the damaged file's bytes, so
+    now it is read, with a warning naming the file beside it."""
+    good, image, _ = write_series("good")
+    other, _, _ = write_series("other", index=1)
+    sources = [pydicom.dcmread(p) for p in series_files(other)]
+    lce = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        sources, generate_uid(), 2, generate_uid(), 1
+    )
+    victim = good / "lce.dcm"
+    lce.save_as(victim)
+    swallow_dataset_into_file_meta(victim)
+    assert dicom.series_uid_of(victim) == ""
+
+    found = io.discover(good)
+    assert [(n.path, n.level) for n in found.notes] == [("lce.dcm", "error")]
+    assert found.notes[0].message.startswith("image size missing or not a count")
+    (ref,) = found
+    assert ref.error is None
+    assert ref.warnings == ["good: 1 unreadable file(s) beside this series (lce.dcm)"]
+    np.testing.assert_array_equal(io.load(ref).image, image)
+
+
+def test_slice_whose_damage_hides_its_series_uid_counts_against_its_series(
+    write_series: WriteSeries, tmp_path: Path
+) -> None:
+    """The same damage to a slice of one of two series in a folder: pydicom reads no
+    SeriesInstanceUID, but the file's bytes hold its series' UID, so that series is
+    unusable (not interpolated over the lost slice) and the other one is untouched."""
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for name, index in (("a", 0), ("b", 1)):
+        folder, _, _ = write_series(name, index=index)
+        for p in series_files(folder):
+            shutil.move(p, mixed / f"{name}{p.name}")
+    victim = mixed / "a1-005.dcm"
+    swallow_dataset_into_file_meta(victim)
+    assert dicom.series_uid_of(victim) == ""
+    a, b = io.discover(mixed)
+    assert a.error is not None and a.error.startswith("a1-005.dcm: image size missing")
+    assert b.usable and b.warnings == []
+
+
+def pad_rle_segment(path: Path) -> None:
+    """One literal byte added to the last RLE segment of a slice: pydicom still decodes
+    it and warns "The decoded RLE segment contains non-conformant padding"."""
+    ds = pydicom.dcmread(path)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([frame + b"\x00\x07"])
+    ds.save_as(path)
+
+
+def test_decoder_warnings_name_the_file(
+    write_series: WriteSeries, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pydicom's warning about a padded RLE segment (which it also logs) comes back
+    as one line of the scan's warnings naming the file, never as a bare warning or
+    log record: when the volume is read, by threads, and when two slices are compared
+    during discovery (a duplicate; the same words about both files are one line).
+    ``read_series`` without notes warns it, naming the file."""
+    folder, image, _ = write_series(transfer_syntax=RLELossless)
+    victim = series_files(folder)[4]
+    pad_rle_segment(victim)
+    padding = "The decoded RLE segment contains non-conformant padding - 4097 vs. 4096 bytes"
+    said = f"{victim.name}: {padding} expected"
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (ref,) = io.discover(folder)
+        scan = io.load(ref)
+    assert [str(w.message) for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "pydicom"] == []
+    assert ref.warnings == []  # discovery decodes nothing here
+    assert scan.warnings == [said]
+    np.testing.assert_array_equal(scan.image, image)
+
+    shutil.copy(victim, folder / "copy.dcm")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        (ref,) = io.discover(folder)
+    assert [str(w.message) for w in caught] == []
+    assert ref.warnings == [  # both slices decoded to compare them: one line
+        f"{victim.name} (and 1 more file(s)): {padding} expected",
+        f"copy.dcm: duplicate of {victim.name}; ignored",
+    ]
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(folder / said))}$") as warned:
+        dicom.read_series(ref.series, workers=4)
+    assert len(warned) == 1
 
 
 def test_file_with_a_damaged_preamble_is_a_skipped_note(write_series: WriteSeries) -> None:
@@ -319,7 +423,8 @@ def mutations(corpus: Corpus, n: int, seed: int) -> Iterator[tuple[str, int, str
 
 
 def test_fuzz_damaged_files_never_raise(corpus: Corpus, tmp_path: Path) -> None:
-    """Every damaged file: ``inspect`` raises nothing, says everything in one line per
+    """Every damaged file: ``inspect`` raises nothing and warns nothing (what pydicom
+    warns about is a line of the scan's warnings), says everything in one line per
     problem with a path first, notes name the damaged file, and the good series beside
     it (same folder) and in the next folder read as before. Every 10th also goes
     through ``medaug convert`` (CliRunner): exit 0 or 1, no exception."""
@@ -344,7 +449,10 @@ def test_fuzz_damaged_files_never_raise(corpus: Corpus, tmp_path: Path) -> None:
         victim.write_bytes(data)
         kinds[kind] += 1
 
-        result = inspect_path(work, workers=1)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = inspect_path(work, workers=1)
+        assert [str(w.message) for w in caught] == [], (name, kind)  # notes instead
         lines = said(result)
         for line in lines:
             assert "\n" not in line and "\r" not in line, line
@@ -353,8 +461,7 @@ def test_fuzz_damaged_files_never_raise(corpus: Corpus, tmp_path: Path) -> None:
             assert note.path == f"victims/{victim.name}", (name, kind, note)
         assert summary_of(result, "sibling") == sibling, (name, kind)
         beside = [s for s in result.scans if s.source == "victims" and s.shape == (64, 64, 4)]
-        if len(files) > 1:  # the damaged file's own series keeps the others apart
-            assert [s.error for s in beside] == [None], (name, kind, lines)
+        assert [s.error for s in beside] == [None], (name, kind, lines)
         new = lines - baseline[name]
         changed += bool(new)
         named += any(victim.name in line for line in new)

@@ -1,9 +1,12 @@
 """Enhanced CT and Legacy Converted Enhanced CT (issue #14, point 2): a whole series in
 one multi-frame file reads voxel for voxel like the same slices as a classic series,
-with the same validation (order, gaps, duplicates, tilt) and the same affine."""
+with the same validation (order, gaps, duplicates, tilt) and the same affine. Its edge
+cases (issue #22, item 3): localizer frames left out, and a concatenation (one
+multi-frame image split over several files) read as one volume."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 import subprocess
 from collections.abc import Callable, Sequence
@@ -308,6 +311,182 @@ def test_frame_count_must_match_the_functional_groups(
     ds.save_as(path)
     (note,) = io.discover(path.parent).notes
     assert note.message == "PerFrameFunctionalGroupsSequence has 11 items, 12 frames"
+
+
+def scout(ds: Dataset) -> Dataset:
+    """A copy of slice ``ds`` made a coronal localizer (ImageType LOCALIZER)."""
+    out = copy.deepcopy(ds)
+    out.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    out.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    out.SOPInstanceUID = generate_uid()
+    return out
+
+
+def test_localizer_frames_are_left_out_with_a_note(
+    write_series: WriteSeries, tmp_path: Path
+) -> None:
+    """Two scouts converted with the axial slices into one Legacy Converted Enhanced
+    CT (highdicom writes each source's ImageType as the frame's FrameType): the volume
+    is the axial series, and one warning names the frames left out. The file's own
+    ImageType only sums its frames up, so it does not decide, even when it says
+    LOCALIZER."""
+    folder, image, affine = write_series()
+    sources = [pydicom.dcmread(p) for p in series_files(folder)]
+    lce = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        [scout(sources[0]), *sources, scout(sources[5])], generate_uid(), 2, generate_uid(), 1
+    )
+    path = tmp_path / "lce" / "lce.dcm"
+    path.parent.mkdir()
+    lce.save_as(path)
+    frame_types = [
+        item.CTImageFrameTypeSequence[0].FrameType[2]
+        for item in pydicom.dcmread(path).PerFrameFunctionalGroupsSequence
+    ]
+    scouts = [k + 1 for k, value in enumerate(frame_types) if value == "LOCALIZER"]
+    assert len(scouts) == 2 and len(frame_types) == 14
+    note = (
+        f"lce.dcm: frames {scouts[0]}, {scouts[1]} of 14 are localizers (scout images); "
+        "left out of the volume"
+    )
+
+    (ref,) = io.discover(path.parent)
+    assert ref.error is None and ref.warnings == [note]
+    scan = io.load(ref)
+    np.testing.assert_array_equal(scan.image, image)
+    np.testing.assert_allclose(scan.affine, affine, atol=1e-5)
+    assert note in scan.warnings
+
+    ds = pydicom.dcmread(path)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER", "MIXED"]
+    ds.save_as(path)
+    (ref,) = io.discover(path.parent)
+    assert ref.warnings == [note]
+    np.testing.assert_array_equal(io.load(ref).image, image)
+
+
+def test_multiframe_file_of_localizer_frames_only_is_skipped(
+    write_series: WriteSeries, tmp_path: Path
+) -> None:
+    """FrameType LOCALIZER in the shared functional group: every frame is a scout."""
+    folder, _, _ = write_series()
+    sources = [pydicom.dcmread(p) for p in series_files(folder)]
+    path = enhanced_ct(sources, tmp_path / "enh" / "scouts.dcm")
+    ds = pydicom.dcmread(path)
+    ds.SharedFunctionalGroupsSequence[0].CTImageFrameTypeSequence = [
+        item(FrameType=["ORIGINAL", "PRIMARY", "LOCALIZER", "NONE"])
+    ]
+    ds.save_as(path)
+    found = io.discover(path.parent)
+    assert list(found) == []
+    assert [(n.path, n.message) for n in found.notes] == [
+        ("scouts.dcm", "skipped: localizer (scout) image")
+    ]
+
+
+def concatenation(
+    whole: Path,
+    sizes: Sequence[int],
+    names: Sequence[str],
+    *,
+    total: bool = True,
+    transfer_syntax: str = ExplicitVRLittleEndian,
+) -> list[Path]:
+    """The native multi-frame file ``whole`` split into a concatenation (PS3.3
+    C.7.6.16.1.7): part k, written to ``names[k]`` beside ``whole``'s folder, holds
+    the next ``sizes[k]`` frames with their functional groups. Without ``total`` the
+    parts leave out the optional InConcatenationTotalNumber."""
+    source = pydicom.dcmread(whole)
+    frames = source.pixel_array
+    uid, offset, paths = generate_uid(), 0, []
+    folder = whole.parent.parent / "parts"
+    folder.mkdir(exist_ok=True)
+    for number, (size, name) in enumerate(zip(sizes, names, strict=True), 1):
+        part = copy.deepcopy(source)
+        part.SOPInstanceUID = part.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        part.SOPInstanceUIDOfConcatenationSource = source.SOPInstanceUID
+        part.ConcatenationUID = uid
+        part.InConcatenationNumber = number
+        if total:
+            part.InConcatenationTotalNumber = len(sizes)
+        part.ConcatenationFrameOffsetNumber = offset
+        part.NumberOfFrames = size
+        part.PerFrameFunctionalGroupsSequence = list(
+            source.PerFrameFunctionalGroupsSequence[offset : offset + size]
+        )
+        part.PixelData = frames[offset : offset + size].tobytes()
+        if transfer_syntax != ExplicitVRLittleEndian:
+            part.compress(transfer_syntax, generate_instance_uid=False)
+        paths.append(folder / name)
+        part.save_as(paths[-1], enforce_file_format=True)
+        offset += size
+    return paths
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, RLELossless], ids=["native", "rle"])
+def test_concatenation_reads_like_the_same_frames_in_one_file(
+    write_series: WriteSeries, tmp_path: Path, syntax: str
+) -> None:
+    """Frames out of order, split 5 + 4 + 3 over three files named against their part
+    order: one scan, named by part 1, equal voxel for voxel and in geometry to the
+    file they came from."""
+    folder, image, _ = write_series()
+    sources = [pydicom.dcmread(p) for p in series_files(folder)]
+    order = np.random.default_rng(5).permutation(len(sources))
+    whole = enhanced_ct(sources, tmp_path / "whole" / "ct.dcm", order=order)
+    parts = concatenation(whole, [5, 4, 3], ["c.dcm", "b.dcm", "a.dcm"], transfer_syntax=syntax)
+
+    (ref,) = io.discover(parts[0].parent)
+    assert ref.error is None and ref.warnings == []
+    assert ref.source == parts[0] and sorted(ref.files) == sorted(parts)
+    scan = io.load(ref)
+    assert_same_scan(scan, load_one(whole.parent))
+    np.testing.assert_array_equal(scan.image, image)
+    assert scan.provenance["files"] == 3
+
+
+@pytest.mark.parametrize(
+    ("total", "removed", "problem"),
+    [
+        (True, 1, "concatenation of 3 parts has 2 (1: p1.dcm, 3: p3.dcm); part 2 missing"),
+        (True, 2, "concatenation of 3 parts has 2 (1: p1.dcm, 2: p2.dcm); part 3 missing"),
+        (False, 1, "concatenation of 3 parts has 2 (1: p1.dcm, 3: p3.dcm); part 2 missing"),
+    ],
+    ids=["middle", "last", "middle-without-total"],
+)
+def test_concatenation_with_a_part_missing_is_one_line_naming_the_parts(
+    write_series: WriteSeries, tmp_path: Path, total: bool, removed: int, problem: str
+) -> None:
+    folder, _, _ = write_series()
+    sources = [pydicom.dcmread(p) for p in series_files(folder)]
+    whole = enhanced_ct(sources, tmp_path / "whole" / "ct.dcm")
+    parts = concatenation(whole, [4, 4, 4], ["p1.dcm", "p2.dcm", "p3.dcm"], total=total)
+    parts[removed].unlink()
+    (ref,) = io.discover(parts[0].parent)
+    first = parts[1 if removed == 0 else 0].name
+    assert ref.error == f"{first}: {problem}"
+
+
+def test_concatenation_parts_that_disagree_on_their_number(
+    write_series: WriteSeries, tmp_path: Path
+) -> None:
+    folder, _, _ = write_series()
+    sources = [pydicom.dcmread(p) for p in series_files(folder)]
+    whole = enhanced_ct(sources, tmp_path / "whole" / "ct.dcm")
+    parts = concatenation(whole, [6, 6], ["p1.dcm", "p2.dcm"])
+    ds = pydicom.dcmread(parts[1])
+    ds.InConcatenationTotalNumber = 3
+    ds.save_as(parts[1])
+    (ref,) = io.discover(parts[0].parent)
+    assert ref.error == (
+        "p1.dcm: concatenation parts (1: p1.dcm, 2: p2.dcm) disagree on "
+        "InConcatenationTotalNumber (2 and 3)"
+    )
+    ds.InConcatenationNumber = 0
+    ds.save_as(parts[1])
+    found = io.discover(parts[0].parent)
+    assert [(n.path, n.message) for n in found.notes] == [
+        ("p2.dcm", "concatenation part with InConcatenationNumber 0")
+    ]
 
 
 def test_two_multiframe_files_in_one_folder_are_two_scans(
