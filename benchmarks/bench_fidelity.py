@@ -115,7 +115,8 @@ def reference(
 
 
 def spec_overrides(spec: str) -> dict[str, Any]:
-    """``vaegan:mask:target+body:translation+cutout:kl_weight=8`` -> ModelConfig overrides."""
+    """``vaegan:mask:target+body:translation+cutout:kl_weight=8`` -> ModelConfig overrides
+    (and ``train.NAME`` entries for TrainConfig fields)."""
     _, *rest = spec.split(":")
     if not rest:
         return {}
@@ -138,6 +139,12 @@ def variant_result(
 ) -> dict[str, Any]:
     """Train, synthesize and score one generator; kept in ``folder/result.json``."""
     variant, overrides = spec.split(":")[0], spec_overrides(spec)
+    # train.NAME=VALUE: a TrainConfig field (train.lr_d=4e-4, train.betas=0/0.999: ','
+    # separates the rows)
+    training = {k[6:]: v for k, v in overrides.items() if k.startswith("train.")}
+    overrides = {k: v for k, v in overrides.items() if not k.startswith("train.")}
+    if "betas" in training:
+        training["betas"] = tuple(float(b) for b in str(training["betas"]).split("/"))
     conditional = overrides.get("condition") == "mask"
     cases = train_ids[: args.train_patients] if args.train_patients else train_ids
     key = (
@@ -155,7 +162,7 @@ def variant_result(
         return {**json.loads(kept.read_text()), "reused": True}
     shutil.rmtree(folder, ignore_errors=True)
     config = TrainConfig(steps=args.steps, batch_size=16, seed=0, sample_every=args.steps,
-                         checkpoint_every=args.steps, device=args.device)  # fmt: skip
+                         checkpoint_every=args.steps, device=args.device, **training)  # fmt: skip
     _note(f"{spec}: training {args.steps} steps on {len(cases)} patients")
     held = [c for c in cache.case_ids if c not in cases]
     trained = train(cache.root, folder / "runs", model=variant, preset="cpu", config=config,
@@ -165,7 +172,8 @@ def variant_result(
     if conditional:  # layouts from the generator's own training cases' masks
         extra = {"input": cache.root, "masks": args.masks, "mask_steps": args.steps}
     result: dict[str, Any] = {
-        "generator": spec, "settings": overrides, "train_s": trained.seconds,
+        "generator": spec, "settings": overrides | {f"train.{k}": v for k, v in training.items()},
+        "train_s": trained.seconds,
         "steps": args.steps, "patients": len(cases), "masks": args.masks if conditional else None,
         "kl_nats": final_stat(trained.run_dir, "generator/kl"),
         "context_labels": list(args.organs),

@@ -1126,7 +1126,7 @@ def demo(
     ] = 200,
     gain_folds: Annotated[
         int, typer.Option(min=2, help="Folds of the gain experiment: every patient tested once.")
-    ] = 4,
+    ] = 2,
     fidelity_steps: Annotated[
         int, typer.Option(min=1, help="Steps of evaluate's label-fidelity segmenter.")
     ] = 300,
@@ -1181,7 +1181,7 @@ def demo(
         train_cases=gain_cases or [str(max(1, min(2, trained)))],
         seeds=gain_seeds,
         folds=folds,
-        arms=["real,real+classical,real+synth,real+labels2image"],
+        arms=["real,real+classical,real+synth,real+classical+synth,real+labels2image"],
         steps=gain_steps,
         mode=GainMode.prior,
         generator_steps=generator_steps,

@@ -217,13 +217,14 @@ def test_demo_runs_phantom_to_evaluation_and_points_at_preview_and_report(tmp_pa
         str(synth / "preview.png") in result.stdout and str(synth / "report.html") in result.stdout
     )
     assert "label fidelity" in result.stdout and "Verdict" in page
-    # it ends with the gain table: one regime, four arms (the cheap baseline among them),
-    # every patient tested once (3 folds of 3 patients), two seeds each
+    # it ends with the gain table: one regime, five arms (classical + synthetic and the
+    # cheap baseline among them), every patient tested once (2 folds over 3 patients),
+    # two seeds each
     table = result.stdout[result.stdout.index("| real patients | arm |") :]
-    assert [line.split(" | ")[1] for line in table.splitlines()[2:6]] == [
-        "real", "real+classical", "real+synth", "real+labels2image",
+    assert [line.split(" | ")[1] for line in table.splitlines()[2:7]] == [
+        "real", "real+classical", "real+synth", "real+classical+synth", "real+labels2image",
     ]  # fmt: skip
     assert (tmp_path / "d" / "gain" / "gain.png").exists()
     doc = json.loads((tmp_path / "d" / "gain" / "gain.json").read_text())
-    assert len(doc["runs"]) == 3 * 4 * 2 and doc["settings"]["synth_mode"] == "prior"
-    assert doc["settings"]["folds"] == 3 and doc["summary"][1]["vs_real"]["pairs"] == 3 * 2
+    assert len(doc["runs"]) == 2 * 5 * 2 and doc["settings"]["synth_mode"] == "prior"
+    assert doc["settings"]["folds"] == 2 and doc["summary"][1]["vs_real"]["pairs"] == 3 * 2

@@ -257,6 +257,6 @@ def test_cli_bad_config_is_one_line(tmp_path: Path, dicom_cohort: Path) -> None:
     assert r.stderr.strip() == (
         f"medaug: error: {bad}: unknown setting(s) margin; known: body_threshold_hu, "
         "cache_dtype, context_labels, context_slices, crop, dims, grid_2d, grid_3d, "
-        "hu_window, image_interpolation, labels, margin_mm, min_coverage, require_label, spacing_mm, "
-        "target, target_fraction, tissue_hu"
+        "hu_window, image_interpolation, labels, margin_mm, min_coverage, require_label, "
+        "spacing_mm, target, target_fraction, tissue_hu"
     )
