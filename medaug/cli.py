@@ -26,9 +26,11 @@ from typer.core import TyperGroup
 from medaug import __version__
 from medaug.errors import ConfigError, MedaugError
 from medaug.models.registry import BUILTIN
+from medaug.progress import Progress
 
 if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+    from rich.progress import Progress as RichProgress
+    from rich.progress import TaskID
 
 #: Library parameters whose option is spelled otherwise than ``--name-with-dashes``.
 FLAGS = {
@@ -244,52 +246,59 @@ def _note(quiet: bool) -> Callable[[str], None] | None:
     return None if quiet else (lambda msg: err.print(f"[dim]{msg}[/dim]"))
 
 
-class _Bars:
-    """Named progress bars in one live display, and the callbacks that move them."""
+class _Bars(Progress):
+    """The command line's :class:`~medaug.progress.Progress`: named bars in one live
+    display, and notes printed to stderr (by ``notes``; none when None)."""
 
-    def __init__(self, progress: Progress):
-        self.progress = progress
+    def __init__(self, bars: RichProgress, notes: Callable[[str], None] | None = None):
+        self.bars = bars
+        self.notes = notes
         self.tasks: dict[str, TaskID] = {}
 
     def _task(self, name: str) -> TaskID:
         if name not in self.tasks:
-            self.tasks[name] = self.progress.add_task(name, total=None, info="")
+            self.tasks[name] = self.bars.add_task(name, total=None, info="")
         return self.tasks[name]
 
+    def note(self, message: str) -> None:
+        if self.notes is not None:
+            self.notes(message)
+
+    def start(self, task: str, total: int, done: int = 0) -> None:
+        self.bars.update(self._task(task), completed=done, total=total)
+
+    def advance(self, task: str, n: int = 1) -> None:
+        self.bars.advance(self._task(task), n)
+
+    def record(self, task: str, record: dict[str, Any]) -> None:
+        if task == "training":  # a stats record: the step and the losses
+            from medaug.train.runs import loss_text
+
+            info = f"{loss_text(record)}  {record.get('samples_per_s', 0):g}/s"
+            self.bars.update(self._task(task), completed=record["step"], info=info)
+
+    # preprocess takes two plain callbacks
     def total(self, name: str) -> Callable[[int], None]:
         """``on_start(total)`` of a bar over items."""
-        return lambda total: self.progress.update(self._task(name), total=total)
+        return lambda total: self.start(name, total)
 
-    def advance(self, name: str) -> Callable[[Any], None]:
-        """``on_item(anything)``: one item done."""
-        return lambda _item: self.progress.advance(self._task(name))
-
-    def training(self, name: str = "training") -> dict[str, Any]:
-        """``on_start(start, total)`` and ``on_log(stats)`` of a training run."""
-        from medaug.train.runs import loss_text
-
-        def on_start(start: int, total: int) -> None:
-            self.progress.update(self._task(name), completed=start, total=total)
-
-        def on_log(stats: dict) -> None:
-            info = f"{loss_text(stats)}  {stats.get('samples_per_s', 0):g}/s"
-            self.progress.update(self._task(name), completed=stats["step"], info=info)
-
-        return {"on_start": on_start, "on_log": on_log}
+    def stepper(self, name: str) -> Callable[[Any], None]:
+        """``progress(anything)``: one item done."""
+        return lambda _item: self.advance(name)
 
 
 @contextmanager
-def _progress(quiet: bool) -> Iterator[_Bars]:
-    """The one progress display (on a terminal, unless ``quiet``)."""
+def _progress(quiet: bool, notes: Callable[[str], None] | None = None) -> Iterator[_Bars]:
+    """The one progress display (on a terminal, unless ``quiet``), and ``notes``."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
-        Progress,
         TextColumn,
         TimeElapsedColumn,
     )
+    from rich.progress import Progress as RichProgress
 
-    progress = Progress(
+    progress = RichProgress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -300,7 +309,7 @@ def _progress(quiet: bool) -> Iterator[_Bars]:
         disable=quiet or not sys.stderr.isatty(),  # a non-terminal gets no bar (and no blank line)
     )
     with progress:
-        yield _Bars(progress)
+        yield _Bars(progress, notes)
 
 
 # ---- commands ---------------------------------------------------------------------------
@@ -528,7 +537,7 @@ def preprocess(
         result = run(
             input, out, cfg, labels=labels, workers=workers, overwrite=overwrite,
             plan_only=plan_only, val_fraction=val_fraction, folds=folds, seed=seed,
-            progress=bars.advance("preprocessing"), on_start=bars.total("preprocessing"),
+            progress=bars.stepper("preprocessing"), on_start=bars.total("preprocessing"),
         )  # fmt: skip
     if preview and not plan_only:
         from medaug.report import cache_preview
@@ -645,14 +654,14 @@ def train(
         changes["amp"] = amp.value
     cfg = cfg.replace(**changes)
     warn = _console(stderr=True)
-    with _progress(quiet or as_json) as bars, job(cfg.device) as dist:
+    notes = lambda msg: warn.print(msg, style="yellow", markup=False)  # noqa: E731
+    with _progress(quiet or as_json, notes) as bars, job(cfg.device) as dist:
         cache = _training_cache(data, out, int(dims.value) if dims else None, dist)
         result = run(
             cache, out, model=model.value if model else None,
             dims=int(dims.value) if dims else None,
             preset=preset.value, config=cfg, model_overrides=overrides,
-            resume=resume, on_event=lambda msg: warn.print(msg, style="yellow", markup=False),
-            **bars.training(),
+            resume=resume, progress=bars,
         )  # fmt: skip
     _show(result, as_json)
 
@@ -814,13 +823,10 @@ def synth(
         masks=masks, style=style, mask_steps=mask_steps,
     )  # fmt: skip
     quiet = quiet or as_json
-    with _progress(quiet) as bars:
+    with _progress(quiet, None if quiet else _console(stderr=True).print) as bars:
         result = synthesize(
             out, n, cfg, input=input, model=model, generator=spec, overwrite=overwrite, shard=part,
-            on_event=None if quiet else _console(stderr=True).print,
-            on_start=lambda todo, _done: bars.total("synthesizing")(todo),
-            on_case=bars.advance("synthesizing"), train_callbacks=bars.training("fitting"),
-            judge=fidelity.judge,
+            progress=bars, judge=fidelity.judge,
         )  # fmt: skip
     exported = None
     if export is not None:
@@ -1091,9 +1097,8 @@ def gain(
         segment=SegmentConfig(steps=steps, batch_size=batch_size),
     )
     pp = PreprocessConfig.load(config) if config is not None else None
-    doc = run_gain(
-        input, out, cfg, model=model, preprocess_config=pp, on_event=_note(quiet or as_json)
-    )
+    with _progress(quiet or as_json, _note(quiet or as_json)) as bars:
+        doc = run_gain(input, out, cfg, model=model, preprocess_config=pp, progress=bars)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return

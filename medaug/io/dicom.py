@@ -446,6 +446,23 @@ def uids_in(path: Path, uids: Iterable[str]) -> set[str]:
         return set()
 
 
+def sop_class_in_bytes(path: Path, head: int = 4096) -> str:
+    """The first storage SOP class UID in a file's first ``head`` bytes, else "".
+
+    The file meta's MediaStorageSOPClassUID comes right after the preamble, before any
+    UID the dataset references, so for a file whose header is damaged this is still
+    its own class (a CT slice cut short in its header says CT Image Storage; a damaged
+    Legacy Converted CT says its own class, though it references CT images later on).
+    """
+    try:
+        with open(path, "rb") as fp:
+            data = fp.read(head)
+    except OSError:
+        return ""
+    found = re.search(rb"1\.2\.840\.10008\.5\.1\.4\.[0-9.]*[0-9]", data)
+    return found.group().decode() if found else ""
+
+
 def _transfer_syntax(ds: Dataset) -> str:
     """The file meta's TransferSyntaxUID, or for a bare dataset (no file meta) the
     encoding pydicom found when it read the file."""

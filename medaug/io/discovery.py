@@ -285,10 +285,11 @@ def _build_series(
     Every broken file is reported as an error note. It also makes a series unusable
     when it was one of its slices: its SeriesInstanceUID, read up to the damage, is
     the series' one; or, where the damage hides it from pydicom, the UID of a series
-    in its folder is still in its bytes; or, for a series without a UID (grouped by
-    folder), the series is the only one in the file's folder. Any other broken file
-    (a damaged object of a series of its own, such as a multi-frame file) is a warning
-    on each series beside it and never makes one unusable.
+    in its folder is still in its bytes; or the series is the only one in the file's
+    folder and either has no UID (grouped by folder) or has the SOP class the file's
+    bytes still hold (a slice cut short in its header). Any other broken file (a
+    damaged object of a series of its own, such as a multi-frame file) is a warning on
+    each series beside it and never makes one unusable.
     """
     for p, b in broken.items():
         found.notes.append(Note(found.rel(p), b.problem, "error"))
@@ -324,8 +325,14 @@ def _build_series(
         uid = members[0].series_uid
         unplaced = [p for p, u in owner.items() if p.parent == folder and not u]
         mine = [p for p, u in owner.items() if uid and u == uid]
-        if not uid and series_per_folder[folder] == 1:
-            mine += unplaced
+        if series_per_folder[folder] == 1:
+            # alone in its folder: a series without a UID owns every unplaced file; one
+            # with a UID owns those whose bytes still hold its SOP class (a slice cut
+            # short), not another object's (a damaged multi-frame or RT file)
+            sop = members[0].sop_class
+            owned = [p for p in unplaced if not uid or (sop and dicom.sop_class_in_bytes(p) == sop)]
+            mine += owned
+            unplaced = [p for p in unplaced if p not in owned]
         if mine:
             ref.error = f"{found.rel(mine[0])}: {broken[mine[0]].problem}"
             if len(mine) > 1:

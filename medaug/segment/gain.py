@@ -55,6 +55,7 @@ from medaug.io.atomic import write_json, write_text
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.splits import make_splits, recorded_sides
+from medaug.progress import Progress, progress_of
 from medaug.segment import labels2image
 from medaug.segment.config import (
     ARMS,
@@ -77,6 +78,8 @@ from medaug.train.fit import fit_or_resume
 from medaug.train.spec import GeneratorSpec
 
 RESULT = "gain.json"
+#: The task ``run_gain`` reports to its progress (segmenter runs).
+TASK = "gain"
 
 
 @dataclass(frozen=True)
@@ -255,8 +258,7 @@ def run_gain(
     *,
     model: str | os.PathLike[str] | None = None,
     preprocess_config: PreprocessConfig | None = None,
-    on_event: Callable[[str], None] | None = None,
-    on_run: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run the augmentation-gain experiment and write ``gain.json``, ``gain.md``, ``gain.png``.
@@ -270,8 +272,10 @@ def run_gain(
             per regime; its preprocessing config becomes the experiment's.
         preprocess_config: ``PreprocessConfig`` for scans (default: 2D, medaug's
             defaults; the model's when ``model`` is given).
-        on_event: one-line notes.
-        on_run: called with each finished run's record.
+        progress: a :class:`~medaug.progress.Progress` (or a function for the notes):
+            notes, each generator's ``training``, and the ``gain`` task: ``start``
+            with every segmenter run of the experiment, then per finished run
+            ``record`` (its record, Dice included) and ``advance``.
         **settings: :class:`GainConfig` fields that override ``config``'s
             (``run_gain(scans, out, train_patients=[2, "all"], seeds=5)``).
 
@@ -279,7 +283,8 @@ def run_gain(
         the ``gain.json`` document.
     """
     out = Path(out)
-    note = on_event or (lambda _msg: None)
+    progress = progress_of(progress)
+    note = progress.note
     if isinstance(settings.get("generator"), dict):  # a recipe's generator: mapping
         settings["generator"] = GeneratorSpec.from_dict(settings["generator"], "generator")
     cfg = (config or GainConfig()).replace(**settings)
@@ -305,13 +310,15 @@ def run_gain(
         f"regimes {', '.join(plans[0].regimes)} real patient(s); arms {', '.join(cfg.arms)}; "
         f"{cfg.seeds} seed(s); {cfg.segment.steps} steps per run"
     )
+    cells = [r for plan in plans for r in plan.cells()]
+    progress.start(TASK, len(cells) * cfg.seeds * len(cfg.arms))
     generators: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for regime in (r for plan in plans for r in plan.cells()):
+    for regime in cells:
         synth = None
         if cfg.needs_synthetic:
-            gen = _synthetic_for(out, regime, cache, cfg, given, note)
+            gen = _synthetic_for(out, regime, cache, cfg, given, progress)
             generators.append(gen)
             synth = SyntheticDataset(out / gen["synthetic"], intensity="unit")
         painted = None
@@ -324,8 +331,8 @@ def run_gain(
                 source = painted if arm in PAINTED_ARMS else synth
                 run = _run(out, cache, regime, arm, cfg.seed + s, cfg, source, note)
                 runs.append(run)
-                if on_run is not None:
-                    on_run(run)
+                progress.record(TASK, run)
+                progress.advance(TASK)
     doc = {
         "medaug_version": medaug.__version__,
         "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -345,21 +352,26 @@ def run_gain(
 
 
 def _synthetic_for(
-    out: Path, regime: Regime, cache: Cache, cfg: GainConfig, given: Checkpoint | None, note
+    out: Path,
+    regime: Regime,
+    cache: Cache,
+    cfg: GainConfig,
+    given: Checkpoint | None,
+    progress: Progress,
 ) -> dict[str, Any]:
     """The regime's generator (the given one, or one trained on its patients only),
     checked for leakage, and its synthetic cases; returns the generator's record."""
     folder = out / regime.folder
     ckpt = given
     if ckpt is None:
-        note(f"{regime}: a {cfg.generator.describe()} of those patients only")
+        progress.note(f"{regime}: a {cfg.generator.describe()} of those patients only")
         path = fit_or_resume(
             cache, folder / "generator", cfg.generator, regime.cases, seed=cfg.seed,
-            device=cfg.device, on_event=note,
+            device=cfg.device, progress=progress,
         )  # fmt: skip
         ckpt = Checkpoint.load(path)
     info = check_generator(ckpt, cache, regime.test_cases)
-    synth_dir = _synthesize(ckpt, folder / "synthetic", regime, cache, cfg, note)
+    synth_dir = _synthesize(ckpt, folder / "synthetic", regime, cache, cfg, progress.note)
     return {
         "fold": regime.fold,
         "regime": regime.patients,

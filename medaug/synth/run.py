@@ -29,6 +29,7 @@ from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.pipeline import open_cache
 from medaug.preprocess.splits import recorded_sides, training_cases
+from medaug.progress import Progress, progress_of
 from medaug.synth import fidelity_filter, output
 from medaug.synth.config import SynthConfig
 from medaug.synth.fidelity_filter import FidelityFilter, JudgeFactory
@@ -38,6 +39,9 @@ from medaug.synth.sampler import Synthesizer, check_conditional_stack
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.fit import fit_or_resume
 from medaug.train.spec import GeneratorSpec
+
+#: The task ``synthesize`` reports to its progress (cases written).
+TASK = "synthesizing"
 
 #: Slices of a stacked 2D case when there are no real cases to take a height from.
 DEFAULT_SLICES = 32
@@ -125,10 +129,7 @@ def synthesize(
     generator: GeneratorSpec | None = None,
     overwrite: bool = False,
     shard: tuple[int, int] | None = None,
-    on_event: Callable[[str], None] | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    on_case: Callable[[int], None] | None = None,
-    train_callbacks: dict[str, Any] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
     judge: JudgeFactory | None = None,
     **settings: Any,
 ) -> SynthResult:
@@ -154,10 +155,11 @@ def synthesize(
             still drawn from ``(seed, i)`` and named ``synth_{i:04d}``, so the shards
             together hold exactly the cases of one unsharded run. Needs ``model``
             (shards fitting their own generators would not agree).
-        on_event: called with one-line notes (fitting, resuming).
-        on_start: called with (cases to write now, cases already there).
-        on_case: called with each written case's index.
-        train_callbacks: ``on_start`` / ``on_log`` passed to :func:`medaug.train.train`.
+        progress: a :class:`~medaug.progress.Progress` (or a function for the notes):
+            notes (fitting, resuming, the cache used), the ``training`` of a fitted
+            generator or mask generator, and ``synthesizing``: ``start`` with the
+            cases to write now and those already there, ``advance`` per case
+            written.
         judge: builds the segmenter of the fidelity filter (``min_fidelity``,
             :mod:`medaug.synth.fidelity_filter`), e.g.
             :func:`medaug.evaluate.fidelity.judge`; needed only with ``min_fidelity``.
@@ -174,7 +176,8 @@ def synthesize(
     if n < 1:
         raise ConfigError(f"{{n}} must be at least 1, got {n}")
     cfg = (config or SynthConfig()).replace(**settings)
-    note = on_event or (lambda _msg: None)
+    progress = progress_of(progress)
+    note = progress.note
     spec = generator or GeneratorSpec()
     given = _check_request(cfg, n, input, model, spec, shard)
     if cfg.min_fidelity is not None and judge is None:
@@ -206,12 +209,11 @@ def synthesize(
     if given is None:
         assert real is not None  # _check_request: fitting needs input
         path = fit_or_resume(
-            real, out / "model", spec, seed=cfg.seed, device=cfg.device, on_event=note,
-            **(train_callbacks or {}),
+            real, out / "model", spec, seed=cfg.seed, device=cfg.device, progress=progress,
         )  # fmt: skip
         given = Checkpoint.load(path)
     if given.model_config.conditional and cfg.masks == "learned" and real is not None:
-        _fit_mask_generator(given, real, cfg, note, train_callbacks)
+        _fit_mask_generator(given, real, cfg, progress)
     synth = Synthesizer(given, real=real, device=cfg.device, masks=cfg.masks, style=cfg.style)
     synth.check_mode(cfg.mode)
     synth.check_stack(cfg.stacks, cfg.mode)
@@ -239,11 +241,10 @@ def synthesize(
     output.manifest(out, settings_doc, info, n, done)
 
     todo = [i for i in wanted if i not in done]
-    if on_start:
-        on_start(len(todo), len(wanted) - len(todo))
+    progress.start(TASK, len(wanted), len(wanted) - len(todo))
     t0 = time.perf_counter()
     sampler = keep.resume(done) if keep else synth
-    _sample_and_write(out, synth, sampler, cfg, stack, slices, todo, done, on_case)
+    _sample_and_write(out, synth, sampler, cfg, stack, slices, todo, done, progress)
     seconds = time.perf_counter() - t0
 
     if synth.masks == "learned":  # the clean-up measured: target voxels cut, over all cases
@@ -260,8 +261,7 @@ def _fit_mask_generator(
     given: Checkpoint,
     real: Cache,
     cfg: SynthConfig,
-    note: Callable[[str], None],
-    train_callbacks: dict[str, Any] | None,
+    progress: Progress,
 ) -> Path:
     """The mask generator stored with ``given`` (``RUN/masks/``): fitted on the image
     model's training cases, of its variant and layout, unless one is there already."""
@@ -271,7 +271,7 @@ def _fit_mask_generator(
                          steps=cfg.mask_steps or given.step)  # fmt: skip
     return fit_or_resume(
         real, mask_dir(given), spec, cases, seed=cfg.seed, device=cfg.device,
-        overrides=mask_generator_overrides(mcfg), on_event=note, **(train_callbacks or {}),
+        overrides=mask_generator_overrides(mcfg), progress=progress,
     )  # fmt: skip
 
 
@@ -400,7 +400,7 @@ def _sample_and_write(
     slices: int,
     todo: list[int],
     done: dict[int, dict[str, Any]],
-    on_case: Callable[[int], None] | None,
+    progress: Progress,
 ) -> None:
     """Decode the cases of ``todo`` in batches (drawn by ``sampler``: the synthesizer,
     or the fidelity filter in front of it) while writer threads write the batch
@@ -419,18 +419,17 @@ def _sample_and_write(
             for case in sampler.generate(plans, cfg.batch_size):
                 pending.append(pool.submit(writer.write, case))
             while len(pending) > 2 * threads:
-                _finish(pending.popleft(), done, on_case)
+                _finish(pending.popleft(), done, progress)
         while pending:
-            _finish(pending.popleft(), done, on_case)
+            _finish(pending.popleft(), done, progress)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finish(future: Future, done: dict[int, dict[str, Any]], on_case) -> None:
+def _finish(future: Future, done: dict[int, dict[str, Any]], progress: Progress) -> None:
     rec = future.result()
     done[rec["index"]] = rec
-    if on_case:
-        on_case(rec["index"])
+    progress.advance(TASK)
 
 
 def _info(synth: Synthesizer, real: Cache | None, cfg: SynthConfig) -> dict[str, Any]:

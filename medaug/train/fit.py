@@ -19,6 +19,7 @@ from typing import Any
 
 from medaug.errors import ConfigError
 from medaug.preprocess.cache import Cache
+from medaug.progress import Progress, progress_of
 from medaug.train.checkpoint import checkpoint_step, list_checkpoints
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import pick_device
@@ -36,9 +37,7 @@ def fit_or_resume(
     seed: int = 0,
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
-    on_event: Callable[[str], None] | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
 ) -> Path:
     """A checkpoint of the generator ``spec`` describes, trained on ``cache``.
 
@@ -52,13 +51,14 @@ def fit_or_resume(
         seed: weights, batches and noise.
         device: ``auto``, ``cpu``, ``cuda``...; also picks the model size preset.
         overrides: ModelConfig fields over the spec's (a mask generator's).
-        on_event: one-line notes (an adapted batch among them) and training warnings.
-        on_start / on_log: progress callbacks passed to :func:`medaug.train.train`.
+        progress: told what is fitted or reused, and passed to
+            :func:`medaug.train.train` (:mod:`medaug.progress`).
 
     Returns:
         the newest checkpoint file.
     """
-    note = on_event or (lambda _msg: None)
+    progress = progress_of(progress)
+    note = progress.note
     out = Path(out)
     cfg = TrainConfig(seed=seed, device=device, steps=spec.steps)
     runs = [r for r in runs_in(out) if list_checkpoints(r)]
@@ -85,9 +85,7 @@ def fit_or_resume(
         resume=bool(runs),
         model_overrides=overrides,
         cases=None if cases is None else (training, held_out),
-        on_event=note,
-        on_start=on_start,
-        on_log=on_log,
+        progress=progress,
     )
     if result.checkpoint is None:
         raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")

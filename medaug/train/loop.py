@@ -38,11 +38,15 @@ from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.splits import split_record
+from medaug.progress import Progress, progress_of
 from medaug.train import checkpoint as ckpt
 from medaug.train.config import TrainConfig, default_batch
 from medaug.train.distributed import Distributed
 from medaug.train.runs import StatsLog, check_writable, loss_text, new_run_dir, runs_in
 from medaug.viz import pair_tiles, save_grid
+
+#: The task ``train`` reports to its progress.
+TASK = "training"
 
 
 class TrainingStopped(MedaugError):
@@ -163,9 +167,7 @@ def train(
     model_overrides: dict[str, Any] | None = None,
     resume: bool = False,
     cases: tuple[Sequence[str], Sequence[str]] | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    on_log: Callable[[dict[str, Any]], None] | None = None,
-    on_event: Callable[[str], None] | None = None,
+    progress: Progress | Callable[[str], None] | None = None,
     on_step: Callable[[int, GenerativeModel], None] | None = None,
 ) -> TrainResult:
     """Train a generative model on a cache.
@@ -190,11 +192,12 @@ def train(
         cases: explicit ``(training, held-out)`` case ids of the cache instead of
             ``config.fold`` of its ``splits.json`` (the gain experiment trains one
             generator per subset of patients); both sides go into the checkpoint.
-        on_start: called with (first step, total steps) on the main process.
-        on_log: called with each stats record on the main process.
-        on_event: called with notes (a default batch adapted to a small training
-            set) and warnings (collapse signs) on the main process.
-        on_step: called after every step with the step count and the model (hooks).
+        progress: a :class:`~medaug.progress.Progress` (or a function for the notes),
+            told on the main process: ``start("training", total, first step)``, a
+            ``record("training", stats)`` at every log step, and notes (a default
+            batch adapted to a small training set, collapse signs).
+        on_step: called after every step with the step count and the model (hooks on
+            every process, not progress).
 
     Returns:
         what was done; the run folder holds the rest.
@@ -209,7 +212,7 @@ def train(
     out = Path(out)
     check_writable(out)
     ask = _Request(model, dims, preset, cfg, model_overrides or {}, resume, cases)
-    hooks = _Hooks(on_start, on_log, on_event, on_step)
+    hooks = _Hooks(progress_of(progress), on_step)
     dist = Distributed.from_env(cfg.device)
     try:
         return _loop(_setup(opened, out, ask, dist, hooks))
@@ -232,11 +235,10 @@ class _Request:
 
 @dataclass
 class _Hooks:
-    """The caller's callbacks; only the main process calls them (but ``on_step``)."""
+    """The caller's progress (told only on the main process) and step hook (every
+    process)."""
 
-    on_start: Callable[[int, int], None] | None = None
-    on_log: Callable[[dict[str, Any]], None] | None = None
-    on_event: Callable[[str], None] | None = None
+    progress: Progress
     on_step: Callable[[int, GenerativeModel], None] | None = None
 
 
@@ -278,8 +280,8 @@ class _Run:
 
     def event(self, msg: str) -> None:
         self.events.append(msg)
-        if self.dist.is_main and self.hooks.on_event is not None:
-            self.hooks.on_event(msg)
+        if self.dist.is_main:
+            self.hooks.progress.note(msg)
 
 
 def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Hooks) -> _Run:
@@ -304,8 +306,8 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
         cfg = cfg.replace(batch_size=batch)
         if adapted is not None:
             events.append(adapted)
-            if dist.is_main and hooks.on_event is not None:
-                hooks.on_event(adapted)
+            if dist.is_main:
+                hooks.progress.note(adapted)
     batch, total = _batch_and_steps(cfg, len(dataset), dist.world, cache.config.dims)
     amp = _amp(cfg, dist.device)
     if run_dir is None:
@@ -336,8 +338,7 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
         _write_config(run_dir, info, cache.root, dist.world)
         log = StatsLog(run_dir)
         layouts = _write_reals(run_dir, training.net, dataset, cfg)
-        if hooks.on_start is not None:
-            hooks.on_start(start, total)
+        hooks.progress.start(TASK, total, start)
     return _Run(
         dist, cfg, start, total, batch, run_dir, info, training, phases, loader, amp, channels_last,
         log, hooks, t_start, events, layouts,
@@ -561,7 +562,7 @@ class _Monitor:
     def __init__(self, run: _Run, start: int):
         self.cfg, self.dist, self.scheds, self.log = run.cfg, run.dist, run.training.scheds, run.log
         self.batch = run.batch
-        self.on_log, self.event, self.t_start = run.hooks.on_log, run.event, run.t_start
+        self.progress, self.event, self.t_start = run.hooks.progress, run.event, run.t_start
         self.t_last, self.step_last = time.perf_counter(), start
         self.won_since: int | None = None
 
@@ -588,8 +589,7 @@ class _Monitor:
         self._watch_discriminator(step, stats.get("discriminator/d_acc"))
         if self.log is not None:
             self.log.write(stats)
-            if self.on_log is not None:
-                self.on_log(stats)
+            self.progress.record(TASK, stats)
         return stats
 
     def _watch_discriminator(self, step: int, accuracy: float | None) -> None:

@@ -67,7 +67,7 @@ def main(data: Path | None, out: Path, smoke: bool, device: str) -> int:
         stage("augmentation gain: generator per fold and regime, then every arm")
         seg = SegmentConfig.from_dict(recipe.pop("segment"), source="pipeline recipe")
         doc = run_gain(
-            cache.out, out / "gain", segment=seg, device=device, on_event=print, **recipe
+            cache.out, out / "gain", segment=seg, device=device, progress=print, **recipe
         )
         print((out / "gain" / "gain.md").read_text())
 

@@ -38,6 +38,7 @@ from tests.conftest import TINY_MODEL, run_cli
 from tests.synth.test_masks import pancreas, write_map
 from tests.synth.test_synth import manifest, nifti, one_error_line, same_cases
 from tests.test_small_cohorts import medaug
+from tests.train.test_train import Told
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_process")
 
@@ -358,10 +359,12 @@ def test_without_input_real_masks_come_from_the_runs_own_cache(
     asks for --input as before."""
     notes: list[str] = []
     done = synthesize(tmp_path / "own", 2, model=world.runs2, device="cpu",
-                      on_event=notes.append)  # fmt: skip
+                      progress=notes.append)  # fmt: skip
     assert any(f"own training cache {world.cache2}" in n for n in notes), notes
+    told = Told()  # a Progress object: the cases to write, and each one written
     with_input = synthesize(tmp_path / "given", 2, model=world.runs2, input=world.cache2,
-                            device="cpu")  # fmt: skip
+                            device="cpu", progress=told)  # fmt: skip
+    assert told.starts == [("synthesizing", 2, 0)] and told.advanced == {"synthesizing": 2}
     assert [c["params"] for c in done.manifest["cases"]] == [
         c["params"] for c in with_input.manifest["cases"]
     ]

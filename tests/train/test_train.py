@@ -18,6 +18,7 @@ from medaug.data import Cache
 from medaug.errors import ConfigError, InputError
 from medaug.models import variant_names
 from medaug.preprocess import PreprocessConfig, preprocess
+from medaug.progress import Progress
 from medaug.train import TrainConfig, TrainingStopped, load_checkpoint, load_model, train
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.config import default_batch
@@ -269,6 +270,28 @@ def test_bad_training_requests_fail_before_training(caches, tmp_path):
     assert not list(tmp_path.glob("0000*"))  # nothing was started
 
 
+class Told(Progress):
+    """A Progress that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.starts: list[tuple[str, int, int]] = []
+        self.advanced: dict[str, int] = {}
+        self.records: dict[str, list[dict]] = {}
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def start(self, task: str, total: int, done: int = 0) -> None:
+        self.starts.append((task, total, done))
+
+    def advance(self, task: str, n: int = 1) -> None:
+        self.advanced[task] = self.advanced.get(task, 0) + n
+
+    def record(self, task: str, record: dict) -> None:
+        self.records.setdefault(task, []).append(record)
+
+
 def test_the_default_batch_fits_a_small_training_set_and_says_so(caches, tmp_path):
     ids = Cache(caches[3]).case_ids
     two = (ids[:2], ids[2:])  # a 2-volume training set
@@ -277,18 +300,21 @@ def test_the_default_batch_fits_a_small_training_set_and_says_so(caches, tmp_pat
     assert cfg.batch_size is None
     notes: list[str] = []
     result = train(caches[3], tmp_path, model="vae", config=cfg, cases=two,
-                   model_overrides=TINY_MODEL, on_event=notes.append)  # fmt: skip
+                   model_overrides=TINY_MODEL, progress=notes.append)  # fmt: skip
     said = "batch 2: the training set has 2 volumes (default 16)"
     assert notes == [said] and result.events == [said]
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["train_config"]["batch_size"] == 2
     assert result.checkpoint is not None
     assert Checkpoint.load(result.checkpoint).train_config.batch_size == 2
-    # a resumed run keeps the batch it saved, and has nothing new to say about it
-    notes.clear()
+    # a resumed run keeps the batch it saved, and has nothing new to say about it; one
+    # Progress object hears where training starts, every stats record, and the notes
+    told = Told()
     again = train(caches[3], tmp_path, model="vae", config=cfg.replace(steps=4), cases=two,
-                  model_overrides=TINY_MODEL, resume=True, on_event=notes.append)  # fmt: skip
-    assert again.step == 4 and notes == []
+                  model_overrides=TINY_MODEL, resume=True, progress=told)  # fmt: skip
+    assert again.step == 4 and told.notes == []
+    assert told.starts == [("training", 4, 2)]
+    assert [r["step"] for r in told.records["training"]] == [3, 4] and told.advanced == {}
     assert again.checkpoint is not None
     assert Checkpoint.load(again.checkpoint).train_config.batch_size == 2
     # a batch asked for is never changed
