@@ -24,6 +24,14 @@ MIXED_ARMS = ("real+synth", "real+classical+synth", "real+labels2image",
               "real+classical+labels2image")  # fmt: skip
 #: The arms whose mixed-in items are painted from real labels (labels2image).
 PAINTED_ARMS = ("real+labels2image", "real+classical+labels2image")
+#: The fair rivals of an arm, beyond ``real``: what it adds is measured against the arm
+#: without it (synthetic pairs on top of classical augmentation) and against painting
+#: under the same augmentation. ``summarize`` pairs each arm with each rival that ran.
+RIVALS: dict[str, tuple[str, ...]] = {
+    "real+synth": ("real+labels2image",),
+    "real+classical+synth": ("real+classical", "real+classical+labels2image"),
+    "real+classical+labels2image": ("real+classical",),
+}
 #: The labels2image draws (segment/labels2image.py): fitted to the training cases'
 #: class intensities, or SynthSeg's wide random contrasts.
 PAINTINGS = ("fitted", "wide")
@@ -202,6 +210,7 @@ __all__ = [
     "MIXED_ARMS",
     "PAINTED_ARMS",
     "PAINTINGS",
+    "RIVALS",
     "GainConfig",
     "SegmentConfig",
     "default_sweep",

@@ -28,7 +28,9 @@ Design, in the order ``run_gain`` follows it:
    standard deviation and 95% t interval; and a paired comparison with ``real`` over
    every (test case, seed) pair (the same seed starts both arms from the same weights
    and real items): the mean difference with its 95% t interval, paired t and
-   Wilcoxon.
+   Wilcoxon. The same comparison against each of the arm's fair rivals that ran
+   (``RIVALS``: ``real+classical+synth`` against ``real+classical`` and
+   ``real+classical+labels2image``, ``real+synth`` against ``real+labels2image``).
 
 Everything resumes: the cache and generators by their own keys and checkpoints, the
 synthetic folders by their records, each run by its result file under ``runs/``.
@@ -62,6 +64,7 @@ from medaug.segment.config import (
     DEFAULT_ARMS,
     MIXED_ARMS,
     PAINTED_ARMS,
+    RIVALS,
     GainConfig,
     SegmentConfig,
     default_sweep,
@@ -507,10 +510,17 @@ def summarize(runs: list[dict[str, Any]], arms: Sequence[str]) -> list[dict[str,
             }
             if arm != "real":
                 mine_cases = _per_case(mine, arm)
-                keys = sorted(set(mine_cases) & set(reference))
-                row["vs_real"] = paired([mine_cases[k] for k in keys], [reference[k] for k in keys])
+                row["vs_real"] = _paired(mine_cases, reference)
+                rivals = [r for r in RIVALS.get(arm, ()) if r in arms]
+                row["vs"] = {r: _paired(mine_cases, _per_case(mine, r)) for r in rivals}
             rows.append(row)
     return rows
+
+
+def _paired(arm: dict[tuple[int, str, int], float], other: dict[tuple[int, str, int], float]):
+    """The paired comparison over the (fold, test case, seed) pairs both arms ran."""
+    keys = sorted(set(arm) & set(other))
+    return paired([arm[k] for k in keys], [other[k] for k in keys])
 
 
 def _per_case(runs: list[dict[str, Any]], arm: str) -> dict[tuple[int, str, int], float]:
@@ -544,6 +554,21 @@ def table(doc: dict[str, Any]) -> str:
             f"| {row['regime']} | {row['arm']} | {row['runs']} | {d['mean']:.3f} | {sd} | {ci} | "
             f"{delta} | {dci} | {p} | {hd} | {row['surface_dice']:.3f} |"
         )
+    against = [
+        (row["regime"], row["arm"], rival, vs)
+        for row in doc["summary"]
+        for rival, vs in (row.get("vs") or {}).items()
+    ]
+    if against:  # what an arm adds over its fair rivals, on the same pairs
+        head = ("real patients", "arm", "against", "ΔDice", "95% CI (pairs)",
+                "paired p (t / Wilcoxon)")  # fmt: skip
+        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for regime, arm, rival, vs in against:
+            delta = "–" if vs["mean_difference"] is None else f"{vs['mean_difference']:+.3f}"
+            lines.append(
+                f"| {regime} | {arm} | {rival} | {delta} | {_diff_ci(vs)} | "
+                f"{_p(vs['t_p'])} / {_p(vs['wilcoxon_p'])} |"
+            )
     splits = doc["splits"]
     test = len(splits[0]["test_patients"])
     kind = (
@@ -574,8 +599,9 @@ def table(doc: dict[str, Any]) -> str:
         "",
         setup,
         "Dice is the test patients' mean per run; the interval is the 95% t interval over runs "
-        "(folds x seeds). ΔDice is the mean paired difference from `real` over every "
-        "(test case, seed) pair, with its 95% t interval and the paired tests.",
+        "(folds x seeds). ΔDice is the mean paired difference from `real` (second table: "
+        "from the arm's fair rivals) over every (test case, seed) pair, with its 95% t "
+        "interval and the paired tests.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -15,7 +15,7 @@ from medaug.data import Cache
 from medaug.errors import ConfigError, InputError
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.segment import SegmentConfig
-from medaug.segment.config import DEFAULT_TRAIN_PATIENTS, default_sweep
+from medaug.segment.config import DEFAULT_TRAIN_PATIENTS, RIVALS, default_sweep
 from medaug.segment.gain import ARMS, parse_train_patients, plan_folds, run_gain
 from medaug.train import TrainConfig, train
 from medaug.train.spec import GeneratorSpec
@@ -67,7 +67,18 @@ def test_gain_json_has_every_run_and_a_row_per_regime_and_arm(experiment):
     table = (out / "gain.md").read_text()
     assert table.startswith("| real patients | arm | runs | Dice mean | sd | 95% CI |")
     assert "| ΔDice vs real | ΔDice 95% CI (pairs) |" in table and " (8) |" in table
-    assert table.count("\n| 1 |") == len(ARMS) and table.count("\n| 2 |") == len(ARMS)
+    # the second table: each arm against its fair rivals (RIVALS), 4 rows per regime
+    rivals = sum(len(v) for v in RIVALS.values())
+    assert table.count("\n| 1 |") == len(ARMS) + rivals
+    assert "| 1 | real+classical+synth | real+classical | " in table
+    row = next(r for r in doc["summary"] if (r["regime"], r["arm"]) == (1, "real+classical+synth"))
+    assert set(row["vs"]) == {"real+classical", "real+classical+labels2image"}
+    dice = {(r["fold"], r["arm"], r["seed"], c["case"]): c["dice"]
+            for r in runs if r["regime"] == 1 for c in r["test"]["cases"]}  # fmt: skip
+    diffs = [d - dice[(f, "real+classical", s, c)]
+             for (f, a, s, c), d in dice.items() if a == "real+classical+synth"]  # fmt: skip
+    vs = row["vs"]["real+classical"]
+    assert vs["pairs"] == 8 and vs["mean_difference"] == pytest.approx(np.mean(diffs))
     with Image.open(out / "gain.png") as png:
         assert png.size[0] > 400 and png.size[1] > 300
 
