@@ -1,0 +1,183 @@
+"""Does it help? The gain experiment on a phantom cohort, recorded in the results file.
+
+Runs ``medaug gain`` (:func:`medaug.segment.gain.run_gain`) with the settings below
+in ``--workdir`` (resumable: every generator, synthesis and segmenter run is kept
+there, so a killed run, or one that adds arms, redoes only what is missing), then adds
+one row per (regime, arm) to ``benchmarks/results/gain.json`` with the commit,
+command, machine facts and wall time. ``--table`` prints the README's tables from
+that file, so figures accumulate from session to session.
+
+Rows are keyed by what they measured: the cohort seed, grid and spacing, the
+segmenter steps, the ratio, the synthetic count, the painting, the generator spec and
+the regime. An arm whose runs are only partly done (a session ended) is recorded with
+the runs it has and says so (``runs`` against ``runs_planned``).
+
+Run (the issue's headline: 2D 64^2 at 3 mm, 4 folds x 3 seeds, 2 real patients)::
+
+    python benchmarks/bench_gain.py --workdir /work/runs/gain64 --train-cases 2
+    python benchmarks/bench_gain.py --workdir W --cohort-seed 1      # a second cohort
+    python benchmarks/bench_gain.py --table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import machine_facts, make_workdir
+
+from medaug.data.phantom import write_cohort
+from medaug.preprocess import PreprocessConfig, preprocess
+from medaug.progress import Notes
+from medaug.segment import GainConfig, SegmentConfig
+from medaug.segment.config import ARMS
+from medaug.segment.gain import run_gain
+from medaug.train.spec import GeneratorSpec
+
+RESULTS = Path(__file__).resolve().parent / "results" / "gain.json"
+
+
+def cache_for(workdir: Path, args: argparse.Namespace) -> Path:
+    """The cohort (8 phantom patients of ``--cohort-seed``) and its 2D cache."""
+    cohort = workdir / f"phantom-seed{args.cohort_seed}"
+    write_cohort(cohort, patients=args.patients, seed=args.cohort_seed, fmt="dicom")
+    config = PreprocessConfig(grid_2d=(args.grid, args.grid),
+                              spacing_mm=(args.spacing, args.spacing, 2.5))  # fmt: skip
+    return preprocess(cohort, workdir / f"cache-seed{args.cohort_seed}", config).out
+
+
+def key_of(args: argparse.Namespace, spec: GeneratorSpec, regime: int, arm: str) -> str:
+    parts = (args.cohort_seed, args.grid, args.spacing, args.steps, args.ratio, args.synth_n,
+             args.painting, json.dumps(spec.to_dict(), sort_keys=True), regime, arm)  # fmt: skip
+    return "|".join(str(p) for p in parts)
+
+
+def record(doc: dict[str, Any], args, spec: GeneratorSpec, facts, wall_s: float) -> None:
+    """Add (or replace) the experiment's rows in the results file."""
+    path = args.results
+    kept = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    rows = {r["key"]: r for r in kept["rows"]}
+    planned = len(doc["splits"]) * args.seeds
+    for row in doc["summary"]:
+        key = key_of(args, spec, row["regime"], row["arm"])
+        rows[key] = {
+            "key": key, "cohort_seed": args.cohort_seed, "patients": args.patients,
+            "grid": args.grid, "spacing_mm": args.spacing, "regime": row["regime"],
+            "arm": row["arm"], "runs": row["runs"], "runs_planned": planned,
+            "folds": args.folds, "seeds": args.seeds, "segmenter_steps": args.steps,
+            "ratio": args.ratio, "synth_n": args.synth_n, "painting": args.painting,
+            "generator": spec.to_dict(), "dice": row["dice"], "hd95_mm": row["hd95_mm"],
+            "surface_dice": row["surface_dice"], "vs_real": row.get("vs_real"),
+            "vs": row.get("vs") or {}, "commit": facts.get("medaug_source"),
+            "command": " ".join(sys.argv),
+            "machine": {k: facts.get(k) for k in ("cpu_count", "platform", "torch",
+                                                   "torch_threads", "loadavg_at_start")},
+            "wall_s": round(wall_s, 1), "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }  # fmt: skip
+    kept["rows"] = sorted(rows.values(), key=lambda r: r["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(kept, indent=1) + "\n")
+    tmp.replace(path)
+    print(f"recorded {len(doc['summary'])} row(s) in {path}", file=sys.stderr)
+
+
+def _diff(vs: dict[str, Any] | None) -> str:
+    if not vs or vs.get("mean_difference") is None:
+        return ""
+    ci = vs.get("ci95")
+    interval = f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""
+    p = vs.get("t_p")
+    return f"{vs['mean_difference']:+.3f}{interval}" + ("" if p is None else f", p {p:.2g}")
+
+
+def print_table(path: Path) -> None:
+    """The README's gain tables, one per experiment (cohort, grid, settings)."""
+    rows = json.loads(path.read_text())["rows"]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["key"].rsplit("|", 2)[0], []).append(r)
+    for group in groups.values():
+        r0 = group[0]
+        gen = r0["generator"]
+        print(
+            f"\nCohort seed {r0['cohort_seed']} ({r0['patients']} phantom patients), 2D "
+            f"{r0['grid']}² at {r0['spacing_mm']:g} mm, {r0['folds']} folds x {r0['seeds']} "
+            f"seeds, U-Net {r0['segmenter_steps']} steps; ratio {r0['ratio']}, "
+            f"{r0['synth_n']} synthetic cases per regime from a {gen['variant']} "
+            f"({gen['discriminator']} discriminator, {gen['steps']} steps); painting "
+            f"{r0['painting']}\n"
+        )
+        print("| real patients | arm | runs | Dice mean ± sd | ΔDice vs real [95% CI], p | "
+              "against its rivals |")  # fmt: skip
+        print("|---|---|---|---|---|---|")
+        order = {a: i for i, a in enumerate(ARMS)}
+        for r in sorted(group, key=lambda r: (r["regime"], order.get(r["arm"], 99))):
+            d = r["dice"]
+            sd = "" if d["sd"] is None else f" ± {d['sd']:.3f}"
+            runs = f"{r['runs']}" + ("" if r["runs"] == r["runs_planned"]
+                                     else f" of {r['runs_planned']}")  # fmt: skip
+            rivals = "; ".join(f"vs {k}: {_diff(v)}" for k, v in r["vs"].items())
+            print(f"| {r['regime']} | {r['arm']} | {runs} | {d['mean']:.3f}{sd} | "
+                  f"{_diff(r['vs_real'])} | {rivals} |")  # fmt: skip
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, help="experiment folder (resumable)")
+    p.add_argument("--cache", type=Path, help="a 2D cache to use instead of the phantom's")
+    p.add_argument("--cohort-seed", type=int, default=0, help="phantom cohort seed (0)")
+    p.add_argument("--patients", type=int, default=8, help="phantom patients (8)")
+    p.add_argument("--grid", type=int, default=64, help="2D grid side (64)")
+    p.add_argument("--spacing", type=float, default=3.0, help="in-plane mm (3)")
+    p.add_argument("--train-cases", nargs="+", default=["2"], help="regimes (2)")
+    p.add_argument("--folds", type=int, default=4, help="folds (4)")
+    p.add_argument("--seeds", type=int, default=3, help="segmenter seeds (3)")
+    p.add_argument("--steps", type=int, default=300, help="segmenter steps per run (300)")
+    p.add_argument(
+        "--arms", default=",".join(ARMS[:4] + ARMS[5:]), help="arms (all but synth-only)"
+    )
+    p.add_argument("--ratio", type=float, default=0.5, help="synthetic share (0.5)")
+    p.add_argument("--synth-n", type=int, default=200, help="synthetic cases per regime (200)")
+    p.add_argument("--painting", default="fitted", help="labels2image draw (fitted)")
+    p.add_argument("--generator-steps", type=int, help="generator steps (the spec's)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="results file")
+    p.add_argument("--table", action="store_true", help="print the results file's tables")
+    args = p.parse_args(argv)
+    if not args.table and args.workdir is None:
+        p.error("--workdir is needed to run")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.table:
+        print_table(args.results)
+        return 0
+    started = time.perf_counter()
+    facts = machine_facts({"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
+    workdir = make_workdir(args.workdir)
+    cache = args.cache or cache_for(workdir, args)
+    spec = (
+        GeneratorSpec()
+        if args.generator_steps is None
+        else GeneratorSpec(steps=args.generator_steps)
+    )
+    cfg = GainConfig(
+        train_patients=tuple(args.train_cases), seeds=args.seeds, folds=args.folds,
+        arms=(args.arms,), ratio=args.ratio, synth_n=args.synth_n, painting=args.painting,
+        generator=spec, segment=SegmentConfig(steps=args.steps),
+    )  # fmt: skip
+    doc = run_gain(cache, workdir, cfg, progress=Notes(lambda m: print(m, file=sys.stderr)))
+    record(doc, args, spec, facts, time.perf_counter() - started)
+    print((workdir / "gain.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
