@@ -560,9 +560,9 @@ def table(doc: dict[str, Any]) -> str:
         for rival, vs in (row.get("vs") or {}).items()
     ]
     if against:  # what an arm adds over its fair rivals, on the same pairs
-        head = ("real patients", "arm", "against", "ΔDice", "95% CI (pairs)",
-                "paired p (t / Wilcoxon)")  # fmt: skip
-        lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        rival_head = ("real patients", "arm", "against", "ΔDice", "95% CI (pairs)",
+                      "paired p (t / Wilcoxon)")  # fmt: skip
+        lines += ["", "| " + " | ".join(rival_head) + " |", "|" + "---|" * len(rival_head)]
         for regime, arm, rival, vs in against:
             delta = "–" if vs["mean_difference"] is None else f"{vs['mean_difference']:+.3f}"
             lines.append(

@@ -32,8 +32,8 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
 
+from medaug.data.warp import ELASTIC, ROTATE_DEG, SCALE, TRANSLATE_FRAC, draw_moves, warp
 from medaug.errors import ConfigError, InputError
 from medaug.io.nifti import is_nifti, nifti_stem
 from medaug.io.scan import Scan
@@ -57,76 +57,6 @@ ArrayReader = Callable[[str, str], np.ndarray]
 
 # ---------------------------------------------------------------------------------
 # The deterministic transform
-
-
-def warp(
-    array: np.ndarray,
-    spacing_mm: tuple[float, ...],
-    rotate_deg: list[float],
-    scale: list[float],
-    translate_vox: list[float],
-    elastic: dict[str, Any] | None = None,
-) -> np.ndarray:
-    """A class map moved by an affine and an elastic displacement, nearest neighbour.
-
-    The mask rotates about the grid centre by ``rotate_deg`` (2D: one in-plane angle;
-    3D: angles about x, y, z, MONAI's ``create_rotate`` order), grows by ``scale`` per
-    axis and moves by ``translate_vox``; this is worked out in millimetres, so
-    anisotropic voxels do not shear it. ``elastic`` (``spacing_vox``,
-    ``magnitude_vox``, ``seed``) adds a smooth displacement: normal offsets with
-    standard deviation ``magnitude_vox`` on control points every ``spacing_vox``
-    (voxels of the finest axis), interpolated to every voxel. Outside the source is 0.
-
-    Args:
-        array: ``(X, Y)`` or ``(X, Y, Z)`` integer class map.
-        spacing_mm: the grid's voxel size (at least ``array.ndim`` values).
-
-    Returns:
-        uint8 array of ``array``'s shape, holding only values of ``array`` and 0.
-    """
-    from monai.transforms import Resample
-    from monai.transforms.utils import create_grid, create_rotate, create_scale, create_translate
-
-    shape = array.shape
-    nd = len(shape)
-    sp = np.asarray(spacing_mm[:nd], dtype=np.float64)
-    angles = [math.radians(a) for a in rotate_deg]
-    shift_mm = np.asarray(translate_vox, dtype=np.float64) * sp
-    # forward motion of the mask in mm; the sampling grid needs its inverse
-    forward = (
-        create_translate(nd, shift_mm.tolist())
-        @ create_rotate(nd, angles[0] if nd == 2 else angles)
-        @ create_scale(nd, list(scale))
-    )
-    to_mm = np.diag([*sp, 1.0])
-    sample = np.linalg.inv(to_mm) @ np.linalg.inv(forward) @ to_mm  # output voxel -> source voxel
-    # (nd + 1, *shape) homogeneous voxel coordinates, centred on the grid
-    grid = torch.as_tensor(create_grid(shape, backend="torch", dtype=torch.float64))
-    points = (torch.from_numpy(sample) @ grid.reshape(nd + 1, -1)).reshape(grid.shape)
-    if elastic is not None and elastic["magnitude_vox"] > 0:
-        points[:nd] += _displacement(shape, sp, elastic)
-    moved = Resample(mode="nearest", padding_mode="zeros")(
-        torch.tensor(np.asarray(array), dtype=torch.uint8)[None], points
-    )
-    return np.rint(np.asarray(moved[0])).astype(np.uint8)
-
-
-def _displacement(shape: tuple[int, ...], sp: np.ndarray, elastic: dict[str, Any]) -> torch.Tensor:
-    """``(nd, *shape)`` displacement in source voxels from the recorded seed."""
-    nd = len(shape)
-    unit = float(sp.min())  # elastic sizes are in voxels of the finest axis
-    step_mm = float(elastic["spacing_vox"]) * unit
-    control = [max(2, math.ceil((n - 1) * s / step_mm) + 1) for n, s in zip(shape, sp, strict=True)]
-    rng = np.random.default_rng(int(elastic["seed"]))
-    offsets_mm = rng.standard_normal((nd, *control)) * float(elastic["magnitude_vox"]) * unit
-    offsets_vox = offsets_mm / sp.reshape(nd, *([1] * nd))
-    field = torch.nn.functional.interpolate(
-        torch.from_numpy(offsets_vox)[None],
-        size=shape,
-        mode="bicubic" if nd == 2 else "trilinear",
-        align_corners=True,
-    )
-    return field[0]
 
 
 # ---------------------------------------------------------------------------------
@@ -169,10 +99,10 @@ class RealMasks:
         channels: str,
         dims: int,
         *,
-        rotate_deg: tuple[float, float, float] = (5.0, 5.0, 15.0),
-        scale: tuple[float, float] = (0.9, 1.1),
-        translate_frac: float = 0.1,
-        elastic: tuple[float, float] | None = (8.0, 2.0),
+        rotate_deg: tuple[float, float, float] = ROTATE_DEG,
+        scale: tuple[float, float] = SCALE,
+        translate_frac: float = TRANSLATE_FRAC,
+        elastic: tuple[float, float] | None = ELASTIC,
         read: ArrayReader | None = None,
     ):
         if dims not in (2, 3):
@@ -271,29 +201,14 @@ class RealMasks:
             count = min(int(slices), shape[2])
             first = int(np.clip(on[len(on) // 2] - count // 2, 0, shape[2] - count))
             params["slices"] = [first, count]
-            angles = [rng.uniform(-self.rotate_deg[2], self.rotate_deg[2])]
             shape = shape[:2]
         elif self.dims == 2:
             on = rec["target_slices"]
             params["slice"] = int(on[int(rng.integers(len(on)))])
-            angles = [rng.uniform(-self.rotate_deg[2], self.rotate_deg[2])]
             shape = shape[:2]
-        else:
-            angles = [rng.uniform(-a, a) for a in self.rotate_deg]
-        nd = len(shape)
-        params["rotate_deg"] = _rounded(angles)
-        params["scale"] = _rounded(rng.uniform(*self.scale, size=nd))
-        params["translate_vox"] = _rounded(
-            rng.uniform(-self.translate_frac, self.translate_frac, size=nd) * np.array(shape)
+        params |= draw_moves(
+            rng, tuple(shape), self.rotate_deg, self.scale, self.translate_frac, self.elastic
         )
-        if self.elastic is not None:
-            params["elastic"] = {
-                "spacing_vox": self.elastic[0],
-                "magnitude_vox": _rounded([rng.uniform(0.0, self.elastic[1])])[0],
-                "seed": int(rng.integers(2**31)),
-            }
-        else:
-            params["elastic"] = None
         params["attempt"] = attempt
         return params
 
@@ -346,11 +261,6 @@ def _at_edge(target: np.ndarray) -> bool:
         if target.take(0, axis=axis).any() or target.take(-1, axis=axis).any():
             return True
     return False
-
-
-def _rounded(values: Any) -> list[float]:
-    # six decimals keep the manifest readable; make() applies the rounded values
-    return [round(float(v), 6) for v in values]
 
 
 # ---------------------------------------------------------------------------------

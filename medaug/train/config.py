@@ -43,6 +43,10 @@ class TrainConfig(Settings):
     keep_checkpoints: int = 2  # newest checkpoints kept per run
     n_samples: int = 16  # tiles in a sample grid
     collapse_steps: int = 500  # discriminator accuracy >= 0.99 this long: warn
+    # move each training pair (image, label, context together) by its own random draw
+    # of the moves real-mask synthesis makes (medaug/data/warp.py), so a mask-conditioned
+    # generator learns the moved layouts it is asked to render
+    warp: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.betas, tuple) or len(self.betas) != 2:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from medaug import __version__
 from medaug.data.datasets import SliceDataset, VolumeDataset
+from medaug.data.warp import WarpedPairs
 from medaug.errors import ConfigError, InputError, MedaugError
 from medaug.io.atomic import write_json
 from medaug.models.base import GenerativeModel, Noise
@@ -110,6 +111,8 @@ class StepBatches(Sampler[list[int]]):
         rank, world: this process and the number of processes.
         seed: the run's seed.
         start, stop: steps to draw, ``range(start, stop)``.
+        keyed: yield ``(index, step, position in the global batch)`` keys instead of
+            indices, for a dataset that draws per item and step (``WarpedPairs``).
     """
 
     def __init__(
@@ -122,20 +125,24 @@ class StepBatches(Sampler[list[int]]):
         seed: int,
         start: int,
         stop: int,
+        keyed: bool = False,
     ):
         w = np.ones(size) if weights is None else np.asarray(weights, dtype=np.float64)
         self.weights = torch.as_tensor(w / w.sum(), dtype=torch.float64)
         self.global_batch, self.local = global_batch, global_batch // world
         self.rank, self.seed, self.start, self.stop = rank, seed, start, stop
+        self.keyed = keyed
 
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         for step in range(self.start, self.stop):
             g = torch.Generator().manual_seed(step_seed(self.seed, step, 0))
             idx = torch.multinomial(self.weights, self.global_batch, True, generator=g)
-            yield idx[self.rank * self.local : (self.rank + 1) * self.local].tolist()
+            first = self.rank * self.local
+            mine = idx[first : first + self.local].tolist()
+            yield [(i, step, first + j) for j, i in enumerate(mine)] if self.keyed else mine
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -299,6 +306,8 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases, mcfg.needs_context)
     if state is not None:  # the run's own settings, its batch size included
         cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
+    if cfg.warp:  # each pair moved by its own draw, keyed by (index, step, position)
+        dataset = WarpedPairs(dataset, cache.config.spacing_mm, cfg.seed)
     events: list[str] = []
     if cfg.batch_size is None:  # resolved once, then saved with the run
         unit = "slices" if cache.config.dims == 2 else "volumes"
@@ -327,7 +336,7 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     split = split_record(cache, cfg.fold, cases)
     info = ckpt.RunInfo(mcfg, cfg.replace(steps=total), cache.config, cache.fingerprint(), split)
     batches = StepBatches(
-        weights, len(dataset), batch, dist.rank, dist.world, cfg.seed, start, total
+        weights, len(dataset), batch, dist.rank, dist.world, cfg.seed, start, total, cfg.warp
     )
     loader = DataLoader(
         dataset, batch_sampler=batches, num_workers=cfg.workers,
