@@ -180,10 +180,21 @@ KlWeightOption = Annotated[
 ]
 
 
+WarpOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--warp/--no-warp",
+        help="Move each training pair as synthesis moves real masks (default: on for a "
+        "mask-conditioned model when measured better; see README).",
+        show_default=False,
+    ),
+]
+
+
 def _generator(
     variant: str, dims: int, steps: int | None, condition: Condition, layout: Layout,
     discriminator: Discriminator | None, kl_weight: float | None, augment: str | None,
-    default_steps: int | None = None,
+    default_steps: int | None = None, warp: bool | None = None,
 ):  # fmt: skip
     """The options that describe a generator to fit, as one GeneratorSpec."""
     from medaug.train.spec import GeneratorSpec
@@ -196,6 +207,8 @@ def _generator(
         doc["discriminator"] = discriminator.value
     if augment is not None:
         doc["augment"] = "" if augment == "none" else augment
+    if warp is not None:
+        doc["warp"] = warp
     return GeneratorSpec(**doc)
 
 
@@ -582,6 +595,7 @@ def train(
     ] = None,
     discriminator: DiscriminatorOption = None,
     kl_weight: KlWeightOption = None,
+    warp: WarpOption = None,
     augment: Annotated[
         str | None,
         typer.Option(
@@ -648,6 +662,10 @@ def train(
     if augment is not None:
         overrides["augment"] = "" if augment == "none" else augment
     changes: dict[str, Any] = {"device": device, "seed": seed, "fold": fold, "workers": workers}
+    if warp is not None:
+        changes["warp"] = warp
+    elif condition is not None and not resume and "warp" not in doc.get("train", {}):
+        changes["warp"] = spec.resolved_warp  # the generator medaug would fit
     given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
     changes |= {k: v for k, v in given.items() if v is not None}
     if amp is not None:
@@ -748,6 +766,7 @@ def synth(
     layout: LayoutOption = Layout.target_body_tissue,
     discriminator: DiscriminatorOption = None,
     kl_weight: KlWeightOption = None,
+    warp: WarpOption = None,
     augment: Annotated[
         str | None,
         typer.Option(
@@ -815,7 +834,7 @@ def synth(
     from medaug.synth import SynthConfig, synthesize
 
     spec = _generator(variant.value, int(dims.value), steps, condition, layout, discriminator,
-                      kl_weight, augment)  # fmt: skip
+                      kl_weight, augment, warp=warp)  # fmt: skip
     cfg = SynthConfig(
         mode=mode.value, seed=seed, strength=strength, stack=stack, slices=slices,
         fmt=format.value, seg=seg, batch_size=batch_size, device=device,
@@ -1064,6 +1083,7 @@ def gain(
     layout: LayoutOption = Layout.target_body_tissue,
     discriminator: DiscriminatorOption = None,
     kl_weight: KlWeightOption = None,
+    warp: WarpOption = None,
     config: Annotated[
         Path | None, typer.Option(help="Preprocessing YAML/JSON for scans (default: 2D defaults).")
     ] = None,
@@ -1090,7 +1110,15 @@ def gain(
         synth_mode=mode.value,
         painting=painting.value,
         generator=_generator(
-            variant.value, 2, generator_steps, condition, layout, discriminator, kl_weight, None
+            variant.value,
+            2,
+            generator_steps,
+            condition,
+            layout,
+            discriminator,
+            kl_weight,
+            None,
+            warp=warp,
         ),
         seed=seed,
         device=device,

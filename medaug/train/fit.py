@@ -60,7 +60,7 @@ def fit_or_resume(
     progress = progress_of(progress)
     note = progress.note
     out = Path(out)
-    cfg = TrainConfig(seed=seed, device=device, steps=spec.steps)
+    cfg = TrainConfig(seed=seed, device=device, **spec.train_overrides())
     runs = [r for r in runs_in(out) if list_checkpoints(r)]
     if runs:
         newest = list_checkpoints(runs[-1])[-1]

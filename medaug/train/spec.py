@@ -39,6 +39,8 @@ DEFAULT_DISCRIMINATOR = "segmentation"
 #: appearance posterior then holds well under a nat, so prior draws are in
 #: distribution and prior and posterior fidelity agree).
 DEFAULT_KL_WEIGHT = 8.0
+#: Whether a mask-conditioned generator trains on moved pairs by default (TrainConfig.warp).
+DEFAULT_WARP = False
 #: Variants whose loss has a KL term that kl_weight scales.
 KL_VARIANTS = ("vae", "vaegan", "gvae", "avb")
 
@@ -74,6 +76,9 @@ class GeneratorSpec(Settings):
     # variant's default, 1)
     kl_weight: float | None = None
     augment: tuple[str, ...] = ()  # DiffAugment of discriminator inputs (models/augment.py)
+    # training pairs moved as real-mask synthesis moves layouts (TrainConfig.warp; None:
+    # DEFAULT_WARP when mask-conditioned, else off)
+    warp: bool | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, str):
@@ -126,6 +131,18 @@ class GeneratorSpec(Settings):
             doc["augment"] = ",".join(self.augment)
         return doc
 
+    @property
+    def resolved_warp(self) -> bool:
+        """Whether the training pairs are moved: ``warp``, or the default for the
+        conditioning (a joint model draws no layouts, so it has nothing to match)."""
+        if self.warp is not None:
+            return self.warp
+        return DEFAULT_WARP and self.condition == "mask"
+
+    def train_overrides(self) -> dict[str, Any]:
+        """The :class:`medaug.train.TrainConfig` fields this spec sets."""
+        return {"steps": self.steps, "warp": self.resolved_warp}
+
     def preset_for(self, device_type: str) -> str:
         """The size preset on a device of this type (``cpu``, ``cuda``)."""
         if self.preset != "auto":
@@ -149,8 +166,8 @@ class GeneratorSpec(Settings):
             variant=m.variant, dims=m.dims, preset=m.preset, steps=checkpoint.train_config.steps,
             condition=m.condition, layout=m.layout if m.conditional else cls.layout,
             discriminator=m.discriminator if m.conditional else "auto",
-            kl_weight=m.kl_weight, augment=tuple(m.augment),
+            kl_weight=m.kl_weight, augment=tuple(m.augment), warp=checkpoint.train_config.warp,
         )  # fmt: skip
 
 
-__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_KL_WEIGHT", "GeneratorSpec"]
+__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_KL_WEIGHT", "DEFAULT_WARP", "GeneratorSpec"]

@@ -136,12 +136,32 @@ def test_a_run_stopped_by_sigterm_resumes_to_the_same_weights(
             assert resumed.last[k] == pytest.approx(v, rel=1e-4, abs=1e-6), k
 
 
+def test_moved_pairs_resume_to_the_same_weights(caches, tmp_path):
+    """TrainConfig.warp draws each pair's move from (seed, step, position): a run cut at
+    step 4 and resumed ends where the whole run does."""
+    cfg = quick(2, warp=True)
+    whole = train(caches[2], tmp_path / "whole", model="vaegan", config=cfg,
+                  model_overrides=SEGMENTING)  # fmt: skip
+    train(caches[2], tmp_path / "cut", model="vaegan", config=cfg.replace(steps=4),
+          model_overrides=SEGMENTING)  # fmt: skip
+    resumed = train(caches[2], tmp_path / "cut", model="vaegan", config=cfg,
+                    model_overrides=SEGMENTING, resume=True)  # fmt: skip
+    assert resumed.resumed_from == 4 and Checkpoint.load(resumed.run_dir).train_config.warp
+    a, b = load_checkpoint(whole.run_dir), load_checkpoint(resumed.run_dir)
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+    still = train(caches[2], tmp_path / "still", model="vaegan", config=cfg.replace(warp=False),
+                  model_overrides=SEGMENTING)  # fmt: skip
+    moved = load_checkpoint(still.run_dir)["model"]
+    assert any(not torch.equal(moved[n], t) for n, t in a["model"].items())  # it did move
+
+
 def test_a_checkpoint_gives_back_the_spec_it_was_fitted_to(caches, tmp_path):
     from medaug.train.fit import fit_or_resume
     from medaug.train.spec import GeneratorSpec
 
     spec = GeneratorSpec(variant="gan", steps=2, discriminator="segmentation", kl_weight=4.0,
-                         augment=("translation",))  # fmt: skip
+                         augment=("translation",), warp=True)  # fmt: skip
     path = fit_or_resume(Cache(caches[2]), tmp_path / "g", spec, device="cpu",
                          overrides=TINY_MODEL | {"spade_hidden": 8})  # fmt: skip
     back = GeneratorSpec.of(Checkpoint.load(path))
