@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -107,9 +108,11 @@ def reference(
     """The segmenter (trained once, reused) and its Dice on the held-out real slices."""
     grid = "" if (args.grid, args.spacing) == (64, 1.5) else f"-grid{args.grid}-sp{args.spacing:g}"
     organs = "-organs-" + "+".join(args.organs) if args.organs else ""  # its own cache
-    folder = workdir / f"segmenter-steps{args.segmenter_steps}{grid}{organs}"
+    judge = "" if args.judge_augment == "none" else f"-{args.judge_augment}"
+    folder = workdir / f"segmenter-steps{args.segmenter_steps}{grid}{organs}{judge}"
     seg = train_segmenter(cache, train_ids, folder, steps=args.segmenter_steps, seed=0,
-                          device=args.device, note=_note)  # fmt: skip
+                          device=args.device, augment=args.judge_augment,
+                          note=_note)  # fmt: skip
     images, labels, names = fidelity.real_items(cache, held_ids)
     return seg, fidelity.score_pairs(seg, images, labels, names, cache.config)[1]
 
@@ -155,6 +158,9 @@ def variant_result(
         + (f"-{args.masks}" if conditional else "")
         + ("-organs-" + "+".join(args.organs) if args.organs else "")
     )
+    trained_key = key  # the generator does not depend on the judge: another judge rescores it
+    if args.judge_augment != "none":
+        key += f"-judge-{args.judge_augment}"
     folder = workdir / "variants" / key
     kept = folder / "result.json"
     if kept.exists() and not args.fresh:
@@ -163,10 +169,19 @@ def variant_result(
     shutil.rmtree(folder, ignore_errors=True)
     config = TrainConfig(steps=args.steps, batch_size=16, seed=0, sample_every=args.steps,
                          checkpoint_every=args.steps, device=args.device, **training)  # fmt: skip
-    _note(f"{spec}: training {args.steps} steps on {len(cases)} patients")
     held = [c for c in cache.case_ids if c not in cases]
-    trained = train(cache.root, folder / "runs", model=variant, preset="cpu", config=config,
-                    model_overrides=overrides, cases=(cases, held))  # fmt: skip
+    runs = workdir / "variants" / trained_key / "runs"
+    done = sorted(runs.glob("*/checkpoints/step_*.pt")) if trained_key != key else []
+    trained: Any
+    if done and not args.fresh:  # trained for the other judge: scored again here
+        _note(f"{spec}: reusing the generator of {runs}")
+        first = runs.parent / "result.json"
+        seconds = json.loads(first.read_text()).get("train_s") if first.exists() else None
+        trained = SimpleNamespace(checkpoint=done[-1], seconds=seconds, run_dir=done[-1].parents[1])
+    else:
+        _note(f"{spec}: training {args.steps} steps on {len(cases)} patients")
+        trained = train(cache.root, folder / "runs", model=variant, preset="cpu", config=config,
+                        model_overrides=overrides, cases=(cases, held))  # fmt: skip
     assert trained.checkpoint is not None
     extra: dict[str, Any] = {}
     if conditional:  # layouts from the generator's own training cases' masks
@@ -292,12 +307,15 @@ def record(
                                         patients, r.get("steps"), r.get("masks")))  # fmt: skip
         if r.get("context_labels"):  # organ context (keys of HU-only rows stay as they were)
             key += "|context=" + "+".join(r["context_labels"])
+        if args.judge_augment != "none":  # another judge: rows of their own
+            key += f"|judge={args.judge_augment}"
         rows[key] = {
             "key": key, "generator": r["generator"], "grid": args.grid,
             "spacing_mm": args.spacing, "patients": patients, "steps": r.get("steps"),
             "n": args.n, "masks": r.get("masks"), "settings": r.get("settings"),
             "train_s": r.get("train_s"), "kl_nats": r.get("kl_nats"),
             "context_labels": r.get("context_labels") or [],
+            "judge_augment": args.judge_augment,
             "summary": r["summary"], "style_summary": r.get("style_summary"),
             "image": r.get("image"), "reference": ref,
             "commit": facts.get("medaug_source"), "command": " ".join(sys.argv),
@@ -335,7 +353,8 @@ def print_table(path: Path) -> None:
         style = r.get("style_summary") or {}
         out.append([
             r["generator"] + (f" (context: {', '.join(r['context_labels'])})"
-                              if r.get("context_labels") else ""),
+                              if r.get("context_labels") else "")
+            + (" [judge: classical]" if r.get("judge_augment") == "classical" else ""),
             f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]),
             f(r.get("steps"), "d"),
             f(None if r.get("train_s") is None else r["train_s"] / 60, ".1f"),
@@ -381,6 +400,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=(),
         help="context organs: the phantom's organ labels as context_labels, e.g. "
         "liver,spleen,kidneys,aorta,ivc,vertebrae (default: none, HU context only)",
+    )
+    parser.add_argument(
+        "--judge-augment",
+        default="none",
+        choices=("none", "classical"),
+        help="the judging segmenter's augmentation (none: the rows so far; classical: "
+        "medaug evaluate's judge, robust to the moves synthesis makes)",
     )
     parser.add_argument("--steps", type=int, default=2000, help="generator steps (2000)")
     parser.add_argument("--n", type=int, default=200, help="synthetic cases per row (200)")

@@ -5,7 +5,9 @@ moves (``RealMasks``: rotation, scale, shift, elastic). This scores one trained
 generator on layouts drawn with every move, with none (its training layouts: what it
 has memorised, an upper bound), and with each kind alone, using the fidelity
 benchmark's segmenter (``bench_fidelity.py --workdir``), and adds the rows to
-``benchmarks/results/moves.json``.
+``benchmarks/results/moves.json``. Beside each row, the control: the real slices the
+layouts came from, moved alike and scored by the same segmenter (what a perfect
+renderer of moved layouts would reach).
 
 Run::
 
@@ -26,7 +28,7 @@ import torch
 from common import machine_facts
 
 from medaug.data import Cache
-from medaug.data.warp import ELASTIC, ROTATE_DEG, SCALE, TRANSLATE_FRAC
+from medaug.data.warp import ELASTIC, ROTATE_DEG, SCALE, TRANSLATE_FRAC, warp_pair
 from medaug.preprocess.transforms import hu_to_unit
 from medaug.segment import fidelity
 from medaug.synth import Synthesizer
@@ -43,6 +45,23 @@ ROWS = {
     "shift": NONE | {"translate_frac": TRANSLATE_FRAC},
     "elastic": NONE | {"elastic": ELASTIC},
 }  # fmt: skip
+
+
+def moved_reals(cache: Cache, masks: RealMasks, plans: list[dict]) -> tuple[np.ndarray, ...]:
+    """The real slices the plans' layouts came from, moved by the plans' own moves."""
+    images, labels = [], []
+    for plan in plans:
+        layout = plan["layout"]
+        case = masks._by_number[layout["source"]]
+        z = layout["slice"]
+        item = {
+            "image": torch.from_numpy(np.array(cache.array(case, "image")[z], np.float32))[None],
+            "label": torch.from_numpy(np.array(cache.array(case, "label")[z], np.uint8))[None],
+        }
+        moved = warp_pair(item, cache.config.spacing_mm, layout)
+        images.append(moved["image"][0].numpy())
+        labels.append(moved["label"][0].numpy())
+    return np.stack(images), np.stack(labels)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,20 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     name = args.name or Path(args.run).parts[1]
     cases = Synthesizer(run, real=cache, device="cpu").real_cases()
     rows = []
+    names = [str(i) for i in range(args.n)]
     for label, moves in ROWS.items():
         masks = RealMasks(cache, cases, "target+body+tissue", 2, **moves)
         pairs = Synthesizer(run, real=cache, device="cpu", masks=masks).sample(args.n, seed=0)
         window = cache.config.hu_window
         images = np.stack([hu_to_unit(q["image"][0, ..., 0].numpy(), window) for q in pairs])
         labels = np.stack([q["label"][0, ..., 0].numpy() for q in pairs])
-        names = [str(i) for i in range(args.n)]
         _, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
-        rows.append({"moves": label, "dice": summary["dice"], "median": summary["dice_median"]})
-        print(f"{name} | {label} | {summary['dice']:.3f}", flush=True)
+        # the control: the same cases' real slices under the same moves
+        real_images, real_labels = moved_reals(cache, masks, [q["params"] for q in pairs])
+        _, real, _ = fidelity.score_pairs(seg, real_images, real_labels, names, cache.config)
+        rows.append({"moves": label, "dice": summary["dice"], "median": summary["dice_median"],
+                     "real_moved_dice": real["dice"]})  # fmt: skip
+        print(f"{name} | {label} | {summary['dice']:.3f} | real {real['dice']:.3f}", flush=True)
     kept = json.loads(args.results.read_text()) if args.results.exists() else {"rows": []}
-    others = [r for r in kept["rows"] if r["generator"] != name]
+    others = [r for r in kept["rows"]
+              if (r["generator"], r.get("judge")) != (name, args.segmenter)]  # fmt: skip
     kept["rows"] = [*others, {
-        "generator": name, "run": args.run, "n": args.n, "rows": rows,
+        "generator": name, "judge": args.segmenter, "run": args.run, "n": args.n, "rows": rows,
         "commit": facts.get("medaug_source"), "command": " ".join(sys.argv),
         "machine": {k: facts.get(k) for k in ("cpu_count", "platform", "torch", "torch_threads")},
         "wall_s": round(time.perf_counter() - started, 1),
