@@ -9,7 +9,7 @@ benchmark's segmenter (``bench_fidelity.py --workdir``), and adds the rows to
 layouts came from, moved alike and scored by the same segmenter (what a perfect
 renderer of moved layouts would reach).
 
-Run::
+Run (``--table`` prints the README's table from the results file)::
 
     python benchmarks/bench_moves.py --workdir /work/runs/fid64 --cache cache64 \\
         --segmenter segmenter-steps300-grid64-sp3 --run variants/<variant>/runs/00000-vaegan-2d
@@ -64,7 +64,25 @@ def moved_reals(cache: Cache, masks: RealMasks, plans: list[dict]) -> tuple[np.n
     return np.stack(images), np.stack(labels)
 
 
+def print_table(path: Path) -> None:
+    """The README's table: per generator and judge, fidelity under each kind of move,
+    and in brackets the moved real slices' (the control)."""
+    print("| generator | judge | " + " | ".join(ROWS) + " |")
+    print("|---|---|" + "---|" * len(ROWS))
+    for r in json.loads(path.read_text())["rows"]:
+        judge = "classical aug." if r["judge"].endswith("classical") else "no aug."
+        cells = {x["moves"]: x for x in r["rows"]}
+        shown = []
+        for k in ROWS:
+            real = cells[k].get("real_moved_dice")
+            shown.append(f"{cells[k]['dice']:.3f}" + ("" if real is None else f" ({real:.3f})"))
+        print(f"| {r['generator']} | {judge} | " + " | ".join(shown) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
+    if "--table" in (sys.argv[1:] if argv is None else argv):
+        print_table(RESULTS)
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, required=True, help="bench_fidelity's workdir")
     p.add_argument("--cache", default="cache64", help="its cache folder (cache64)")

@@ -185,7 +185,7 @@ WarpOption = Annotated[
     typer.Option(
         "--warp/--no-warp",
         help="Move each training pair as synthesis moves real masks (default: on for a "
-        "mask-conditioned model when measured better; see README).",
+        "mask-conditioned model, measured better; see README).",
         show_default=False,
     ),
 ]

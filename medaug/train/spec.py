@@ -39,8 +39,10 @@ DEFAULT_DISCRIMINATOR = "segmentation"
 #: appearance posterior then holds well under a nat, so prior draws are in
 #: distribution and prior and posterior fidelity agree).
 DEFAULT_KL_WEIGHT = 8.0
-#: Whether a mask-conditioned generator trains on moved pairs by default (TrainConfig.warp).
-DEFAULT_WARP = False
+#: Whether a mask-conditioned generator trains on moved pairs by default (TrainConfig.warp):
+#: measured label fidelity 0.656 with it against 0.598 without (64^2 at 3 mm, 2 patients,
+#: 750 steps, judged by a segmenter trained with classical augmentation; README).
+DEFAULT_WARP = True
 #: Variants whose loss has a KL term that kl_weight scales.
 KL_VARIANTS = ("vae", "vaegan", "gvae", "avb")
 
