@@ -664,6 +664,10 @@ def train(
     changes: dict[str, Any] = {"device": device, "seed": seed, "fold": fold, "workers": workers}
     if warp is not None:
         changes["warp"] = warp
+        if resume:  # a resumed run keeps its own: a contradiction is refused, not ignored
+            from medaug.train.loop import check_resumed_training
+
+            check_resumed_training(out, warp=warp)
     elif condition is not None and not resume and "warp" not in doc.get("train", {}):
         changes["warp"] = spec.resolved_warp  # the generator medaug would fit
     given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}

@@ -178,6 +178,13 @@ class PreprocessConfig(Settings):
         but the context ones, numbered 1..output_classes."""
         return len(self.labels) - len(self.context_labels)
 
+    def output_label(self, label: Any) -> Any:
+        """A cached label map as a synthetic label: the context classes set to
+        background (a NumPy array or a torch tensor, returned as the same kind)."""
+        if not self.context_labels:
+            return label
+        return label * (label <= self.output_classes)
+
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PreprocessConfig:
         """Read a YAML or JSON file (JSON is YAML, so one parser reads both)."""

@@ -281,9 +281,7 @@ class Labels2ImageDataset(Dataset):
         rng = np.random.default_rng([self.seed, j])
         params = draw(rng, self.stats, len(CLASSES) + len(self.organs))
         painted = render(self._classes[k], params)
-        label = item["label"]
-        if self.organs:  # as a synthetic label: context organs are not written
-            label = torch.where(label > self.config.output_classes, 0, label)
+        label = self.config.output_label(item["label"])  # context organs are not written
         return {
             "image": torch.from_numpy(hu_to_unit(painted, window).astype(np.float32))[None],
             "label": label,

@@ -387,7 +387,7 @@ class Synthesizer:
             else:
                 img, lab = img[0], lab[0]
             hu = T.unit_to_hu(img.astype(np.float32), self.config.hu_window)
-            lab = np.where(lab > self.config.output_classes, 0, lab)  # context labels: out
+            lab = self.config.output_label(lab)  # context labels: out
             cases.append(
                 SynthCase(
                     index=params["seed"][1],

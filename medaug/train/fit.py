@@ -5,9 +5,13 @@ Synthesis without ``--model`` and the gain experiment (a generator per fold and
 regime) both need "the generator a :class:`~medaug.train.spec.GeneratorSpec`
 describes, trained on these cases, in this folder". ``fit_or_resume`` is that
 procedure: it reuses a checkpoint that is far enough, resumes a shorter run, or
-starts one; it sizes the model for the device (the spec's ``preset``; ``auto``: the
-``cpu`` preset on a CPU, ``gpu-small`` on a GPU); the batch is ``train``'s default,
-which shrinks to a small training set and says so (``on_event``).
+starts one. A run is reused or resumed only when it was fitted to what is asked (the
+spec's model and training settings, the seed and the training cases, by content
+hash); otherwise a new run starts beside it and the note says what differed, so a
+changed default is never silently ignored in an old folder. It sizes the model for
+the device (the spec's ``preset``; ``auto``: the ``cpu`` preset on a CPU,
+``gpu-small`` on a GPU); the batch is ``train``'s default, which shrinks to a small
+training set and says so (a note to ``progress``).
 """
 
 from __future__ import annotations
@@ -18,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from medaug.errors import ConfigError
+from medaug.models.config import ModelConfig
 from medaug.preprocess.cache import Cache
 from medaug.progress import Progress, progress_of
-from medaug.train.checkpoint import checkpoint_step, list_checkpoints
+from medaug.train.checkpoint import Checkpoint, checkpoint_step, list_checkpoints
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import pick_device
 from medaug.train.loop import train
@@ -61,16 +66,24 @@ def fit_or_resume(
     note = progress.note
     out = Path(out)
     cfg = TrainConfig(seed=seed, device=device, **spec.train_overrides())
-    runs = [r for r in runs_in(out) if list_checkpoints(r)]
-    if runs:
-        newest = list_checkpoints(runs[-1])[-1]
-        if checkpoint_step(newest) >= cfg.steps:
-            note(f"using the generator fitted before: {newest}")
-            return newest
     training = list(cases) if cases is not None else cache.split(0)[0]
     held_out = [c for c in cache.case_ids if c not in set(training)]
     preset = spec.preset_for(pick_device(device).type)
     overrides = spec.model_overrides() | (overrides or {})
+    asked = {"variant": spec.variant, "dims": spec.dims, "preset": preset} | overrides
+    resume = False
+    runs = [r for r in runs_in(out) if list_checkpoints(r)]
+    if runs:
+        newest = list_checkpoints(runs[-1])[-1]
+        found = Checkpoint.load(newest)
+        differs = _difference(found, asked, cfg, [cache.content_hash(c) for c in training])
+        if differs is not None:
+            note(f"{runs[-1]} was fitted with {differs}: fitting a new run beside it")
+        elif checkpoint_step(newest) >= cfg.steps:
+            note(f"using the generator fitted before: {newest}")
+            return newest
+        else:
+            resume = True
     what = spec.describe()
     if overrides.get("role") == "layout":
         what = f"{spec.variant} mask generator"
@@ -82,7 +95,7 @@ def fit_or_resume(
         dims=spec.dims,
         preset=preset,
         config=cfg,
-        resume=bool(runs),
+        resume=resume,
         model_overrides=overrides,
         cases=None if cases is None else (training, held_out),
         progress=progress,
@@ -90,6 +103,29 @@ def fit_or_resume(
     if result.checkpoint is None:
         raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
     return result.checkpoint
+
+
+def _difference(
+    found: Checkpoint, asked: dict[str, Any], cfg: TrainConfig, training: list[str]
+) -> str | None:
+    """How a fitted run differs from the one asked for (None: it is that run).
+
+    ``asked`` holds the model settings the caller sets (the rest are the variant's
+    defaults either way); training cases are compared by content hash when the
+    checkpoint records them.
+    """
+    saved = found.model_config
+    wanted = ModelConfig.from_dict(saved.to_dict() | asked, source="the generator asked for")
+    for name in asked:
+        if getattr(saved, name) != getattr(wanted, name):
+            return f"{name} {getattr(saved, name)!r}, not {getattr(wanted, name)!r}"
+    for name in ("warp", "seed"):
+        if getattr(found.train_config, name) != getattr(cfg, name):
+            return f"{name} {getattr(found.train_config, name)}, not {getattr(cfg, name)}"
+    split = found.split
+    if split is not None and sorted(c["sha256"] for c in split["train"]) != sorted(training):
+        return "other training cases"
+    return None
 
 
 __all__ = ["fit_or_resume"]

@@ -643,6 +643,24 @@ def _resumable(
     return run_dir, state
 
 
+def check_resumed_training(out: str | os.PathLike[str], **asked: Any) -> None:
+    """Refuse a resume whose explicitly given training settings (``warp=True``...)
+    contradict those the newest run in ``out`` was started with: a resumed run keeps
+    its own, so a silent mismatch would train other than the caller believes."""
+    runs = [r for r in runs_in(Path(out)) if ckpt.list_checkpoints(r)]
+    if not runs:
+        return  # train() says there is nothing to resume
+    state = ckpt.Checkpoint.load(runs[-1])
+    for name, value in asked.items():
+        saved = getattr(state.train_config, name)
+        if saved != value:
+            raise ConfigError(
+                f"{{resume}}: this checkpoint has {name} {_shown(saved)}, "
+                f"the run asks for {_shown(value)}",
+                prefix=f"{state.path}: ",
+            )
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value) or "none"

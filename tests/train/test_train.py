@@ -169,6 +169,30 @@ def test_a_checkpoint_gives_back_the_spec_it_was_fitted_to(caches, tmp_path):
     assert fit_or_resume(Cache(caches[2]), tmp_path / "g", spec, device="cpu") == path  # reused
 
 
+def test_a_run_fitted_to_other_settings_is_not_reused(caches, tmp_path):
+    """fit_or_resume in a folder whose run was fitted without moved pairs (or on other
+    cases) fits a new run beside it and says why, instead of reusing the old one."""
+    from medaug.train.fit import fit_or_resume
+    from medaug.train.runs import runs_in
+    from medaug.train.spec import GeneratorSpec
+
+    cache, out = Cache(caches[2]), tmp_path / "g"
+    still = GeneratorSpec(variant="gan", steps=2, warp=False)
+    first = fit_or_resume(cache, out, still, device="cpu", overrides=TINY_MODEL)
+    notes: list[str] = []
+    moved = fit_or_resume(cache, out, still.replace(warp=True), device="cpu",
+                          overrides=TINY_MODEL, progress=notes.append)  # fmt: skip
+    assert moved != first and len(runs_in(out)) == 2
+    assert any("warp False, not True" in n for n in notes), notes
+    assert Checkpoint.load(moved).train_config.warp
+    # the same spec again: the newest run is reused; on fewer cases: fitted anew
+    assert fit_or_resume(cache, out, still.replace(warp=True), device="cpu") == moved
+    notes.clear()
+    other = fit_or_resume(cache, out, still.replace(warp=True), cache.case_ids[:1],
+                          device="cpu", overrides=TINY_MODEL, progress=notes.append)  # fmt: skip
+    assert other != moved and any("other training cases" in n for n in notes), notes
+
+
 def first_gradients(into: dict[str, torch.Tensor]):
     """An ``on_step`` hook that keeps every parameter's gradient after step 1."""
 
@@ -410,6 +434,12 @@ def test_cli_discriminator_requests_fail_in_one_line(caches, tmp_path):
     assert other.stderr.strip().splitlines() == [
         f"medaug: error: {tmp_path}/00000-gan-2d/checkpoints/step_00000002.pt: --resume: "
         "this checkpoint has discriminator patch, the run asks for segmentation"
+    ]
+    moved = run_cli("train", caches[2], *mask, *args, "--resume", "--no-warp")
+    assert moved.returncode == 1
+    assert moved.stderr.strip().splitlines() == [
+        f"medaug: error: {tmp_path}/00000-gan-2d/checkpoints/step_00000002.pt: --resume: "
+        "this checkpoint has warp True, the run asks for False"
     ]
 
 
