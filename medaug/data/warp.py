@@ -94,13 +94,20 @@ def warp(
     Returns:
         uint8 array of ``array``'s shape, holding only values of ``array`` and 0.
     """
+    points = sampling_points(array.shape, spacing_mm, rotate_deg, scale, translate_vox, elastic)
+    moved = _resampled(torch.tensor(np.asarray(array), dtype=torch.uint8)[None], points)
+    return moved[0].numpy().astype(np.uint8)
+
+
+def _resampled(value: torch.Tensor, points: torch.Tensor, mode: str = "nearest") -> torch.Tensor:
+    """MONAI ``Resample`` of a channel-first tensor at ``points`` (outside: 0), as a
+    plain float tensor (rounded when nearest). A MetaTensor would carry MONAI's
+    per-operation bookkeeping into every layer of the model it is fed to."""
     from monai.transforms import Resample
 
-    points = sampling_points(array.shape, spacing_mm, rotate_deg, scale, translate_vox, elastic)
-    moved = Resample(mode="nearest", padding_mode="zeros")(
-        torch.tensor(np.asarray(array), dtype=torch.uint8)[None], points
-    )
-    return np.rint(np.asarray(moved[0])).astype(np.uint8)
+    moved = Resample(mode=mode, padding_mode="zeros")(value.float(), points)
+    plain = moved.as_tensor() if hasattr(moved, "as_tensor") else torch.as_tensor(moved)
+    return plain.round() if mode == "nearest" else plain
 
 
 def sampling_points(
@@ -156,20 +163,16 @@ def warp_pair(item: dict[str, Any], spacing_mm: tuple[float, ...], moves: dict[s
     (1, *grid)?}`` moved by ``moves``: the image bilinearly (outside the source: -1, air
     at the window's floor), label and context by nearest neighbour (outside: 0, the
     background and "outside the body"). Other keys are kept."""
-    from monai.transforms import Resample
-
     image = torch.as_tensor(item["image"]).float()
     shape = tuple(image.shape[1:])
     args = [moves["rotate_deg"], moves["scale"], moves["translate_vox"], moves["elastic"]]
     points = sampling_points(shape, spacing_mm, *args)
     out = dict(item)
-    moved = Resample(mode="bilinear", padding_mode="zeros")(image + 1.0, points)
-    out["image"] = torch.as_tensor(moved).float() - 1.0
+    out["image"] = _resampled(image + 1.0, points, "bilinear") - 1.0
     for key in ("label", "context"):
         if key in item:
             value = torch.as_tensor(item[key])
-            nearest = Resample(mode="nearest", padding_mode="zeros")(value.float(), points)
-            out[key] = torch.as_tensor(nearest).round().to(value.dtype)
+            out[key] = _resampled(value, points).to(value.dtype)
     return out
 
 

@@ -218,7 +218,7 @@ class GenerativeModel(nn.Module):
         a mask generator's is the layout map itself.
         """
         c = self.config.image_channels
-        classes = x[:, c:].argmax(dim=1, keepdim=True)
+        classes = x[:, c:].max(dim=1, keepdim=True).indices  # argmax, 10x faster on CPU
         if self.conditional:
             classes = LY.target_of(classes, self.config.layout)
         return x[:, :c], classes.to(torch.uint8)
@@ -333,7 +333,7 @@ class GenerativeModel(nn.Module):
         if self.config.discriminator == "segmentation":
             c = self.config.image_channels
             out = disc(seen[:, :c])
-            return Judgement(out[-1], out[:-1], seen, seen[:, c:].argmax(dim=1))
+            return Judgement(out[-1], out[:-1], seen, seen[:, c:].max(dim=1).indices)
         out = disc(seen)
         return Judgement(out[-1], out[:-1], seen, None)
 

@@ -109,7 +109,8 @@ def seg_fake_loss(logits: torch.Tensor) -> torch.Tensor:
 
 def seg_accuracy(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     """Share of voxels told apart: real ones not called fake, fake ones called fake."""
-    return 0.5 * ((real.argmax(1) != 0).float().mean() + (fake.argmax(1) == 0).float().mean())
+    real_cls, fake_cls = real.max(1).indices, fake.max(1).indices  # argmax, faster on CPU
+    return 0.5 * ((real_cls != 0).float().mean() + (fake_cls == 0).float().mean())
 
 
 def labelmix(
