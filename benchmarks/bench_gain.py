@@ -104,14 +104,14 @@ def print_table(path: Path) -> None:
         groups.setdefault(r["key"].rsplit("|", 2)[0], []).append(r)
     for group in groups.values():
         r0 = group[0]
-        gen = r0["generator"]
+        spec = GeneratorSpec.from_dict(r0["generator"])
         print(
             f"\nCohort seed {r0['cohort_seed']} ({r0['patients']} phantom patients), 2D "
             f"{r0['grid']}² at {r0['spacing_mm']:g} mm, {r0['folds']} folds x {r0['seeds']} "
             f"seeds, U-Net {r0['segmenter_steps']} steps; ratio {r0['ratio']}, "
-            f"{r0['synth_n']} synthetic cases per regime from a {gen['variant']} "
-            f"({gen['discriminator']} discriminator, {gen['steps']} steps); painting "
-            f"{r0['painting']}\n"
+            f"{r0['synth_n']} synthetic cases per regime from a {spec.describe()} "
+            f"({spec.steps} steps{', moved pairs' if spec.resolved_warp else ''}); "
+            f"painting {r0['painting']}\n"
         )
         print("| real patients | arm | runs | Dice mean ± sd | ΔDice vs real [95% CI], p | "
               "against its rivals |")  # fmt: skip
