@@ -22,14 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from medaug.errors import ConfigError
-from medaug.models.config import ModelConfig
 from medaug.preprocess.cache import Cache
 from medaug.progress import Progress, progress_of
-from medaug.train.checkpoint import Checkpoint, checkpoint_step, list_checkpoints
+from medaug.train.checkpoint import Checkpoint
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import pick_device
-from medaug.train.loop import train
-from medaug.train.runs import runs_in
+from medaug.train.loop import differing_setting, newest_fitted, train
 from medaug.train.spec import GeneratorSpec
 
 
@@ -72,16 +70,16 @@ def fit_or_resume(
     overrides = spec.model_overrides() | (overrides or {})
     asked = {"variant": spec.variant, "dims": spec.dims, "preset": preset} | overrides
     resume = False
-    runs = [r for r in runs_in(out) if list_checkpoints(r)]
-    if runs:
-        newest = list_checkpoints(runs[-1])[-1]
-        found = Checkpoint.load(newest)
+    found = newest_fitted(out)
+    if found is not None:
         differs = _difference(found, asked, cfg, [cache.content_hash(c) for c in training])
         if differs is not None:
-            note(f"{runs[-1]} was fitted with {differs}: fitting a new run beside it")
-        elif checkpoint_step(newest) >= cfg.steps:
-            note(f"using the generator fitted before: {newest}")
-            return newest
+            note(
+                f"{found.path.parent.parent} was fitted with {differs}: fitting a new run beside it"
+            )
+        elif found.step >= cfg.steps:
+            note(f"using the generator fitted before: {found.path}")
+            return found.path
         else:
             resume = True
     what = spec.describe()
@@ -114,14 +112,10 @@ def _difference(
     defaults either way); training cases are compared by content hash when the
     checkpoint records them.
     """
-    saved = found.model_config
-    wanted = ModelConfig.from_dict(saved.to_dict() | asked, source="the generator asked for")
-    for name in asked:
-        if getattr(saved, name) != getattr(wanted, name):
-            return f"{name} {getattr(saved, name)!r}, not {getattr(wanted, name)!r}"
-    for name in ("warp", "seed"):
-        if getattr(found.train_config, name) != getattr(cfg, name):
-            return f"{name} {getattr(found.train_config, name)}, not {getattr(cfg, name)}"
+    setting = differing_setting(found, asked, {"warp": cfg.warp, "seed": cfg.seed})
+    if setting is not None:
+        name, had, asks = setting
+        return f"{name} {had}, not {asks}"
     split = found.split
     if split is not None and sorted(c["sha256"] for c in split["train"]) != sorted(training):
         return "other training cases"

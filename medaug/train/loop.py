@@ -11,7 +11,6 @@ The host waits on the device only every ``log_every`` steps.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import signal
@@ -621,44 +620,58 @@ def _resumable(
 ) -> tuple[Path, ckpt.Checkpoint]:
     """The newest run in ``out`` with a checkpoint; what the caller set explicitly
     (``model``, ``overrides``) must agree with the settings it was started with."""
-    runs = [r for r in runs_in(out) if ckpt.list_checkpoints(r)]
-    if not runs:
+    state = newest_fitted(out)
+    if state is None:
         raise InputError(out, "{resume}: no run with a checkpoint here")
-    run_dir = runs[-1]
-    state = ckpt.Checkpoint.load(run_dir)
-    saved = state.model_config
     if isinstance(model, ModelConfig):
-        asked, names = model, [f.name for f in dataclasses.fields(ModelConfig)]
+        asked = model.to_dict()
     else:
-        doc = saved.to_dict() | overrides | ({"variant": model} if model else {})
-        asked = ModelConfig.from_dict(doc, source="the run's settings")
-        names = (["variant"] if model else []) + list(overrides)
-    for name in names:
-        if getattr(saved, name) != getattr(asked, name):
-            raise ConfigError(
-                f"{{resume}}: this checkpoint has {name} "
-                f"{_shown(getattr(saved, name))}, the run asks for {_shown(getattr(asked, name))}",
-                prefix=f"{state.path}: ",
-            )
-    return run_dir, state
+        asked = overrides | ({"variant": model} if model else {})
+    _refuse_difference(state, asked, {})
+    return state.path.parent.parent, state
+
+
+def newest_fitted(out: str | os.PathLike[str]) -> ckpt.Checkpoint | None:
+    """The newest checkpoint of the newest run in ``out`` that has one (None: none)."""
+    runs = [r for r in runs_in(Path(out)) if ckpt.list_checkpoints(r)]
+    return ckpt.Checkpoint.load(runs[-1]) if runs else None
+
+
+def differing_setting(
+    state: ckpt.Checkpoint, model: dict[str, Any], training: dict[str, Any]
+) -> tuple[str, str, str] | None:
+    """The first setting named in ``model`` (ModelConfig fields, as a config file
+    spells them) or ``training`` (TrainConfig fields) whose value differs from the
+    one ``state`` was fitted with: ``(name, saved, asked)`` as shown to a user."""
+    saved = state.model_config
+    wanted = ModelConfig.from_dict(saved.to_dict() | model, source="the run's settings")
+    pairs = [(n, getattr(saved, n), getattr(wanted, n)) for n in model]
+    pairs += [(n, getattr(state.train_config, n), v) for n, v in training.items()]
+    for name, had, asks in pairs:
+        if had != asks:
+            return name, _shown(had), _shown(asks)
+    return None
 
 
 def check_resumed_training(out: str | os.PathLike[str], **asked: Any) -> None:
     """Refuse a resume whose explicitly given training settings (``warp=True``...)
     contradict those the newest run in ``out`` was started with: a resumed run keeps
     its own, so a silent mismatch would train other than the caller believes."""
-    runs = [r for r in runs_in(Path(out)) if ckpt.list_checkpoints(r)]
-    if not runs:
-        return  # train() says there is nothing to resume
-    state = ckpt.Checkpoint.load(runs[-1])
-    for name, value in asked.items():
-        saved = getattr(state.train_config, name)
-        if saved != value:
-            raise ConfigError(
-                f"{{resume}}: this checkpoint has {name} {_shown(saved)}, "
-                f"the run asks for {_shown(value)}",
-                prefix=f"{state.path}: ",
-            )
+    state = newest_fitted(out)
+    if state is not None:  # else train() says there is nothing to resume
+        _refuse_difference(state, {}, asked)
+
+
+def _refuse_difference(
+    state: ckpt.Checkpoint, model: dict[str, Any], training: dict[str, Any]
+) -> None:
+    found = differing_setting(state, model, training)
+    if found is not None:
+        name, had, asks = found
+        raise ConfigError(
+            f"{{resume}}: this checkpoint has {name} {had}, the run asks for {asks}",
+            prefix=f"{state.path}: ",
+        )
 
 
 def _shown(value: Any) -> str:
