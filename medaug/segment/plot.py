@@ -17,7 +17,7 @@ def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
     rows = doc["summary"]
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     regimes = sorted({r["regime"] for r in rows})
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    fig, ax = plt.subplots(figsize=(7.4, 3.8))
     width = 0.06 * (max(regimes) - min(regimes) or 1)
     for k, arm in enumerate(arms):
         mine = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["regime"])
@@ -34,7 +34,8 @@ def gain_plot(doc: dict, path: str | os.PathLike[str]) -> Path:
     ax.set_ylabel("test Dice (mean, 95% CI)")
     ax.set_title("Segmentation Dice by training data", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    # beside the axes: six arms inside them covered the error bars of the middle ones
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
 

@@ -7,11 +7,12 @@ describes, trained on these cases, in this folder". ``fit_or_resume`` is that
 procedure: it reuses a checkpoint that is far enough, resumes a shorter run, or
 starts one. A run is reused or resumed only when it was fitted to what is asked (the
 spec's model and training settings, the seed and the training cases, by content
-hash); otherwise a new run starts beside it and the note says what differed, so a
-changed default is never silently ignored in an old folder. It sizes the model for
-the device (the spec's ``preset``; ``auto``: the ``cpu`` preset on a CPU,
-``gpu-small`` on a GPU); the batch is ``train``'s default, which shrinks to a small
-training set and says so (a note to ``progress``).
+hash); otherwise a finished older run beside it that was fitted to what is asked is
+used, or a new run starts and the note says what differed, so a changed default is
+never silently ignored in an old folder and switching a setting back costs no refit.
+It sizes the model for the device (the spec's ``preset``; ``auto``: the ``cpu`` preset
+on a CPU, ``gpu-small`` on a GPU); the batch is ``train``'s default, which shrinks to a
+small training set and says so (a note to ``progress``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from typing import Any
 from medaug.errors import ConfigError
 from medaug.preprocess.cache import Cache
 from medaug.progress import Progress, progress_of
-from medaug.train.checkpoint import Checkpoint
+from medaug.train.checkpoint import Checkpoint, list_checkpoints
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import pick_device
 from medaug.train.loop import differing_setting, newest_fitted, train
+from medaug.train.runs import runs_in
 from medaug.train.spec import GeneratorSpec
 
 
@@ -70,9 +72,14 @@ def fit_or_resume(
     overrides = spec.model_overrides() | (overrides or {})
     asked = {"variant": spec.variant, "dims": spec.dims, "preset": preset} | overrides
     resume = False
+    hashes = [cache.content_hash(c) for c in training]
     found = newest_fitted(out)
     if found is not None:
-        differs = _difference(found, asked, cfg, [cache.content_hash(c) for c in training])
+        differs = _difference(found, asked, cfg, hashes)
+        earlier = None if differs is None else _finished_earlier(found, asked, cfg, hashes)
+        if earlier is not None:  # settings switched back to those of an older run
+            note(f"using the generator fitted before with these settings: {earlier.path}")
+            return earlier.path
         if differs is not None:
             note(
                 f"{found.path.parent.parent} was fitted with {differs}: fitting a new run beside it"
@@ -101,6 +108,21 @@ def fit_or_resume(
     if result.checkpoint is None:
         raise ConfigError(f"{result.run_dir}: training wrote no checkpoint")
     return result.checkpoint
+
+
+def _finished_earlier(
+    newest: Checkpoint, asked: dict[str, Any], cfg: TrainConfig, training: list[str]
+) -> Checkpoint | None:
+    """The newest checkpoint of a run older than ``newest``'s, beside it, fitted to
+    these settings for at least ``cfg.steps`` steps (None: none). Only the newest run
+    is ever resumed: a shorter match further back is left as it is."""
+    newest_run = newest.path.parent.parent
+    for run in reversed(runs_in(newest_run.parent)):
+        if run != newest_run and list_checkpoints(run):
+            state = Checkpoint.load(run)
+            if state.step >= cfg.steps and _difference(state, asked, cfg, training) is None:
+                return state
+    return None
 
 
 def _difference(

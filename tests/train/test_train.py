@@ -171,7 +171,8 @@ def test_a_checkpoint_gives_back_the_spec_it_was_fitted_to(caches, tmp_path):
 
 def test_a_run_fitted_to_other_settings_is_not_reused(caches, tmp_path):
     """fit_or_resume in a folder whose run was fitted without moved pairs (or on other
-    cases) fits a new run beside it and says why, instead of reusing the old one."""
+    cases) fits a new run beside it and says why, instead of reusing the old one; asked
+    for the old settings again, it uses the old run instead of fitting a third."""
     from medaug.train.fit import fit_or_resume
     from medaug.train.runs import runs_in
     from medaug.train.spec import GeneratorSpec
@@ -191,6 +192,12 @@ def test_a_run_fitted_to_other_settings_is_not_reused(caches, tmp_path):
     other = fit_or_resume(cache, out, still.replace(warp=True), cache.case_ids[:1],
                           device="cpu", overrides=TINY_MODEL, progress=notes.append)  # fmt: skip
     assert other != moved and any("other training cases" in n for n in notes), notes
+    # back to the first settings: the older run fitted to them is used, not refitted
+    notes.clear()
+    back = fit_or_resume(cache, out, still, device="cpu", overrides=TINY_MODEL,
+                         progress=notes.append)  # fmt: skip
+    assert back == first and len(runs_in(out)) == 3
+    assert any("fitted before with these settings" in n for n in notes), notes
 
 
 def first_gradients(into: dict[str, torch.Tensor]):
