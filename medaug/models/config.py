@@ -31,6 +31,8 @@ PRESETS: dict[str, dict[str, int]] = {
 
 #: The image discriminators a mask-conditioned model can have (``discriminator``).
 DISCRIMINATORS = ("patch", "segmentation")
+#: How a decoder doubles its feature maps between levels (``upsample``).
+UPSAMPLING = ("nearest", "linear")
 
 #: Loss weights that differ from the dataclass defaults, per variant.
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -100,6 +102,9 @@ class ModelConfig(Settings):
     discriminator: str = "patch"
     seg_channels: int = 8  # segmentation discriminator: channels at full resolution
     labelmix_weight: float = 10.0  # segmentation discriminator: OASIS's LabelMix term
+    # how the decoders double their feature maps: "nearest" (copies: the coarse levels'
+    # blocks can show as edges) or "linear" (bi-/trilinear interpolation)
+    upsample: str = "nearest"
     # DiffAugment on every discriminator input, real and fake ("" off; models/augment.py)
     augment: tuple[str, ...] = ()
     augment_p: float = 1.0  # probability of each augmentation per sample
@@ -179,6 +184,10 @@ class ModelConfig(Settings):
                 f"got {self.discriminator!r}"
             )
         check_discriminator_condition(self.discriminator, self.condition)
+        if self.upsample not in UPSAMPLING:
+            raise ConfigError(
+                f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}"
+            )
         if self.role not in ("pair", "layout"):
             raise ConfigError(f"role must be 'pair' or 'layout', got {self.role!r}")
         LY.check_channels(self.layout)

@@ -75,11 +75,20 @@ class ImplicitEncoder(nn.Module):
         return self.head(torch.cat([self.conv(x), eps.to(x.dtype)], dim=1))
 
 
+def doubling(cfg: ModelConfig) -> nn.Upsample:
+    """A decoder's step from one level to the next: ``cfg.upsample`` doubles the grid by
+    copying voxels (nearest) or interpolating (bi-/trilinear)."""
+    if cfg.upsample == "nearest":
+        return nn.Upsample(scale_factor=2, mode="nearest")
+    mode = "bilinear" if cfg.dims == 2 else "trilinear"
+    return nn.Upsample(scale_factor=2, mode=mode, align_corners=False)
+
+
 class Decoder(nn.Module):
     """``(B, latent_dim)`` -> ``(B, out_channels, *grid)`` raw outputs.
 
-    A linear layer to the bottom feature map, then per level a nearest-neighbour
-    upsampling and a residual unit (no transposed convolutions: no checkerboard).
+    A linear layer to the bottom feature map, then per level an upsampling
+    (:func:`doubling`) and a residual unit (no transposed convolutions: no checkerboard).
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -89,7 +98,7 @@ class Decoder(nn.Module):
         self.fc = nn.Linear(cfg.latent_dim, math.prod(self.start))
         layers: list[nn.Module] = []
         for a, b in zip(ch[::-1][:-1], ch[::-1][1:], strict=True):
-            layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            layers.append(doubling(cfg))
             layers.append(
                 ResidualUnit(d, a, b, strides=1, subunits=cfg.res_units, act=ACT, norm=_norm(cfg))
             )
@@ -125,7 +134,7 @@ class SpadeDecoder(nn.Module):
     """``(B, latent_dim)`` + layout one-hot ``(B, L, *grid)`` -> ``(B, C, *grid)`` image
     outputs: the latent gives appearance, the layout where each tissue goes.
 
-    As :class:`Decoder` (linear layer to the bottom map, nearest upsampling per level,
+    As :class:`Decoder` (linear layer to the bottom map, :func:`doubling` per level,
     no transposed convolutions), with SPADE residual blocks below full resolution
     (SPADE resizes the layout, nearest) and, at full resolution, a plain residual unit
     over the features and the layout itself (a SPADE there took the step from 2.5 s to
@@ -148,7 +157,7 @@ class SpadeDecoder(nn.Module):
             cfg.dims, a + cfg.layout_classes + cfg.latent_map, b, strides=1,
             subunits=cfg.res_units, act=ACT, norm=_norm(cfg),
         )  # fmt: skip
-        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.up = doubling(cfg)
         self.out = Convolution(cfg.dims, ch[0], cfg.decoder_channels, kernel_size=3, conv_only=True)
         self.to_map = nn.Linear(cfg.latent_dim, cfg.latent_map) if cfg.latent_map else None
 

@@ -292,3 +292,28 @@ def test_a_latent_map_joins_the_layout_in_every_spade(dims: int) -> None:
     assert change[0] > 0 and torch.all(change[1:] == 0)
     plain = build_model(conditional("vaegan", dims))
     assert plain.decoder.to_map is None
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_linear_upsampling_interpolates_between_levels(dims: int) -> None:
+    """``upsample="linear"``: every level of both decoders doubles by bi-/trilinear
+    interpolation (the grid's shape as with copies), a value the checkpoint keeps; an
+    unknown mode is a one-line error."""
+    torch.manual_seed(0)
+    for cfg in (
+        conditional("vaegan", dims, upsample="linear"),
+        tiny("vae", dims, upsample="linear"),
+    ):
+        model = build_model(cfg)
+        ups = [m for m in model.decoder.modules() if isinstance(m, torch.nn.Upsample)]
+        assert ups and {u.mode for u in ups} == {"bilinear" if dims == 2 else "trilinear"}
+        assert ModelConfig.from_dict(cfg.to_dict()).upsample == "linear"
+    x = model.inputs(structured_batch(dims))
+    out = model.decode(torch.randn(4, 8), None)
+    assert out.shape[2:] == x.shape[2:]
+    nearest = build_model(conditional("vaegan", dims))
+    assert {m.mode for m in nearest.decoder.modules() if isinstance(m, torch.nn.Upsample)} == {
+        "nearest"
+    }
+    with pytest.raises(ConfigError, match="upsample must be one of nearest, linear"):
+        conditional("vaegan", dims, upsample="cubic")
