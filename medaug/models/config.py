@@ -33,6 +33,8 @@ PRESETS: dict[str, dict[str, int]] = {
 DISCRIMINATORS = ("patch", "segmentation")
 #: How a decoder doubles its feature maps between levels (``upsample``).
 UPSAMPLING = ("nearest", "linear")
+#: What a mask-conditioned decoder's first feature map comes from (``start``).
+STARTS = ("latent", "layout")
 
 #: Loss weights that differ from the dataclass defaults, per variant.
 VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -95,6 +97,11 @@ class ModelConfig(Settings):
     # every SPADE (OASIS's "3D noise": appearance at every scale; 0: the latent enters
     # at the bottom only)
     latent_map: int = 0
+    # a mask-conditioned decoder's first feature map: "latent" (a linear layer from the
+    # latent: a learned template per position of the bottom grid) or "layout" (a
+    # convolution over the layout's class shares on the bottom grid beside the latent
+    # broadcast over it, as OASIS starts; nothing tied to a position)
+    start: str = "latent"
     # the image discriminator: "patch" (MONAI PatchGAN over image + layout: real or fake)
     # or "segmentation" (OASIS: a U-Net over the image alone that labels every voxel with
     # its layout class or "fake"; mask-conditioned models only). aae and avb judge
@@ -184,6 +191,10 @@ class ModelConfig(Settings):
                 f"got {self.discriminator!r}"
             )
         check_discriminator_condition(self.discriminator, self.condition)
+        if self.start not in STARTS:
+            raise ConfigError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        if self.start == "layout" and self.condition != "mask":
+            raise ConfigError('start "layout" starts the decoder from a layout: condition mask')
         if self.upsample not in UPSAMPLING:
             raise ConfigError(
                 f"upsample must be one of {', '.join(UPSAMPLING)}, got {self.upsample!r}"

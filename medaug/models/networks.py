@@ -134,8 +134,9 @@ class SpadeDecoder(nn.Module):
     """``(B, latent_dim)`` + layout one-hot ``(B, L, *grid)`` -> ``(B, C, *grid)`` image
     outputs: the latent gives appearance, the layout where each tissue goes.
 
-    As :class:`Decoder` (linear layer to the bottom map, :func:`doubling` per level,
-    no transposed convolutions), with SPADE residual blocks below full resolution
+    As :class:`Decoder` (linear layer to the bottom map, or with ``start="layout"`` a
+    convolution over the layout there; :func:`doubling` per level, no transposed
+    convolutions), with SPADE residual blocks below full resolution
     (SPADE resizes the layout, nearest) and, at full resolution, a plain residual unit
     over the features and the layout itself (a SPADE there took the step from 2.5 s to
     4.4 s). With ``latent_map`` channels, the latent is also projected and broadcast
@@ -146,7 +147,15 @@ class SpadeDecoder(nn.Module):
         super().__init__()
         ch = cfg.channels
         self.start = (ch[-1], *bottom(cfg.grid))
-        self.fc = nn.Linear(cfg.latent_dim, math.prod(self.start))
+        self.fc: nn.Linear | None = None
+        self.stem: Convolution | None = None
+        if cfg.start == "layout":  # OASIS: from the layout (and the latent) itself
+            self.stem = Convolution(
+                cfg.dims, cfg.layout_classes + cfg.latent_dim, ch[-1], kernel_size=3,
+                conv_only=True,
+            )  # fmt: skip
+        else:
+            self.fc = nn.Linear(cfg.latent_dim, math.prod(self.start))
         self.bottom_block = SpadeBlock(cfg, ch[-1], ch[-1])
         pairs = list(zip(ch[::-1][:-1], ch[::-1][1:], strict=True))
         self.blocks = nn.ModuleList(SpadeBlock(cfg, a, b) for a, b in pairs[:-1])
@@ -164,7 +173,7 @@ class SpadeDecoder(nn.Module):
     def forward(self, z: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
         if layout is None:
             raise ValueError("a mask-conditioned decoder needs the layout")
-        h = nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.start)
+        h = self._first(z, layout)
         layout = layout.to(h.dtype)
         if self.to_map is not None:  # the latent beside the layout, at every voxel
             code = self.to_map(z).to(h.dtype)
@@ -177,6 +186,17 @@ class SpadeDecoder(nn.Module):
             h = block(self.up(h), layout)
         h = self.top(torch.cat([self.up(h), layout], dim=1))
         return self.out(h)
+
+    def _first(self, z: torch.Tensor, layout: torch.Tensor) -> torch.Tensor:
+        """The bottom feature map: from the latent alone (``start="latent"``), or from
+        the layout's class shares per bottom cell beside the latent at every cell."""
+        if self.stem is None:
+            assert self.fc is not None
+            return nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.start)
+        grid = self.start[1:]
+        shares = nn.functional.interpolate(layout.to(z.dtype), size=grid, mode="area")
+        code = z.view(*z.shape, *[1] * len(grid)).expand(-1, -1, *grid)
+        return nn.functional.leaky_relu(self.stem(torch.cat([shares, code], dim=1)), 0.2)
 
 
 def decoder(cfg: ModelConfig) -> nn.Module:

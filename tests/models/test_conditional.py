@@ -317,3 +317,31 @@ def test_linear_upsampling_interpolates_between_levels(dims: int) -> None:
     }
     with pytest.raises(ConfigError, match="upsample must be one of nearest, linear"):
         conditional("vaegan", dims, upsample="cubic")
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_decoder_started_from_the_layout_has_no_position_template(dims: int) -> None:
+    """``start="layout"``: the decoder's first map is a convolution over the layout's
+    class shares on the bottom grid beside the latent, with no linear layer from the
+    latent. On a layout of one class everywhere, every cell of that map away from the
+    border (the convolution's zero padding) is the same; the linear layer's map is a
+    learned template that differs from cell to cell. A joint model has no layout to
+    start from: an error."""
+    torch.manual_seed(0)
+    z = torch.randn(2, 8)
+    firsts = {}
+    for start in ("layout", "latent"):
+        cfg = conditional("vaegan", dims, start=start)
+        model = build_model(cfg).eval()
+        assert (model.decoder.fc is None) == (start == "layout")
+        assert ModelConfig.from_dict(cfg.to_dict()).start == start
+        k = model.config.layout_classes
+        uniform = onehot(torch.full((2, *[16] * dims), k - 1), k)
+        with torch.no_grad():
+            first = model.decoder._first(z, uniform)
+        assert first.shape[2:] == (4,) * dims
+        inner = first[(slice(None), slice(None), *[slice(1, 3)] * dims)].flatten(2)
+        firsts[start] = (inner - inner[..., :1]).abs().amax().item()
+    assert firsts["layout"] < 1e-6 < 1e-2 < firsts["latent"], firsts
+    with pytest.raises(ConfigError, match="start"):
+        tiny("vaegan", dims, start="layout")
