@@ -437,8 +437,10 @@ def _run(
         "config": run_cfg.to_dict(),
         "train_cases": list(regime.cases),
         "test_cases": list(regime.test_cases),
+        # the settings block leaves the count out (a larger n extends a folder): the
+        # pairs the arm drew from are the folder's settings and its number of cases
         "synthetic": (
-            synth.manifest["settings"]
+            {**synth.manifest["settings"], "cases": synth.folder.n}
             if "synth" in arm and isinstance(synth, SyntheticDataset)
             else None
         ),

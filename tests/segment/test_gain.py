@@ -127,6 +127,25 @@ def test_a_second_run_reuses_every_result(experiment, cohort: Path):
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
 
 
+def test_more_synthetic_pairs_redo_the_synthetic_runs_only(experiment, cohort: Path, tmp_path):
+    """A larger ``synth_n`` extends the synthesis folders and trains the synthetic arms
+    anew; a record made on fewer pairs is never taken for it, the real arms are kept."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment[0], out)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    arms = ["real", "real+synth"]
+    more = run_gain(
+        cohort, out, train_patients=[1], seeds=2, folds=2, segment=TINY, synth_n=8,
+        generator=GeneratorSpec(steps=4), preprocess_config=PP, arms=arms, device="cpu",
+    )  # fmt: skip
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    new = sorted(set(after) - set(before))
+    assert len(new) == 2 * 2 and all("-real+synth-" in name for name in new)  # folds x seeds
+    real = [r for r in more["runs"] if r["arm"] == "real"]
+    assert len(real) == 4 and all(after[n] == before[n] for n in before)
+    assert more["settings"]["synth_n"] == 8
+
+
 def test_labels2image_arms_with_every_patient_tested_once(cohort: Path, tmp_path: Path):
     arms = ["real", "real+labels2image", "real+classical+labels2image"]
     doc = run_gain(
