@@ -25,11 +25,10 @@ from typing import Any
 from medaug.errors import ConfigError
 from medaug.preprocess.cache import Cache
 from medaug.progress import Progress, progress_of
-from medaug.train.checkpoint import Checkpoint, list_checkpoints
+from medaug.train.checkpoint import Checkpoint
 from medaug.train.config import TrainConfig
 from medaug.train.distributed import pick_device
-from medaug.train.loop import differing_setting, newest_fitted, train
-from medaug.train.runs import runs_in
+from medaug.train.loop import differing_setting, fitted_runs, newest_fitted, train
 from medaug.train.spec import GeneratorSpec
 
 
@@ -76,7 +75,7 @@ def fit_or_resume(
     found = newest_fitted(out)
     if found is not None:
         differs = _difference(found, asked, cfg, hashes)
-        earlier = None if differs is None else _finished_earlier(found, asked, cfg, hashes)
+        earlier = None if differs is None else _finished_earlier(out, asked, cfg, hashes)
         if earlier is not None:  # settings switched back to those of an older run
             note(f"using the generator fitted before with these settings: {earlier.path}")
             return earlier.path
@@ -111,17 +110,15 @@ def fit_or_resume(
 
 
 def _finished_earlier(
-    newest: Checkpoint, asked: dict[str, Any], cfg: TrainConfig, training: list[str]
+    out: Path, asked: dict[str, Any], cfg: TrainConfig, training: list[str]
 ) -> Checkpoint | None:
-    """The newest checkpoint of a run older than ``newest``'s, beside it, fitted to
-    these settings for at least ``cfg.steps`` steps (None: none). Only the newest run
-    is ever resumed: a shorter match further back is left as it is."""
-    newest_run = newest.path.parent.parent
-    for run in reversed(runs_in(newest_run.parent)):
-        if run != newest_run and list_checkpoints(run):
-            state = Checkpoint.load(run)
-            if state.step >= cfg.steps and _difference(state, asked, cfg, training) is None:
-                return state
+    """The newest checkpoint of a fitted run in ``out`` older than the newest one,
+    fitted to these settings for at least ``cfg.steps`` steps (None: none). Only the
+    newest run is ever resumed: a shorter match further back is left as it is."""
+    for run in reversed(fitted_runs(out)[:-1]):
+        state = Checkpoint.load(run)
+        if state.step >= cfg.steps and _difference(state, asked, cfg, training) is None:
+            return state
     return None
 
 

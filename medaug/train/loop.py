@@ -631,9 +631,14 @@ def _resumable(
     return state.path.parent.parent, state
 
 
+def fitted_runs(out: str | os.PathLike[str]) -> list[Path]:
+    """The runs in ``out`` that have a checkpoint, oldest first."""
+    return [r for r in runs_in(Path(out)) if ckpt.list_checkpoints(r)]
+
+
 def newest_fitted(out: str | os.PathLike[str]) -> ckpt.Checkpoint | None:
     """The newest checkpoint of the newest run in ``out`` that has one (None: none)."""
-    runs = [r for r in runs_in(Path(out)) if ckpt.list_checkpoints(r)]
+    runs = fitted_runs(out)
     return ckpt.Checkpoint.load(runs[-1]) if runs else None
 
 
