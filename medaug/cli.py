@@ -38,6 +38,7 @@ FLAGS = {
     "train_patients": "--train-cases",
     "synth_mode": "--mode",
     "preprocess_config": "--config",
+    "only_folds": "--fold",
 }
 
 
@@ -1052,6 +1053,13 @@ def gain(
     folds: Annotated[
         int | None, typer.Option(help="K-fold over patients (default: one split).")
     ] = None,
+    fold: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="Run only this fold of --folds (repeat for more; default: all). One job "
+            "per fold in the same --out, then a run without --fold reuses them all."
+        ),
+    ] = None,
     test_fraction: Annotated[
         float, typer.Option(help="Share of patients for testing (one split).")
     ] = 0.2,
@@ -1107,6 +1115,7 @@ def gain(
         train_patients=tuple(train_cases) if train_cases else None,
         seeds=seeds,
         folds=folds,
+        only_folds=tuple(fold) if fold else None,
         test_fraction=test_fraction,
         arms=(*(arms or DEFAULT_ARMS), *(["synth-only"] if synth_only else [])),
         ratio=ratio,

@@ -97,6 +97,10 @@ class GainConfig(Settings):
     train_patients: tuple[int | str, ...] | None = None
     seeds: int = 3  # segmenter seeds per arm and regime: seed, seed + 1, ...
     folds: int | None = None  # K-fold cross-validation over patients (None: one split)
+    # which of the K folds this run trains and scores (None: all). Folds are independent
+    # (their own patients and generators), so one job per fold, in the same out folder,
+    # then one run over all folds that reuses every record, gives the whole table
+    only_folds: tuple[int, ...] | None = None
     test_fraction: float = 0.2  # share of patients held out for testing when folds is None
     arms: tuple[str, ...] = DEFAULT_ARMS  # which of ARMS run (real always runs: the reference)
     ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
@@ -121,6 +125,16 @@ class GainConfig(Settings):
             raise ConfigError(f"unknown arm {unknown[0]!r}; arms are {', '.join(ARMS)}")
         if self.seeds < 1:
             raise ConfigError(f"{{seeds}} must be at least 1, got {self.seeds}")
+        if self.only_folds is not None:
+            only = tuple(sorted({int(f) for f in self.only_folds}))
+            if self.folds is None:
+                raise ConfigError("{only_folds} picks folds of {folds}: give {folds} too")
+            if not only or only[0] < 0 or only[-1] >= self.folds:
+                raise ConfigError(
+                    f"{{only_folds}} takes fold numbers 0 to {self.folds - 1} "
+                    f"({{folds}} {self.folds}), got {list(self.only_folds)}"
+                )
+            object.__setattr__(self, "only_folds", only)
         if self.synth_mode not in GAIN_MODES:
             raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
         if self.synth_n < 1:
@@ -147,6 +161,7 @@ class GainConfig(Settings):
             "train_patients": None if self.train_patients is None else list(self.train_patients),
             "seeds": self.seeds,
             "folds": self.folds,
+            "only_folds": None if self.only_folds is None else list(self.only_folds),
             "test_fraction": None if self.folds else self.test_fraction,
             "arms": list(self.arms),
             "ratio": self.ratio,

@@ -33,7 +33,10 @@ Design, in the order ``run_gain`` follows it:
    ``real+classical+labels2image``, ``real+synth`` against ``real+labels2image``).
 
 Everything resumes: the cache and generators by their own keys and checkpoints, the
-synthetic folders by their records, each run by its result file under ``runs/``.
+synthetic folders by their records, each run by its result file under ``runs/``. Folds
+are independent, so ``only_folds`` runs some of them (one job per fold, as nnU-Net
+trains fold by fold); a later run over every fold in the same folder reuses their
+records and writes the whole table.
 """
 
 from __future__ import annotations
@@ -313,7 +316,10 @@ def run_gain(
         f"regimes {', '.join(plans[0].regimes)} real patient(s); arms {', '.join(cfg.arms)}; "
         f"{cfg.seeds} seed(s); {cfg.segment.steps} steps per run"
     )
-    cells = [r for plan in plans for r in plan.cells()]
+    if cfg.only_folds is not None:
+        note(f"running fold(s) {', '.join(map(str, cfg.only_folds))} of {len(plans)}")
+    ran = [p for p in plans if cfg.only_folds is None or p.fold in cfg.only_folds]
+    cells = [r for plan in ran for r in plan.cells()]
     progress.start(TASK, len(cells) * cfg.seeds * len(cfg.arms))
     generators: list[dict[str, Any]] = []
     runs: list[dict[str, Any]] = []
@@ -343,6 +349,7 @@ def run_gain(
         "config": cfg.to_dict(),
         "preprocess_config": cache.config.to_dict(),
         "splits": [plan.to_dict() for plan in plans],
+        "folds_run": [plan.fold for plan in ran],
         "generators": generators,
         "runs": runs,
         "summary": summarize(runs, cfg.arms),
@@ -578,6 +585,9 @@ def table(doc: dict[str, Any]) -> str:
         if s["folds"]
         else f"one split, {test} test patient(s)"
     )
+    if s.get("only_folds"):  # a part of the experiment: the other folds run elsewhere
+        only = s["only_folds"]
+        kind += f" (fold{'s' * (len(only) > 1)} {', '.join(map(str, only))} only)"
     seg = s["segment"]
     setup = (
         f"{kind} by patient; {s['seeds']} seed(s) per arm; every run {seg['steps']} steps of "

@@ -146,6 +146,32 @@ def test_more_synthetic_pairs_redo_the_synthetic_runs_only(experiment, cohort: P
     assert more["settings"]["synth_n"] == 8
 
 
+def test_one_fold_at_a_time_runs_that_fold_only(experiment, cohort: Path, tmp_path: Path):
+    """``only_folds`` trains and scores the folds it names and leaves the others alone;
+    its runs are the same records a whole run makes, so a later whole run reuses them."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment[0], out)
+    for path in (out / "runs").glob("fold1-*"):
+        path.unlink()  # fold 1 as if its job had not run yet
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    settings = dict(
+        train_patients=[1, "all"], seeds=2, folds=2, segment=TINY, synth_n=6, arms=ARMS,
+        generator=GeneratorSpec(steps=4), preprocess_config=PP, device="cpu",
+    )  # fmt: skip
+    part = run_gain(cohort, out, only_folds=[0], **settings)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == before
+    assert part["folds_run"] == [0] and len(part["splits"]) == 2
+    assert {r["fold"] for r in part["runs"]} == {0} and len(part["runs"]) == 2 * len(ARMS) * 2
+    assert all(row["runs"] == 2 for row in part["summary"])  # one fold x 2 seeds
+    assert "2-fold cross-validation (fold 0 only)" in (out / "gain.md").read_text()
+    whole = run_gain(cohort, out, **{**settings, "arms": ["real"]})  # fold 1 runs, 0 reused
+    new = sorted(set(p.name for p in (out / "runs").iterdir()) - set(before))
+    assert len(new) == 2 * 2 and all(n.startswith("fold1-") and "-real-" in n for n in new)
+    assert whole["folds_run"] == [0, 1]
+    first = {(row["regime"], row["arm"]): row for row in experiment[1]["summary"]}
+    assert whole["summary"][0]["dice"] == first[(1, "real")]["dice"]  # the same runs again
+
+
 def test_labels2image_arms_with_every_patient_tested_once(cohort: Path, tmp_path: Path):
     arms = ["real", "real+labels2image", "real+classical+labels2image"]
     doc = run_gain(
@@ -273,7 +299,9 @@ def test_the_default_sweep_shrinks_to_the_smallest_fold_and_says_so(experiment):
         plan_folds(cache, [4], None, 0.5, 0)  # asked for: still refused
 
 
-@pytest.mark.parametrize("case", ["folds", "ratio", "too-many", "model-and-folds", "arm"])
+@pytest.mark.parametrize(
+    "case", ["folds", "ratio", "too-many", "model-and-folds", "arm", "fold", "fold-alone"]
+)
 def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, case: str):
     out, _ = experiment
     base = ("gain", "--input", out / "cache", "--out", tmp_path / "g", "--steps", "2", "--quiet")
@@ -283,6 +311,8 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "too-many": ("--train-cases", "9"),
         "model-and-folds": ("--folds", "2", "--model", out / "cache"),
         "arm": ("--arms", "real,labels2imag"),
+        "fold": ("--folds", "2", "--fold", "2"),
+        "fold-alone": ("--fold", "0"),
     }[case]
     line = one_error_line(run_cli(*base, *extra))
     assert {
@@ -291,6 +321,8 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "too-many": "--train-cases 9: fold 0 has only",
         "model-and-folds": "--model gives one generator, and --folds needs one per fold",
         "arm": "unknown arm 'labels2imag'; arms are real, real+classical",
+        "fold": "--fold takes fold numbers 0 to 1 (--folds 2), got [2]",
+        "fold-alone": "--fold picks folds of --folds: give --folds too",
     }[case] in line
     assert not (tmp_path / "g" / "gain.json").exists()
     assert os.environ.get("MEDAUG_NOTHING") is None
