@@ -94,8 +94,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d, ch = cfg.dims, cfg.channels
-        self.start = (ch[-1], *bottom(cfg.grid))
-        self.fc = nn.Linear(cfg.latent_dim, math.prod(self.start))
+        self.bottom_shape = (ch[-1], *bottom(cfg.grid))
+        self.fc = nn.Linear(cfg.latent_dim, math.prod(self.bottom_shape))
         layers: list[nn.Module] = []
         for a, b in zip(ch[::-1][:-1], ch[::-1][1:], strict=True):
             layers.append(doubling(cfg))
@@ -106,7 +106,7 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
-        h = nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.start)
+        h = nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.bottom_shape)
         return self.body(h)
 
 
@@ -146,7 +146,7 @@ class SpadeDecoder(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         ch = cfg.channels
-        self.start = (ch[-1], *bottom(cfg.grid))
+        self.bottom_shape = (ch[-1], *bottom(cfg.grid))
         self.fc: nn.Linear | None = None
         self.stem: Convolution | None = None
         if cfg.start == "layout":  # OASIS: from the layout (and the latent) itself
@@ -155,7 +155,7 @@ class SpadeDecoder(nn.Module):
                 conv_only=True,
             )  # fmt: skip
         else:
-            self.fc = nn.Linear(cfg.latent_dim, math.prod(self.start))
+            self.fc = nn.Linear(cfg.latent_dim, math.prod(self.bottom_shape))
         self.bottom_block = SpadeBlock(cfg, ch[-1], ch[-1])
         pairs = list(zip(ch[::-1][:-1], ch[::-1][1:], strict=True))
         self.blocks = nn.ModuleList(SpadeBlock(cfg, a, b) for a, b in pairs[:-1])
@@ -192,8 +192,8 @@ class SpadeDecoder(nn.Module):
         the layout's class shares per bottom cell beside the latent at every cell."""
         if self.stem is None:
             assert self.fc is not None
-            return nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.start)
-        grid = self.start[1:]
+            return nn.functional.leaky_relu(self.fc(z), 0.2).view(z.shape[0], *self.bottom_shape)
+        grid = self.bottom_shape[1:]
         shares = nn.functional.interpolate(layout.to(z.dtype), size=grid, mode="area")
         code = z.view(*z.shape, *[1] * len(grid)).expand(-1, -1, *grid)
         return nn.functional.leaky_relu(self.stem(torch.cat([shares, code], dim=1)), 0.2)
