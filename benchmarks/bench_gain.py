@@ -9,13 +9,16 @@ that file, so figures accumulate from session to session.
 
 Rows are keyed by what they measured: the cohort seed, grid and spacing, the
 segmenter steps, the ratio, the synthetic count, the painting, the generator spec and
-the regime. An arm whose runs are only partly done (a session ended) is recorded with
-the runs it has and says so (``runs`` against ``runs_planned``).
+the regime. Each row keeps its runs (Dice per test case), so an experiment too long
+for one session runs a few folds at a time (``--only-folds``): every session adds its
+runs to the rows, which are recomputed from all of them, and an arm with some folds
+still missing says so (``runs`` against ``runs_planned``, ``folds_run``).
 
 Run (the issue's headline: 2D 64^2 at 3 mm, 4 folds x 3 seeds, 2 real patients)::
 
     python benchmarks/bench_gain.py --workdir /work/runs/gain64 --train-cases 2
     python benchmarks/bench_gain.py --workdir W --cohort-seed 1      # a second cohort
+    python benchmarks/bench_gain.py --workdir W --steps 1500 --only-folds 0 1  # a session's share
     python benchmarks/bench_gain.py --table
 """
 
@@ -36,7 +39,7 @@ from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.progress import Notes
 from medaug.segment import GainConfig, SegmentConfig
 from medaug.segment.config import ARMS
-from medaug.segment.gain import run_gain
+from medaug.segment.gain import run_gain, summarize
 from medaug.train.spec import GeneratorSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gain.json"
@@ -57,34 +60,82 @@ def key_of(args: argparse.Namespace, spec: GeneratorSpec, regime: int, arm: str)
     return "|".join(str(p) for p in parts)
 
 
+def compact(run: dict[str, Any], commit: str | None) -> dict[str, Any]:
+    """What the results file keeps of one segmenter run: enough to recompute the rows
+    (Dice per test case for the paired comparisons) and to say where it was measured."""
+    test = run["test"]
+    return {
+        "fold": run["fold"], "regime": run["regime"], "arm": run["arm"], "seed": run["seed"],
+        "steps": run["steps"], "items_real": run["items_real"],
+        "items_synthetic": run["items_synthetic"], "commit": commit,
+        "test": {"dice": test["dice"], "hd95_mm": test["hd95_mm"],
+                 "surface_dice": test["surface_dice"],
+                 "cases": [{"case": c["case"], "dice": c["dice"]} for c in test["cases"]]},
+    }  # fmt: skip
+
+
 def record(doc: dict[str, Any], args, spec: GeneratorSpec, facts, wall_s: float) -> None:
-    """Add (or replace) the experiment's rows in the results file."""
+    """Add the experiment's runs to the results file and rewrite its rows from them.
+
+    Each row keeps its runs (:func:`compact`), so runs of the same experiment from
+    other sessions (other folds: ``--only-folds``) join it and the row is recomputed
+    from all of them; a run of the same fold, arm and seed replaces the earlier one.
+    A row recorded before rows kept their runs stays unless the new runs are as many.
+    """
     path = args.results
     kept = json.loads(path.read_text()) if path.exists() else {"rows": []}
     rows = {r["key"]: r for r in kept["rows"]}
+    commit = facts.get("medaug_source")
     planned = len(doc["splits"]) * args.seeds
-    for row in doc["summary"]:
-        key = key_of(args, spec, row["regime"], row["arm"])
-        rows[key] = {
-            "key": key, "cohort_seed": args.cohort_seed, "patients": args.patients,
-            "grid": args.grid, "spacing_mm": args.spacing, "regime": row["regime"],
-            "arm": row["arm"], "runs": row["runs"], "runs_planned": planned,
-            "folds": args.folds, "seeds": args.seeds, "segmenter_steps": args.steps,
-            "ratio": args.ratio, "synth_n": args.synth_n, "painting": args.painting,
-            "generator": spec.to_dict(), "dice": row["dice"], "hd95_mm": row["hd95_mm"],
-            "surface_dice": row["surface_dice"], "vs_real": row.get("vs_real"),
-            "vs": row.get("vs") or {}, "commit": facts.get("medaug_source"),
-            "command": " ".join(sys.argv),
-            "machine": {k: facts.get(k) for k in ("cpu_count", "platform", "torch",
-                                                   "torch_threads", "loadavg_at_start")},
-            "wall_s": round(wall_s, 1), "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
-        }  # fmt: skip
+    session = {
+        "commit": commit, "command": " ".join(sys.argv), "wall_s": round(wall_s, 1),
+        "folds": doc.get("folds_run"), "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }  # fmt: skip
+    for regime in sorted({r["regime"] for r in doc["runs"]}):
+        runs: dict[tuple[int, str, int], dict[str, Any]] = {}
+        sessions: list[dict[str, Any]] = []
+        for arm in ARMS:  # the experiment's earlier runs of this regime, every arm
+            earlier = rows.get(key_of(args, spec, regime, arm), {})
+            runs |= {(r["fold"], r["arm"], r["seed"]): r for r in earlier.get("run_records", [])}
+            sessions += [s for s in earlier.get("sessions", []) if s not in sessions]
+        runs |= {
+            (r["fold"], r["arm"], r["seed"]): compact(r, commit)
+            for r in doc["runs"]
+            if r["regime"] == regime
+        }
+        sessions.append(session)
+        arms = [a for a in ARMS if any(k[1] == a for k in runs)]
+        for row in summarize(list(runs.values()), arms):
+            key = key_of(args, spec, regime, row["arm"])
+            mine = sorted((r for r in runs.values() if r["arm"] == row["arm"]),
+                          key=lambda r: (r["fold"], r["seed"]))  # fmt: skip
+            old = rows.get(key)
+            if old is not None and "run_records" not in old and old["runs"] > row["runs"]:
+                print(f"kept the earlier row of {row['arm']} at {regime} patients ({old['runs']} "
+                      f"runs, recorded without its runs) over {row['runs']} new run(s)",
+                      file=sys.stderr)  # fmt: skip
+                continue
+            rows[key] = {
+                "key": key, "cohort_seed": args.cohort_seed, "patients": args.patients,
+                "grid": args.grid, "spacing_mm": args.spacing, "regime": regime,
+                "arm": row["arm"], "runs": row["runs"], "runs_planned": planned,
+                "folds_run": sorted({r["fold"] for r in mine}),
+                "folds": args.folds, "seeds": args.seeds, "segmenter_steps": args.steps,
+                "ratio": args.ratio, "synth_n": args.synth_n, "painting": args.painting,
+                "generator": spec.to_dict(), "dice": row["dice"], "hd95_mm": row["hd95_mm"],
+                "surface_dice": row["surface_dice"], "vs_real": row.get("vs_real"),
+                "vs": row.get("vs") or {}, "commit": commit, "command": session["command"],
+                "machine": {k: facts.get(k) for k in ("cpu_count", "platform", "torch",
+                                                       "torch_threads", "loadavg_at_start")},
+                "wall_s": round(wall_s, 1), "recorded": session["recorded"],
+                "sessions": sessions, "run_records": mine,
+            }  # fmt: skip
     kept["rows"] = sorted(rows.values(), key=lambda r: r["key"])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.partial")
     tmp.write_text(json.dumps(kept, indent=1) + "\n")
     tmp.replace(path)
-    print(f"recorded {len(doc['summary'])} row(s) in {path}", file=sys.stderr)
+    print(f"recorded {len(doc['runs'])} run(s) in {path}", file=sys.stderr)
 
 
 def _diff(vs: dict[str, Any] | None) -> str:
@@ -138,6 +189,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-cases", nargs="+", default=["2"], help="regimes (2)")
     p.add_argument("--folds", type=int, default=4, help="folds (4)")
     p.add_argument("--seeds", type=int, default=3, help="segmenter seeds (3)")
+    p.add_argument(
+        "--only-folds", type=int, nargs="+",
+        help="run these folds only (a session's share: rows join runs across sessions)",
+    )  # fmt: skip
     p.add_argument("--steps", type=int, default=300, help="segmenter steps per run (300)")
     p.add_argument(
         "--arms", default=",".join(ARMS[:4] + ARMS[5:]), help="arms (all but synth-only)"
@@ -170,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     cfg = GainConfig(
         train_patients=tuple(args.train_cases), seeds=args.seeds, folds=args.folds,
+        only_folds=None if args.only_folds is None else tuple(args.only_folds),
         arms=(args.arms,), ratio=args.ratio, synth_n=args.synth_n, painting=args.painting,
         generator=spec, segment=SegmentConfig(steps=args.steps),
     )  # fmt: skip
