@@ -20,6 +20,7 @@ Run (the issue's headline: 2D 64^2 at 3 mm, 4 folds x 3 seeds, 2 real patients):
     python benchmarks/bench_gain.py --workdir W --cohort-seed 1      # a second cohort
     python benchmarks/bench_gain.py --workdir W --steps 1500 --only-folds 0 1  # a session's share
     python benchmarks/bench_gain.py --table
+    python benchmarks/bench_gain.py --plot docs/gain-phantom.png   # the rows of these settings
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from medaug.progress import Notes
 from medaug.segment import GainConfig, SegmentConfig
 from medaug.segment.config import ARMS
 from medaug.segment.gain import run_gain, summarize
+from medaug.segment.plot import gain_plot
 from medaug.train.spec import GeneratorSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gain.json"
@@ -178,6 +180,20 @@ def print_table(path: Path) -> None:
                   f"{_diff(r['vs_real'])} | {rivals} |")  # fmt: skip
 
 
+def plot_rows(args: argparse.Namespace, spec: GeneratorSpec, path: Path) -> Path:
+    """``gain.png`` of one experiment from the results file: every regime recorded with
+    the settings given (cohort seed, grid, spacing, steps, ratio, count, painting,
+    generator), so a plot needs no workdir and shows regimes run in other sessions."""
+    rows = json.loads(args.results.read_text())["rows"]
+    prefix = key_of(args, spec, 0, "").rsplit("|", 2)[0] + "|"
+    mine = [r for r in rows if r["key"].startswith(prefix)]
+    if not mine:
+        raise SystemExit(f"{args.results}: no rows recorded with these settings ({prefix})")
+    order = {a: i for i, a in enumerate(ARMS)}  # the legend in the tables' order
+    mine.sort(key=lambda r: (order.get(r["arm"], 99), r["regime"]))
+    return gain_plot({"summary": mine}, path)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workdir", type=Path, help="experiment folder (resumable)")
@@ -203,26 +219,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generator-steps", type=int, help="generator steps (the spec's)")
     p.add_argument("--results", type=Path, default=RESULTS, help="results file")
     p.add_argument("--table", action="store_true", help="print the results file's tables")
+    p.add_argument(
+        "--plot", type=Path, metavar="PNG",
+        help="plot the recorded rows of the experiment these settings select, every regime",
+    )  # fmt: skip
     args = p.parse_args(argv)
-    if not args.table and args.workdir is None:
+    if not (args.table or args.plot) and args.workdir is None:
         p.error("--workdir is needed to run")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.table:
-        print_table(args.results)
-        return 0
-    started = time.perf_counter()
-    facts = machine_facts({"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
-    workdir = make_workdir(args.workdir)
-    cache = args.cache or cache_for(workdir, args)
     spec = (
         GeneratorSpec()
         if args.generator_steps is None
         else GeneratorSpec(steps=args.generator_steps)
     )
+    if args.table or args.plot:
+        if args.table:
+            print_table(args.results)
+        if args.plot:
+            print(f"wrote {plot_rows(args, spec, args.plot)}", file=sys.stderr)
+        return 0
+    started = time.perf_counter()
+    facts = machine_facts({"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
+    workdir = make_workdir(args.workdir)
+    cache = args.cache or cache_for(workdir, args)
     cfg = GainConfig(
         train_patients=tuple(args.train_cases), seeds=args.seeds, folds=args.folds,
         only_folds=None if args.only_folds is None else tuple(args.only_folds),
