@@ -62,6 +62,15 @@ def key_of(args: argparse.Namespace, spec: GeneratorSpec, regime: int, arm: str)
     return "|".join(str(p) for p in parts)
 
 
+def experiment_of(key: str) -> str:
+    """A row key without its regime and arm: the experiment the row belongs to."""
+    return key.rsplit("|", 2)[0]
+
+
+#: The arms' order in the tables and the plot's legend.
+ARM_ORDER = {a: i for i, a in enumerate(ARMS)}
+
+
 def compact(run: dict[str, Any], commit: str | None) -> dict[str, Any]:
     """What the results file keeps of one segmenter run: enough to recompute the rows
     (Dice per test case for the paired comparisons) and to say where it was measured."""
@@ -154,7 +163,7 @@ def print_table(path: Path) -> None:
     rows = json.loads(path.read_text())["rows"]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault(r["key"].rsplit("|", 2)[0], []).append(r)
+        groups.setdefault(experiment_of(r["key"]), []).append(r)
     for group in groups.values():
         r0 = group[0]
         spec = GeneratorSpec.from_dict(r0["generator"])
@@ -169,8 +178,7 @@ def print_table(path: Path) -> None:
         print("| real patients | arm | runs | Dice mean ± sd | ΔDice vs real [95% CI], p | "
               "against its rivals |")  # fmt: skip
         print("|---|---|---|---|---|---|")
-        order = {a: i for i, a in enumerate(ARMS)}
-        for r in sorted(group, key=lambda r: (r["regime"], order.get(r["arm"], 99))):
+        for r in sorted(group, key=lambda r: (r["regime"], ARM_ORDER.get(r["arm"], 99))):
             d = r["dice"]
             sd = "" if d["sd"] is None else f" ± {d['sd']:.3f}"
             runs = f"{r['runs']}" + ("" if r["runs"] == r["runs_planned"]
@@ -185,12 +193,11 @@ def plot_rows(args: argparse.Namespace, spec: GeneratorSpec, path: Path) -> Path
     the settings given (cohort seed, grid, spacing, steps, ratio, count, painting,
     generator), so a plot needs no workdir and shows regimes run in other sessions."""
     rows = json.loads(args.results.read_text())["rows"]
-    prefix = key_of(args, spec, 0, "").rsplit("|", 2)[0] + "|"
-    mine = [r for r in rows if r["key"].startswith(prefix)]
+    experiment = experiment_of(key_of(args, spec, 0, ""))
+    mine = [r for r in rows if experiment_of(r["key"]) == experiment]
     if not mine:
-        raise SystemExit(f"{args.results}: no rows recorded with these settings ({prefix})")
-    order = {a: i for i, a in enumerate(ARMS)}  # the legend in the tables' order
-    mine.sort(key=lambda r: (order.get(r["arm"], 99), r["regime"]))
+        raise SystemExit(f"{args.results}: no rows recorded with these settings ({experiment})")
+    mine.sort(key=lambda r: (ARM_ORDER.get(r["arm"], 99), r["regime"]))
     return gain_plot({"summary": mine}, path)
 
 
