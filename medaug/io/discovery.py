@@ -167,14 +167,20 @@ def discover(
     return Discovery(found.root, refs, found.notes)
 
 
-def nothing_usable(root: Path, scans: int, notes: int) -> str:
-    """One line saying why nothing usable was found under ``root``."""
+def nothing_usable(root: Path, scans: int, notes: int, first: str | None = None) -> str:
+    """One line saying why nothing usable was found under ``root``: ``first`` names the
+    first unreadable scan's problem where no table of scans was printed above."""
     if root.is_dir():
         files = sum(1 for p in root.rglob("*") if p.is_file())
         if files == 0:
             return "folder is empty"
         if scans == 0:
             return f"no DICOM series or NIfTI volume found among {files} file(s) ({notes} note(s))"
+    if first is not None:
+        return (
+            f"no usable scan: {scans} scan(s) found, none readable (the first: {first}; "
+            "`medaug inspect` lists them all)"
+        )
     return f"no usable scan: {scans} scan(s) found, none readable (see the rows above)"
 
 

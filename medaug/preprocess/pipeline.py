@@ -570,7 +570,10 @@ def preprocess(
     found = discover(input, labels=labels, workers=workers)
     refs = found.usable
     if not refs:
-        raise InputError(found.root, nothing_usable(found.root, len(found), len(found.notes)))
+        first = next((f"{ref.case_id}: {ref.error}" for ref in found if ref.error), None)
+        raise InputError(
+            found.root, nothing_usable(found.root, len(found), len(found.notes), first)
+        )
     notes = [f"{ref.case_id}: {ref.error}" for ref in found if ref.error]
     settings = cache_settings(config)
     keys = {ref.case_id: case_key(ref, settings) for ref in refs}
@@ -596,9 +599,12 @@ def preprocess(
     done = result.done
     if not done:
         first = next(r.skipped for r in results if r.skipped)
+        # the scans discovery could not read are not in results: name them too
+        unreadable = f"; {len(notes)} unreadable, the first: {notes[0]}" if notes else ""
         raise InputError(
             found.root,
-            f"no scan could be preprocessed ({len(results)} skipped; the first: {first})",
+            f"no scan could be preprocessed ({len(results)} skipped; the first: {first}"
+            f"{unreadable})",
         )
     patients = {r.case_id: r.patient for r in done}
     save_splits(out / SPLITS, make_splits(patients, val_fraction, folds, seed))

@@ -15,7 +15,7 @@ from medaug.errors import ConfigError, InputError
 from medaug.io.atomic import is_temporary
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.preprocess import pipeline as P
-from tests.conftest import run_cli
+from tests.conftest import run_cli, series_files
 
 
 @pytest.fixture(scope="module")
@@ -175,6 +175,36 @@ def test_scan_too_small_for_the_crop(dicom_cohort: Path, tmp_path: Path) -> None
     # 12 slices of 2.5 mm = 30 mm; a 3D grid of 32 slices at 2.5 mm needs 80 mm
     with pytest.raises(InputError, match=r"no scan could be preprocessed.*too small for the crop"):
         preprocess(dicom_cohort, tmp_path / "c", PreprocessConfig(dims=3), workers=1)
+
+
+def _cut(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def test_no_usable_scan_names_the_first_problem(dicom_cohort: Path, tmp_path: Path) -> None:
+    # preprocess prints no table of scans, so its one line must say what is wrong
+    src = _cohort_copy(dicom_cohort, tmp_path)
+    for series in sorted(src.glob("PANCREAS_*")):
+        _cut(series_files(series)[0])
+    with pytest.raises(InputError) as err:
+        preprocess(src, tmp_path / "c", workers=1)
+    assert "none readable (the first: case_0000: PANCREAS_0001/" in str(err.value)
+    assert "1-001.dcm: truncated" in str(err.value) and "rows above" not in str(err.value)
+
+
+def test_scans_lost_in_discovery_and_in_preprocessing_are_both_named(
+    dicom_cohort: Path, tmp_path: Path
+) -> None:
+    src = _cohort_copy(dicom_cohort, tmp_path)
+    _cut(series_files(src / "PANCREAS_0002")[0])  # unreadable: found by discovery
+    for name in ("label0001.nii.gz", "label0003.nii.gz"):  # fail in preprocessing
+        _cut(next(src.rglob(name)))
+    with pytest.raises(InputError) as err:
+        preprocess(src, tmp_path / "c", workers=1)
+    message = str(err.value)
+    assert "2 skipped; the first: " in message and "label0001.nii.gz" in message
+    assert "1 unreadable, the first: case_0001: PANCREAS_0002/" in message
 
 
 def test_nothing_usable_and_foreign_output_folder(tmp_path: Path, dicom_cohort: Path) -> None:
