@@ -36,6 +36,7 @@ import torch
 from common import machine_facts, make_workdir
 
 from medaug.data.phantom import write_cohort
+from medaug.evaluate import fidelity
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.progress import Notes
 from medaug.segment import GainConfig, SegmentConfig
@@ -58,8 +59,10 @@ def cache_for(workdir: Path, args: argparse.Namespace) -> Path:
 
 def key_of(args: argparse.Namespace, spec: GeneratorSpec, regime: int, arm: str) -> str:
     parts = (args.cohort_seed, args.grid, args.spacing, args.steps, args.ratio, args.synth_n,
-             args.painting, json.dumps(spec.to_dict(), sort_keys=True), regime, arm)  # fmt: skip
-    return "|".join(str(p) for p in parts)
+             args.painting, json.dumps(spec.to_dict(), sort_keys=True))  # fmt: skip
+    # a filter's rows get a part of their own; the unfiltered rows keep their keys
+    kept = (f"min_fidelity={args.min_fidelity:g}",) if args.min_fidelity is not None else ()
+    return "|".join(str(p) for p in (*parts, *kept, regime, arm))
 
 
 def experiment_of(key: str) -> str:
@@ -133,6 +136,7 @@ def record(doc: dict[str, Any], args, spec: GeneratorSpec, facts, wall_s: float)
                 "folds_run": sorted({r["fold"] for r in mine}),
                 "folds": args.folds, "seeds": args.seeds, "segmenter_steps": args.steps,
                 "ratio": args.ratio, "synth_n": args.synth_n, "painting": args.painting,
+                "min_fidelity": args.min_fidelity,
                 "generator": spec.to_dict(), "dice": row["dice"], "hd95_mm": row["hd95_mm"],
                 "surface_dice": row["surface_dice"], "vs_real": row.get("vs_real"),
                 "vs": row.get("vs") or {}, "commit": commit, "command": session["command"],
@@ -167,11 +171,13 @@ def print_table(path: Path) -> None:
     for group in groups.values():
         r0 = group[0]
         spec = GeneratorSpec.from_dict(r0["generator"])
+        kept = r0.get("min_fidelity")
+        kept_text = "" if kept is None else f" kept at label fidelity >= {kept:g}"
         print(
             f"\nCohort seed {r0['cohort_seed']} ({r0['patients']} phantom patients), 2D "
             f"{r0['grid']}² at {r0['spacing_mm']:g} mm, {r0['folds']} folds x {r0['seeds']} "
             f"seeds, U-Net {r0['segmenter_steps']} steps; ratio {r0['ratio']}, "
-            f"{r0['synth_n']} synthetic cases per regime from a {spec.describe()} "
+            f"{r0['synth_n']} synthetic cases per regime{kept_text} from a {spec.describe()} "
             f"({spec.steps} steps{', moved pairs' if spec.resolved_warp else ''}); "
             f"painting {r0['painting']}\n"
         )
@@ -223,6 +229,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ratio", type=float, default=0.5, help="synthetic share (0.5)")
     p.add_argument("--synth-n", type=int, default=200, help="synthetic cases per regime (200)")
     p.add_argument("--painting", default="fitted", help="labels2image draw (fitted)")
+    p.add_argument("--min-fidelity", type=float, default=None,
+                   help="keep only synthetic pairs a segmenter of the regime's patients "
+                        "reads at this Dice (default: all)")  # fmt: skip
     p.add_argument("--generator-steps", type=int, help="generator steps (the spec's)")
     p.add_argument("--results", type=Path, default=RESULTS, help="results file")
     p.add_argument("--table", action="store_true", help="print the results file's tables")
@@ -257,9 +266,11 @@ def main(argv: list[str] | None = None) -> int:
         train_patients=tuple(args.train_cases), seeds=args.seeds, folds=args.folds,
         only_folds=None if args.only_folds is None else tuple(args.only_folds),
         arms=(args.arms,), ratio=args.ratio, synth_n=args.synth_n, painting=args.painting,
+        min_fidelity=args.min_fidelity,
         generator=spec, segment=SegmentConfig(steps=args.steps),
     )  # fmt: skip
-    doc = run_gain(cache, workdir, cfg, progress=Notes(lambda m: print(m, file=sys.stderr)))
+    doc = run_gain(cache, workdir, cfg, progress=Notes(lambda m: print(m, file=sys.stderr)),
+                   judge=fidelity.judge)  # fmt: skip
     record(doc, args, spec, facts, time.perf_counter() - started)
     print((workdir / "gain.md").read_text())
     return 0

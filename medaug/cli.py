@@ -1076,6 +1076,14 @@ def gain(
     ] = None,
     synth_n: Annotated[int, typer.Option(min=1, help="Synthetic cases per regime.")] = 200,
     mode: Annotated[GainMode, typer.Option(help="How synthetic cases are drawn.")] = GainMode.prior,
+    min_fidelity: Annotated[
+        float | None,
+        typer.Option(
+            metavar="D",
+            help="Keep only synthetic pairs that a segmenter of the regime's patients reads "
+            "as their label at Dice >= D, in (0, 1]; rejected pairs are replaced by new draws.",
+        ),
+    ] = None,
     painting: Annotated[
         Painting,
         typer.Option(
@@ -1107,6 +1115,7 @@ def gain(
     """Measure whether synthetic pairs raise segmentation Dice (real vs classical vs synthetic).
 
     Writes gain.json, gain.md (the table) and gain.png (Dice against real patients)."""
+    from medaug.evaluate import fidelity
     from medaug.preprocess import PreprocessConfig
     from medaug.segment import GainConfig, SegmentConfig
     from medaug.segment.gain import DEFAULT_ARMS, run_gain, table
@@ -1121,6 +1130,7 @@ def gain(
         ratio=ratio,
         synth_n=synth_n,
         synth_mode=mode.value,
+        min_fidelity=min_fidelity,
         painting=painting.value,
         generator=_generator(
             variant.value,
@@ -1139,7 +1149,10 @@ def gain(
     )
     pp = PreprocessConfig.load(config) if config is not None else None
     with _progress(quiet or as_json, _note(quiet or as_json)) as bars:
-        doc = run_gain(input, out, cfg, model=model, preprocess_config=pp, progress=bars)
+        doc = run_gain(
+            input, out, cfg, model=model, preprocess_config=pp, progress=bars,
+            judge=fidelity.judge,
+        )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return

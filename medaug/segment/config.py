@@ -106,6 +106,9 @@ class GainConfig(Settings):
     ratio: float = 0.5  # synthetic (or painted) share of the batches of MIXED_ARMS, in [0, 1)
     synth_n: int = 200  # synthetic cases made per regime
     synth_mode: str = "prior"  # prior | perturb (around the regime's own training cases)
+    # keep only synthetic pairs whose image a segmenter trained on the regime's patients
+    # reads as their label with at least this Dice (synth --min-fidelity); None: all
+    min_fidelity: float | None = None
     # the painted arms' draw: fitted (class intensities of the regime's cases) or wide
     # (SynthSeg's random contrasts); segment/labels2image.py
     painting: str = "fitted"
@@ -139,6 +142,8 @@ class GainConfig(Settings):
             raise ConfigError(f"{{synth_mode}} must be prior or perturb, got {self.synth_mode!r}")
         if self.synth_n < 1:
             raise ConfigError(f"{{synth_n}} must be at least 1, got {self.synth_n}")
+        if self.min_fidelity is not None and not 0.0 < self.min_fidelity <= 1.0:
+            raise ConfigError(f"{{min_fidelity}} must be in (0, 1], got {self.min_fidelity:g}")
         if self.painting not in PAINTINGS:
             raise ConfigError(
                 f"{{painting}} must be {' or '.join(PAINTINGS)}, got {self.painting!r}"
@@ -167,6 +172,7 @@ class GainConfig(Settings):
             "ratio": self.ratio,
             "synth_n": self.synth_n,
             "synth_mode": self.synth_mode,
+            "min_fidelity": self.min_fidelity,
             "painting": self.painting,
             "generator": "given" if given else self.generator.to_dict(),
             "seed": self.seed,

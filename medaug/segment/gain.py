@@ -78,6 +78,7 @@ from medaug.segment.plot import gain_plot
 from medaug.segment.segmenter import data_cache
 from medaug.segment.stats import interval, paired
 from medaug.segment.train import fit
+from medaug.synth.fidelity_filter import JudgeFactory
 from medaug.synth.run import synthesize
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.fit import fit_or_resume
@@ -265,6 +266,7 @@ def run_gain(
     model: str | os.PathLike[str] | None = None,
     preprocess_config: PreprocessConfig | None = None,
     progress: Progress | Callable[[str], None] | None = None,
+    judge: JudgeFactory | None = None,
     **settings: Any,
 ) -> dict[str, Any]:
     """Run the augmentation-gain experiment and write ``gain.json``, ``gain.md``, ``gain.png``.
@@ -282,6 +284,9 @@ def run_gain(
             notes, each generator's ``training``, and the ``gain`` task: ``start``
             with every segmenter run of the experiment, then per finished run
             ``record`` (its record, Dice included) and ``advance``.
+        judge: builds the segmenter of the fidelity filter (``min_fidelity``), e.g.
+            :func:`medaug.evaluate.fidelity.judge`, which trains it on the regime's
+            patients only; needed only with ``min_fidelity``.
         **settings: :class:`GainConfig` fields that override ``config``'s
             (``run_gain(scans, out, train_patients=[2, "all"], seeds=5)``).
 
@@ -299,6 +304,17 @@ def run_gain(
             "{model} gives one generator, and {folds} needs one per fold: leave out {folds} "
             "(one split) or {model} (medaug trains a generator per fold and regime)"
         )
+    if cfg.min_fidelity is not None:
+        if not cfg.needs_synthetic:
+            raise ConfigError(
+                "{min_fidelity} filters synthetic pairs, and none of the arms "
+                f"({', '.join(cfg.arms)}) has any"
+            )
+        if judge is None:
+            raise ConfigError(
+                "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
+                "judge=medaug.evaluate.fidelity.judge"
+            )
     given = None
     if model is not None:
         given = Checkpoint.load(model)
@@ -327,7 +343,7 @@ def run_gain(
     for regime in cells:
         synth = None
         if cfg.needs_synthetic:
-            gen = _synthetic_for(out, regime, cache, cfg, given, progress)
+            gen = _synthetic_for(out, regime, cache, cfg, given, progress, judge)
             generators.append(gen)
             synth = SyntheticDataset(out / gen["synthetic"], intensity="unit")
         painted = None
@@ -368,6 +384,7 @@ def _synthetic_for(
     cfg: GainConfig,
     given: Checkpoint | None,
     progress: Progress,
+    judge: JudgeFactory | None,
 ) -> dict[str, Any]:
     """The regime's generator (the given one, or one trained on its patients only),
     checked for leakage, and its synthetic cases; returns the generator's record."""
@@ -381,7 +398,10 @@ def _synthetic_for(
         )  # fmt: skip
         ckpt = Checkpoint.load(path)
     info = check_generator(ckpt, cache, regime.test_cases)
-    synth_dir = _synthesize(ckpt, folder / "synthetic", regime, cache, cfg, progress.note)
+    # filtered pairs in a folder of their own: the unfiltered ones (and the runs made
+    # on them) stay, so switching the filter on and off redoes nothing
+    name = "synthetic" if cfg.min_fidelity is None else f"synthetic-fidelity{cfg.min_fidelity:g}"
+    synth_dir = _synthesize(ckpt, folder / name, regime, cache, cfg, progress.note, judge)
     return {
         "fold": regime.fold,
         "regime": regime.patients,
@@ -394,26 +414,33 @@ def _synthetic_for(
 
 
 def _synthesize(
-    ckpt: Checkpoint, out: Path, regime: Regime, cache: Cache, cfg: GainConfig, note
+    ckpt: Checkpoint,
+    out: Path,
+    regime: Regime,
+    cache: Cache,
+    cfg: GainConfig,
+    note,
+    judge: JudgeFactory | None,
 ) -> Path:
     """``cfg.synth_n`` cases of ``ckpt`` in ``out``: kept when complete, resumed when a
     killed run of the same generator and settings left some, else made anew."""
     n, mode, seed = cfg.synth_n, cfg.synth_mode, cfg.seed
     made = SynthFolder.find(out)
     settings = made.settings if made is not None else {}
-    same = (settings.get("checkpoint_sha256"), settings.get("mode"), settings.get("seed")) == (
-        ckpt.sha256, mode, seed,
-    )  # fmt: skip
+    recorded = tuple(settings.get(k) for k in ("checkpoint_sha256", "mode", "seed", "min_fidelity"))
+    same = recorded == (ckpt.sha256, mode, seed, cfg.min_fidelity)
     if made is not None and same and made.complete and made.n == n:
         return out
-    note(f"{regime}: synthesizing {n} {mode} cases")
+    kept = f" kept at label fidelity >= {cfg.min_fidelity:g}" if cfg.min_fidelity else ""
+    note(f"{regime}: synthesizing {n} {mode} cases{kept}")
     # the same generator and settings: a killed synthesis resumes with its written cases
     resume = made is not None and same and made.n <= n
     # a conditional generator draws its layouts from its training cases' masks
     needs_real = mode == "perturb" or ckpt.model_config.conditional
     synthesize(
         out, n, model=ckpt, mode=mode, seed=seed, overwrite=not resume,
-        input=cache.root if needs_real else None, device=cfg.device,
+        input=cache.root if needs_real or cfg.min_fidelity else None, device=cfg.device,
+        min_fidelity=cfg.min_fidelity, judge=judge,
     )  # fmt: skip
     return out
 
@@ -604,8 +631,14 @@ def table(doc: dict[str, Any]) -> str:
                 "trained on that regime's patients only"
             )
         setup += (
-            f" Synthetic arms: ratio {s['ratio']}, {s['synth_n']} {s['synth_mode']} cases from "
-            f"{gen}; the leakage check passed for every generator."
+            f" Synthetic arms: ratio {s['ratio']}, {s['synth_n']} {s['synth_mode']} cases"
+            + (
+                f" (kept at label fidelity >= {s['min_fidelity']:g}, judged by a segmenter "
+                "of the regime's patients)"
+                if s.get("min_fidelity")
+                else ""
+            )
+            + f" from {gen}; the leakage check passed for every generator."
         )
     lines += [
         "",

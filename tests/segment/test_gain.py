@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
@@ -299,9 +300,74 @@ def test_the_default_sweep_shrinks_to_the_smallest_fold_and_says_so(experiment):
         plan_folds(cache, [4], None, 0.5, 0)  # asked for: still refused
 
 
+class _EverywhereTarget:
+    """A judge that calls every voxel target: a 2D pair's Dice is then
+    2|L| / (|L| + N) for a label of |L| target voxels on a grid of N, a known ranking."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / "judge.txt"
+        self.path.write_text("every voxel is target")
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return np.ones(images.shape, np.uint8)
+
+    def describe(self) -> dict:
+        return {"source": "every voxel is target"}
+
+
+def _everywhere_dice(label_file: Path) -> float:
+    target = int((np.asarray(nib.load(label_file).dataobj) == 1).sum())
+    return 2 * target / (target + 16 * 16)
+
+
+def test_a_fidelity_filter_trains_on_its_own_pairs_and_keeps_the_rest(
+    experiment, cohort: Path, tmp_path: Path
+):
+    """``min_fidelity`` keeps the pairs its judge passes, in a folder beside the
+    unfiltered one: the synthetic arms train anew on them, nothing else is redone."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment[0], out)
+    plain = sorted(out.glob("folds/fold*/n1/synthetic"))
+    assert len(plain) == 2
+    scores = sorted(_everywhere_dice(f) for d in plain for f in (d / "labels").glob("*.nii.gz"))
+    threshold = round(scores[len(scores) // 4], 4)  # a quarter of the first candidates fail
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    plain_stamps = [(d / "manifest.json").stat().st_mtime_ns for d in plain]
+    settings = dict(
+        train_patients=[1], seeds=2, folds=2, segment=TINY, synth_n=6, min_fidelity=threshold,
+        generator=GeneratorSpec(steps=4), preprocess_config=PP, device="cpu",
+        arms=["real", "real+synth"],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"min_fidelity.* needs .*judge"):
+        run_gain(cohort, out, **settings)
+    doc = run_gain(cohort, out, **settings, judge=lambda *a: _EverywhereTarget(a[2]))
+    rejected = 0
+    for d in plain:
+        kept = d.with_name(f"synthetic-fidelity{threshold:g}")
+        manifest = json.loads((kept / "manifest.json").read_text())
+        assert manifest["settings"]["min_fidelity"] == threshold
+        assert len(manifest["cases"]) == 6
+        for case in manifest["cases"]:
+            dice = case["params"]["fidelity_dice"]
+            assert dice >= threshold
+            assert dice == pytest.approx(_everywhere_dice(kept / case["label"]), abs=1e-4)
+        rejected += manifest["fidelity_filter"]["rejected"]
+    assert rejected >= 1
+    assert [(d / "manifest.json").stat().st_mtime_ns for d in plain] == plain_stamps
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    new = sorted(set(after) - set(before))
+    assert len(new) == 2 * 2 and all("-real+synth-" in name for name in new)  # folds x seeds
+    assert all(after[n] == before[n] for n in before)
+    assert doc["settings"]["min_fidelity"] == threshold
+    assert f"kept at label fidelity >= {threshold:g}" in (out / "gain.md").read_text()
+
+
 @pytest.mark.parametrize(
-    "case", ["folds", "ratio", "too-many", "model-and-folds", "arm", "fold", "fold-alone"]
-)
+    "case",
+    ["folds", "ratio", "too-many", "model-and-folds", "arm", "fold", "fold-alone", "min-fidelity",
+     "min-fidelity-arms"],
+)  # fmt: skip
 def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, case: str):
     out, _ = experiment
     base = ("gain", "--input", out / "cache", "--out", tmp_path / "g", "--steps", "2", "--quiet")
@@ -313,6 +379,8 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "arm": ("--arms", "real,labels2imag"),
         "fold": ("--folds", "2", "--fold", "2"),
         "fold-alone": ("--fold", "0"),
+        "min-fidelity": ("--min-fidelity", "1.5"),
+        "min-fidelity-arms": ("--arms", "real,real+classical", "--min-fidelity", "0.5"),
     }[case]
     line = one_error_line(run_cli(*base, *extra))
     assert {
@@ -323,6 +391,9 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "arm": "unknown arm 'labels2imag'; arms are real, real+classical",
         "fold": "--fold takes fold numbers 0 to 1 (--folds 2), got [2]",
         "fold-alone": "--fold picks folds of --folds: give --folds too",
+        "min-fidelity": "--min-fidelity must be in (0, 1], got 1.5",
+        "min-fidelity-arms": "--min-fidelity filters synthetic pairs, and none of the arms "
+        "(real, real+classical) has any",
     }[case] in line
     assert not (tmp_path / "g" / "gain.json").exists()
     assert os.environ.get("MEDAUG_NOTHING") is None
