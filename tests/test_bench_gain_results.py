@@ -47,12 +47,13 @@ def runs_of(fold: int, shift: float = 0.0) -> list[dict]:
     return runs
 
 
-def record(bench, results: Path, runs: list[dict], folds: list[int]) -> dict:
-    args = bench.parse_args(["--workdir", str(results.parent), "--results", str(results),
+def record(bench, results: Path, runs: list[dict], folds: list[int], *extra: str) -> dict:
+    args = bench.parse_args(["--workdir", str(results.parent), "--results", str(results), *extra,
                              "--steps", "1500", "--only-folds", *map(str, folds)])  # fmt: skip
     doc = {"runs": runs, "splits": [None] * 4, "folds_run": folds}
     bench.record(doc, args, bench.GeneratorSpec(), FACTS, wall_s=1.0)
-    return {r["arm"]: r for r in json.loads(results.read_text())["rows"]}
+    return {r["arm"]: r for r in json.loads(results.read_text())["rows"] if r["key"] in
+            {bench.key_of(args, bench.GeneratorSpec(), 2, arm) for arm in ARMS}}  # fmt: skip
 
 
 def test_folds_recorded_in_two_sessions_equal_one_recording_of_all(bench, tmp_path):
@@ -91,3 +92,17 @@ def test_table_and_plot_come_from_the_file(bench, tmp_path, capsys):
     assert Image.open(png).size[0] > 300
     with pytest.raises(SystemExit, match="no rows recorded with these settings"):
         bench.main(["--results", str(results), "--plot", str(png)])  # 300 steps: none
+
+
+def test_a_fidelity_filter_is_an_experiment_of_its_own(bench, tmp_path, capsys):
+    """Rows on filtered pairs (``--min-fidelity``) sit beside the unfiltered ones, which
+    keep their keys, and the table says which is which."""
+    results = tmp_path / "gain.json"
+    plain = record(bench, results, runs_of(0), [0])
+    kept = record(bench, results, runs_of(0, shift=0.1), [0], "--min-fidelity", "0.5")
+    assert len(json.loads(results.read_text())["rows"]) == 2 * len(ARMS)
+    assert plain["real"]["key"] == kept["real"]["key"].replace("|min_fidelity=0.5", "")
+    assert kept["real"]["min_fidelity"] == 0.5 and plain["real"]["min_fidelity"] is None
+    assert bench.main(["--results", str(results), "--table"]) == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Cohort")]
+    assert len(headers) == 2 and sum("kept at label fidelity >= 0.5" in h for h in headers) == 1
