@@ -78,7 +78,7 @@ from medaug.segment.plot import gain_plot
 from medaug.segment.segmenter import data_cache
 from medaug.segment.stats import interval, paired
 from medaug.segment.train import fit
-from medaug.synth.fidelity_filter import JudgeFactory
+from medaug.synth.fidelity_filter import JudgeFactory, require_judge
 from medaug.synth.run import synthesize
 from medaug.train.checkpoint import Checkpoint
 from medaug.train.fit import fit_or_resume
@@ -304,17 +304,12 @@ def run_gain(
             "{model} gives one generator, and {folds} needs one per fold: leave out {folds} "
             "(one split) or {model} (medaug trains a generator per fold and regime)"
         )
-    if cfg.min_fidelity is not None:
-        if not cfg.needs_synthetic:
-            raise ConfigError(
-                "{min_fidelity} filters synthetic pairs, and none of the arms "
-                f"({', '.join(cfg.arms)}) has any"
-            )
-        if judge is None:
-            raise ConfigError(
-                "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
-                "judge=medaug.evaluate.fidelity.judge"
-            )
+    if cfg.min_fidelity is not None and not cfg.needs_synthetic:
+        raise ConfigError(
+            "{min_fidelity} filters synthetic pairs, and none of the arms "
+            f"({', '.join(cfg.arms)}) has any"
+        )
+    require_judge(cfg.min_fidelity, judge)  # before a generator is fitted, not after
     given = None
     if model is not None:
         given = Checkpoint.load(model)

@@ -81,6 +81,15 @@ def case_dice(
     return 2.0 * float(np.logical_and(truth, pred > 0).sum()) / total
 
 
+def require_judge(min_fidelity: float | None, judge: JudgeFactory | None) -> None:
+    """Refuse a filter without its segmenter, before anything is fitted or written."""
+    if min_fidelity is not None and judge is None:
+        raise ConfigError(
+            "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
+            "judge=medaug.evaluate.fidelity.judge"
+        )
+
+
 class FidelityFilter:
     """Stands in for the :class:`~medaug.synth.sampler.Synthesizer` in the synthesis
     loop: ``plan(i)`` / ``generate(plans)`` give kept case ``i``.

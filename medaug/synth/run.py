@@ -180,11 +180,7 @@ def synthesize(
     note = progress.note
     spec = generator or GeneratorSpec()
     given = _check_request(cfg, n, input, model, spec, shard)
-    if cfg.min_fidelity is not None and judge is None:
-        raise ConfigError(
-            "{min_fidelity} needs {judge}, the segmenter that scores candidates: "
-            "judge=medaug.evaluate.fidelity.judge"
-        )
+    fidelity_filter.require_judge(cfg.min_fidelity, judge)
     pp = given.preprocess if given is not None else PreprocessConfig(dims=spec.dims)  # type: ignore[arg-type]
     shard_of = {"shard": [int(shard[0]), int(shard[1])]} if shard is not None else {}
     if overwrite:
