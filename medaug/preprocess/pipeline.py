@@ -569,12 +569,12 @@ def preprocess(
     out = Path(out).expanduser().absolute()
     found = discover(input, labels=labels, workers=workers)
     refs = found.usable
+    notes = [f"{ref.case_id}: {ref.error}" for ref in found if ref.error]
     if not refs:
-        first = next((f"{ref.case_id}: {ref.error}" for ref in found if ref.error), None)
+        first = notes[0] if notes else None
         raise InputError(
             found.root, nothing_usable(found.root, len(found), len(found.notes), first)
         )
-    notes = [f"{ref.case_id}: {ref.error}" for ref in found if ref.error]
     settings = cache_settings(config)
     keys = {ref.case_id: case_key(ref, settings) for ref in refs}
     cache_key = hashlib.sha256("".join(sorted(keys.values())).encode()).hexdigest()[:20]
