@@ -61,7 +61,9 @@ def key_of(args: argparse.Namespace, spec: GeneratorSpec, regime: int, arm: str)
     parts = (args.cohort_seed, args.grid, args.spacing, args.steps, args.ratio, args.synth_n,
              args.painting, json.dumps(spec.to_dict(), sort_keys=True))  # fmt: skip
     # a filter's rows get a part of their own; the unfiltered rows keep their keys
-    kept = (f"min_fidelity={args.min_fidelity:g}",) if args.min_fidelity is not None else ()
+    kept: tuple[str, ...] = ()
+    kept += (f"min_fidelity={args.min_fidelity:g}",) if args.min_fidelity is not None else ()
+    kept += ("masks=learned",) if args.masks == "learned" else ()
     return "|".join(str(p) for p in (*parts, *kept, regime, arm))
 
 
@@ -136,7 +138,7 @@ def record(doc: dict[str, Any], args, spec: GeneratorSpec, facts, wall_s: float)
                 "folds_run": sorted({r["fold"] for r in mine}),
                 "folds": args.folds, "seeds": args.seeds, "segmenter_steps": args.steps,
                 "ratio": args.ratio, "synth_n": args.synth_n, "painting": args.painting,
-                "min_fidelity": args.min_fidelity,
+                "min_fidelity": args.min_fidelity, "masks": args.masks,
                 "generator": spec.to_dict(), "dice": row["dice"], "hd95_mm": row["hd95_mm"],
                 "surface_dice": row["surface_dice"], "vs_real": row.get("vs_real"),
                 "vs": row.get("vs") or {}, "commit": commit, "command": session["command"],
@@ -173,6 +175,8 @@ def print_table(path: Path) -> None:
         spec = GeneratorSpec.from_dict(r0["generator"])
         kept = r0.get("min_fidelity")
         kept_text = "" if kept is None else f" kept at label fidelity >= {kept:g}"
+        if r0.get("masks") == "learned":
+            kept_text += " on learned layouts"
         print(
             f"\nCohort seed {r0['cohort_seed']} ({r0['patients']} phantom patients), 2D "
             f"{r0['grid']}² at {r0['spacing_mm']:g} mm, {r0['folds']} folds x {r0['seeds']} "
@@ -232,6 +236,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-fidelity", type=float, default=None,
                    help="keep only synthetic pairs a segmenter of the regime's patients "
                         "reads at this Dice (default: all)")  # fmt: skip
+    p.add_argument("--masks", choices=("real", "learned"), default="real",
+                   help="synthetic layouts: real masks moved, or drawn by a mask "
+                        "generator (real)")  # fmt: skip
     p.add_argument("--generator-steps", type=int, help="generator steps (the spec's)")
     p.add_argument("--results", type=Path, default=RESULTS, help="results file")
     p.add_argument("--table", action="store_true", help="print the results file's tables")
@@ -266,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         train_patients=tuple(args.train_cases), seeds=args.seeds, folds=args.folds,
         only_folds=None if args.only_folds is None else tuple(args.only_folds),
         arms=(args.arms,), ratio=args.ratio, synth_n=args.synth_n, painting=args.painting,
-        min_fidelity=args.min_fidelity,
+        min_fidelity=args.min_fidelity, masks=args.masks,
         generator=spec, segment=SegmentConfig(steps=args.steps),
     )  # fmt: skip
     doc = run_gain(cache, workdir, cfg, progress=Notes(lambda m: print(m, file=sys.stderr)),

@@ -237,6 +237,11 @@ class Painting(str, Enum):
     wide = "wide"
 
 
+class GainMasks(str, Enum):
+    real = "real"
+    learned = "learned"
+
+
 # ---- output ---------------------------------------------------------------------------
 
 
@@ -1084,6 +1089,13 @@ def gain(
             "as their label at Dice >= D, in (0, 1]; rejected pairs are replaced by new draws.",
         ),
     ] = None,
+    masks: Annotated[
+        GainMasks,
+        typer.Option(
+            help="The synthetic arms' layouts: the regime's real masks, moved (real), or "
+            "drawn by a mask generator fitted on the same patients (learned)."
+        ),
+    ] = GainMasks.real,
     painting: Annotated[
         Painting,
         typer.Option(
@@ -1131,6 +1143,7 @@ def gain(
         synth_n=synth_n,
         synth_mode=mode.value,
         min_fidelity=min_fidelity,
+        masks=masks.value,
         painting=painting.value,
         generator=_generator(
             variant.value,

@@ -94,15 +94,25 @@ def test_table_and_plot_come_from_the_file(bench, tmp_path, capsys):
         bench.main(["--results", str(results), "--plot", str(png)])  # 300 steps: none
 
 
-def test_a_fidelity_filter_is_an_experiment_of_its_own(bench, tmp_path, capsys):
-    """Rows on filtered pairs (``--min-fidelity``) sit beside the unfiltered ones, which
-    keep their keys, and the table says which is which."""
+@pytest.mark.parametrize(
+    ("extra", "part", "field", "value", "header"),
+    [
+        (("--min-fidelity", "0.5"), "|min_fidelity=0.5", "min_fidelity", 0.5,
+         "kept at label fidelity >= 0.5"),
+        (("--masks", "learned"), "|masks=learned", "masks", "learned", "on learned layouts"),
+    ],
+)  # fmt: skip
+def test_a_lever_is_an_experiment_of_its_own(
+    bench, tmp_path, capsys, extra, part, field, value, header
+):
+    """Rows of a lever (filtered pairs, learned layouts) sit beside the default rows,
+    which keep their keys, and the table says which is which."""
     results = tmp_path / "gain.json"
     plain = record(bench, results, runs_of(0), [0])
-    kept = record(bench, results, runs_of(0, shift=0.1), [0], "--min-fidelity", "0.5")
+    lever = record(bench, results, runs_of(0, shift=0.1), [0], *extra)
     assert len(json.loads(results.read_text())["rows"]) == 2 * len(ARMS)
-    assert plain["real"]["key"] == kept["real"]["key"].replace("|min_fidelity=0.5", "")
-    assert kept["real"]["min_fidelity"] == 0.5 and plain["real"]["min_fidelity"] is None
+    assert plain["real"]["key"] == lever["real"]["key"].replace(part, "")
+    assert lever["real"][field] == value and plain["real"][field] != value
     assert bench.main(["--results", str(results), "--table"]) == 0
     headers = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Cohort")]
-    assert len(headers) == 2 and sum("kept at label fidelity >= 0.5" in h for h in headers) == 1
+    assert len(headers) == 2 and sum(header in h for h in headers) == 1

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from medaug.errors import ConfigError
 from medaug.settings import Settings
+from medaug.synth.layouts import SOURCES as MASK_SOURCES
 from medaug.train.spec import GeneratorSpec
 
 AUGMENTS = ("none", "classical")
@@ -109,6 +110,9 @@ class GainConfig(Settings):
     # keep only synthetic pairs whose image a segmenter trained on the regime's patients
     # reads as their label with at least this Dice (synth --min-fidelity); None: all
     min_fidelity: float | None = None
+    # where a conditional generator's layouts come from: real (the regime's masks,
+    # moved) or learned (a mask generator fitted on the regime's layouts beside it)
+    masks: str = "real"
     # the painted arms' draw: fitted (class intensities of the regime's cases) or wide
     # (SynthSeg's random contrasts); segment/labels2image.py
     painting: str = "fitted"
@@ -144,6 +148,13 @@ class GainConfig(Settings):
             raise ConfigError(f"{{synth_n}} must be at least 1, got {self.synth_n}")
         if self.min_fidelity is not None and not 0.0 < self.min_fidelity <= 1.0:
             raise ConfigError(f"{{min_fidelity}} must be in (0, 1], got {self.min_fidelity:g}")
+        if self.masks not in MASK_SOURCES:
+            raise ConfigError(f"{{masks}} must be {' or '.join(MASK_SOURCES)}, got {self.masks!r}")
+        if self.masks != "real" and self.synth_mode == "perturb":
+            raise ConfigError(
+                "{synth_mode} perturb keeps each training case's own layout; {masks} "
+                "learned draws new ones: use one or the other"
+            )
         if self.painting not in PAINTINGS:
             raise ConfigError(
                 f"{{painting}} must be {' or '.join(PAINTINGS)}, got {self.painting!r}"
@@ -173,6 +184,7 @@ class GainConfig(Settings):
             "synth_n": self.synth_n,
             "synth_mode": self.synth_mode,
             "min_fidelity": self.min_fidelity,
+            "masks": self.masks,
             "painting": self.painting,
             "generator": "given" if given else self.generator.to_dict(),
             "seed": self.seed,

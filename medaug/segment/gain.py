@@ -393,9 +393,10 @@ def _synthetic_for(
         )  # fmt: skip
         ckpt = Checkpoint.load(path)
     info = check_generator(ckpt, cache, regime.test_cases)
-    # filtered pairs in a folder of their own: the unfiltered ones (and the runs made
-    # on them) stay, so switching the filter on and off redoes nothing
-    name = "synthetic" if cfg.min_fidelity is None else f"synthetic-fidelity{cfg.min_fidelity:g}"
+    # learned layouts and filtered pairs in folders of their own: the default pairs (and
+    # the runs made on them) stay, so switching either lever on and off redoes nothing
+    name = "synthetic" + ("-learned" if cfg.masks == "learned" else "")
+    name += "" if cfg.min_fidelity is None else f"-fidelity{cfg.min_fidelity:g}"
     synth_dir = _synthesize(ckpt, folder / name, regime, cache, cfg, progress.note, judge)
     return {
         "fold": regime.fold,
@@ -405,6 +406,7 @@ def _synthetic_for(
         "training_patients": len(info["training_patients"]),
         "leakage_check": "passed: no test case among its training cases",
         "synthetic": str(synth_dir.relative_to(out)),
+        "masks": cfg.masks,
     }
 
 
@@ -422,12 +424,17 @@ def _synthesize(
     n, mode, seed = cfg.synth_n, cfg.synth_mode, cfg.seed
     made = SynthFolder.find(out)
     settings = made.settings if made is not None else {}
-    recorded = tuple(settings.get(k) for k in ("checkpoint_sha256", "mode", "seed", "min_fidelity"))
-    same = recorded == (ckpt.sha256, mode, seed, cfg.min_fidelity)
+    # real masks are synthesize's default for a conditional model: left unset, so the
+    # folder's settings (and the keys of the runs made on it) stay as before the lever
+    masks = "learned" if cfg.masks == "learned" else None
+    fields = ("checkpoint_sha256", "mode", "seed", "min_fidelity", "masks")
+    recorded = tuple(settings.get(k) for k in fields)
+    same = recorded == (ckpt.sha256, mode, seed, cfg.min_fidelity, masks)
     if made is not None and same and made.complete and made.n == n:
         return out
     kept = f" kept at label fidelity >= {cfg.min_fidelity:g}" if cfg.min_fidelity else ""
-    note(f"{regime}: synthesizing {n} {mode} cases{kept}")
+    drawn = " on learned layouts" if masks else ""
+    note(f"{regime}: synthesizing {n} {mode} cases{drawn}{kept}")
     # the same generator and settings: a killed synthesis resumes with its written cases
     resume = made is not None and same and made.n <= n
     # a conditional generator draws its layouts from its training cases' masks
@@ -435,7 +442,7 @@ def _synthesize(
     synthesize(
         out, n, model=ckpt, mode=mode, seed=seed, overwrite=not resume,
         input=cache.root if needs_real or cfg.min_fidelity else None, device=cfg.device,
-        min_fidelity=cfg.min_fidelity, judge=judge,
+        min_fidelity=cfg.min_fidelity, judge=judge, masks=masks,
     )  # fmt: skip
     return out
 
@@ -633,7 +640,13 @@ def table(doc: dict[str, Any]) -> str:
                 if s.get("min_fidelity")
                 else ""
             )
-            + f" from {gen}; the leakage check passed for every generator."
+            + f" from {gen}"
+            + (
+                "; layouts drawn by a mask generator fitted on the same patients"
+                if s.get("masks") == "learned"
+                else ""
+            )
+            + "; the leakage check passed for every generator."
         )
     lines += [
         "",

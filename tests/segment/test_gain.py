@@ -19,6 +19,7 @@ from medaug.segment import SegmentConfig
 from medaug.segment.config import DEFAULT_TRAIN_PATIENTS, RIVALS, default_sweep
 from medaug.segment.gain import ARMS, parse_train_patients, plan_folds, run_gain
 from medaug.train import TrainConfig, train
+from medaug.train.checkpoint import Checkpoint
 from medaug.train.spec import GeneratorSpec
 from tests.conftest import SMALL, TINY_MODEL, run_cli
 from tests.synth.test_synth import one_error_line
@@ -363,10 +364,48 @@ def test_a_fidelity_filter_trains_on_its_own_pairs_and_keeps_the_rest(
     assert f"kept at label fidelity >= {threshold:g}" in (out / "gain.md").read_text()
 
 
+def test_learned_layouts_train_a_mask_generator_per_regime_and_keep_the_rest(
+    experiment, cohort: Path, tmp_path: Path
+):
+    """``masks="learned"``: each regime's generator gets a mask generator fitted on the
+    same patients beside it, the pairs go in a folder of their own and only the
+    synthetic arms train anew; the real-mask folders and runs stay as they were."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment[0], out)
+    plain = sorted(out.glob("folds/fold*/n1/synthetic"))
+    stamps = [(d / "manifest.json").stat().st_mtime_ns for d in plain]
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    doc = run_gain(
+        cohort, out, train_patients=[1], seeds=2, folds=2, segment=TINY, synth_n=6,
+        masks="learned", generator=GeneratorSpec(steps=4), preprocess_config=PP,
+        device="cpu", arms=["real", "real+synth"],
+    )  # fmt: skip
+    gens = sorted(doc["generators"], key=lambda g: g["fold"])
+    for d, gen in zip(plain, gens, strict=True):
+        learned = d.with_name("synthetic-learned")
+        manifest = json.loads((learned / "manifest.json").read_text())
+        assert manifest["settings"]["masks"] == "learned" and len(manifest["cases"]) == 6
+        assert all(c["params"]["layout"]["masks"] == "learned" for c in manifest["cases"])
+        assert manifest["conditioning"]["cleanup"]["cases"] == 6
+        # the mask generator beside the image model, trained on the regime's patient only
+        masks = Checkpoint.load(next((d.parent / "generator").glob("*/masks/*/checkpoints/*.pt")))
+        image = Checkpoint.load(gen["checkpoint"])
+        assert masks.model_config.role == "layout"
+        assert masks.split["train"] == image.split["train"]
+        assert gen["masks"] == "learned" and gen["synthetic"].endswith("synthetic-learned")
+    assert [(d / "manifest.json").stat().st_mtime_ns for d in plain] == stamps
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    new = sorted(set(after) - set(before))
+    assert len(new) == 2 * 2 and all("-real+synth-" in name for name in new)  # folds x seeds
+    assert all(after[n] == before[n] for n in before)
+    assert doc["settings"]["masks"] == "learned"
+    assert "layouts drawn by a mask generator" in (out / "gain.md").read_text()
+
+
 @pytest.mark.parametrize(
     "case",
     ["folds", "ratio", "too-many", "model-and-folds", "arm", "fold", "fold-alone", "min-fidelity",
-     "min-fidelity-arms"],
+     "min-fidelity-arms", "masks-perturb"],
 )  # fmt: skip
 def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, case: str):
     out, _ = experiment
@@ -381,6 +420,7 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "fold-alone": ("--fold", "0"),
         "min-fidelity": ("--min-fidelity", "1.5"),
         "min-fidelity-arms": ("--arms", "real,real+classical", "--min-fidelity", "0.5"),
+        "masks-perturb": ("--masks", "learned", "--mode", "perturb"),
     }[case]
     line = one_error_line(run_cli(*base, *extra))
     assert {
@@ -394,6 +434,8 @@ def test_bad_gain_input_fails_with_one_line(experiment, cohort, tmp_path: Path, 
         "min-fidelity": "--min-fidelity must be in (0, 1], got 1.5",
         "min-fidelity-arms": "--min-fidelity filters synthetic pairs, and none of the arms "
         "(real, real+classical) has any",
+        "masks-perturb": "--mode perturb keeps each training case's own layout; --masks "
+        "learned draws new ones",
     }[case] in line
     assert not (tmp_path / "g" / "gain.json").exists()
     assert os.environ.get("MEDAUG_NOTHING") is None
