@@ -384,6 +384,11 @@ def _synthetic_for(
     """The regime's generator (the given one, or one trained on its patients only),
     checked for leakage, and its synthetic cases; returns the generator's record."""
     folder = out / regime.folder
+    if given is None and cfg.generator.steps != GeneratorSpec().steps:
+        # another generator budget in a folder of its own, with its pairs: fitting
+        # longer resumes a shorter run in place, and the default's experiment would
+        # then read the longer checkpoint as its own
+        folder = folder / f"generator-steps{cfg.generator.steps}"
     ckpt = given
     if ckpt is None:
         progress.note(f"{regime}: a {cfg.generator.describe()} of those patients only")

@@ -329,7 +329,7 @@ def test_a_fidelity_filter_trains_on_its_own_pairs_and_keeps_the_rest(
     unfiltered one: the synthetic arms train anew on them, nothing else is redone."""
     out = tmp_path / "out"
     shutil.copytree(experiment[0], out)
-    plain = sorted(out.glob("folds/fold*/n1/synthetic"))
+    plain = sorted(out.glob("folds/fold*/n1/*/synthetic"))
     assert len(plain) == 2
     scores = sorted(_everywhere_dice(f) for d in plain for f in (d / "labels").glob("*.nii.gz"))
     threshold = round(scores[len(scores) // 4], 4)  # a quarter of the first candidates fail
@@ -364,6 +364,36 @@ def test_a_fidelity_filter_trains_on_its_own_pairs_and_keeps_the_rest(
     assert f"kept at label fidelity >= {threshold:g}" in (out / "gain.md").read_text()
 
 
+def test_another_generator_budget_fits_beside_the_first_and_leaves_it(
+    experiment, cohort: Path, tmp_path: Path
+):
+    """A longer ``generator.steps`` fits new generators in folders of their own: the
+    first budget's checkpoints and pairs stay, and a run at that budget reuses them."""
+    out = tmp_path / "out"
+    shutil.copytree(experiment[0], out)
+    first = sorted(out.glob("folds/fold*/n1/generator-steps4"))
+    assert len(first) == 2
+
+    def stamps() -> dict[Path, int]:
+        return {p: p.stat().st_mtime_ns for d in first for p in d.rglob("*") if p.is_file()}
+
+    before = stamps()
+    settings = dict(
+        train_patients=[1], seeds=1, folds=2, segment=TINY, synth_n=6, preprocess_config=PP,
+        device="cpu", arms=["real", "real+synth"],
+    )  # fmt: skip
+    longer = run_gain(cohort, out, generator=GeneratorSpec(steps=6), **settings)
+    for gen in longer["generators"]:
+        assert "generator-steps6" in gen["checkpoint"]
+        assert Checkpoint.load(gen["checkpoint"]).step == 6
+    assert stamps() == before
+    again = run_gain(cohort, out, generator=GeneratorSpec(steps=4), **settings)
+    assert [g["sha256"] for g in again["generators"]] == [
+        g["sha256"] for g in experiment[1]["generators"] if g["regime"] == 1
+    ]
+    assert stamps() == before
+
+
 def test_learned_layouts_train_a_mask_generator_per_regime_and_keep_the_rest(
     experiment, cohort: Path, tmp_path: Path
 ):
@@ -372,7 +402,7 @@ def test_learned_layouts_train_a_mask_generator_per_regime_and_keep_the_rest(
     synthetic arms train anew; the real-mask folders and runs stay as they were."""
     out = tmp_path / "out"
     shutil.copytree(experiment[0], out)
-    plain = sorted(out.glob("folds/fold*/n1/synthetic"))
+    plain = sorted(out.glob("folds/fold*/n1/*/synthetic"))
     stamps = [(d / "manifest.json").stat().st_mtime_ns for d in plain]
     before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
     doc = run_gain(
@@ -388,7 +418,7 @@ def test_learned_layouts_train_a_mask_generator_per_regime_and_keep_the_rest(
         assert all(c["params"]["layout"]["masks"] == "learned" for c in manifest["cases"])
         assert manifest["conditioning"]["cleanup"]["cases"] == 6
         # the mask generator beside the image model, trained on the regime's patient only
-        masks = Checkpoint.load(next((d.parent / "generator").glob("*/masks/*/checkpoints/*.pt")))
+        masks = Checkpoint.load(next(d.parent.glob("generator/*/masks/*/checkpoints/*.pt")))
         image = Checkpoint.load(gen["checkpoint"])
         assert masks.model_config.role == "layout"
         assert masks.split["train"] == image.split["train"]
