@@ -281,9 +281,10 @@ def run_gain(
         preprocess_config: ``PreprocessConfig`` for scans (default: 2D, medaug's
             defaults; the model's when ``model`` is given).
         progress: a :class:`~medaug.progress.Progress` (or a function for the notes):
-            notes, each generator's ``training``, and the ``gain`` task: ``start``
-            with every segmenter run of the experiment, then per finished run
-            ``record`` (its record, Dice included) and ``advance``.
+            notes, each generator's ``training``, what ``synthesize`` reports (a
+            mask generator's ``training``, ``synthesizing``), and the ``gain`` task:
+            ``start`` with every segmenter run of the experiment, then per finished
+            run ``record`` (its record, Dice included) and ``advance``.
         judge: builds the segmenter of the fidelity filter (``min_fidelity``), e.g.
             :func:`medaug.evaluate.fidelity.judge`, which trains it on the regime's
             patients only; needed only with ``min_fidelity``.
@@ -402,7 +403,7 @@ def _synthetic_for(
     # the runs made on them) stay, so switching either lever on and off redoes nothing
     name = "synthetic" + ("-learned" if cfg.masks == "learned" else "")
     name += "" if cfg.min_fidelity is None else f"-fidelity{cfg.min_fidelity:g}"
-    synth_dir = _synthesize(ckpt, folder / name, regime, cache, cfg, progress.note, judge)
+    synth_dir = _synthesize(ckpt, folder / name, regime, cache, cfg, progress, judge)
     return {
         "fold": regime.fold,
         "regime": regime.patients,
@@ -421,7 +422,7 @@ def _synthesize(
     regime: Regime,
     cache: Cache,
     cfg: GainConfig,
-    note,
+    progress: Progress,
     judge: JudgeFactory | None,
 ) -> Path:
     """``cfg.synth_n`` cases of ``ckpt`` in ``out``: kept when complete, resumed when a
@@ -439,7 +440,7 @@ def _synthesize(
         return out
     kept = f" kept at label fidelity >= {cfg.min_fidelity:g}" if cfg.min_fidelity else ""
     drawn = " on learned layouts" if masks else ""
-    note(f"{regime}: synthesizing {n} {mode} cases{drawn}{kept}")
+    progress.note(f"{regime}: synthesizing {n} {mode} cases{drawn}{kept}")
     # the same generator and settings: a killed synthesis resumes with its written cases
     resume = made is not None and same and made.n <= n
     # a conditional generator draws its layouts from its training cases' masks
@@ -447,7 +448,7 @@ def _synthesize(
     synthesize(
         out, n, model=ckpt, mode=mode, seed=seed, overwrite=not resume,
         input=cache.root if needs_real or cfg.min_fidelity else None, device=cfg.device,
-        min_fidelity=cfg.min_fidelity, judge=judge, masks=masks,
+        min_fidelity=cfg.min_fidelity, judge=judge, masks=masks, progress=progress,
     )  # fmt: skip
     return out
 

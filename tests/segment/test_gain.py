@@ -405,11 +405,14 @@ def test_learned_layouts_train_a_mask_generator_per_regime_and_keep_the_rest(
     plain = sorted(out.glob("folds/fold*/n1/*/synthetic"))
     stamps = [(d / "manifest.json").stat().st_mtime_ns for d in plain]
     before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    notes: list[str] = []
     doc = run_gain(
         cohort, out, train_patients=[1], seeds=2, folds=2, segment=TINY, synth_n=6,
         masks="learned", generator=GeneratorSpec(steps=4), preprocess_config=PP,
-        device="cpu", arms=["real", "real+synth"],
+        device="cpu", arms=["real", "real+synth"], progress=notes.append,
     )  # fmt: skip
+    # the mask generators' fitting reaches the caller's progress, as the generators' does
+    assert sum(n.startswith("fitting a vaegan mask generator") for n in notes) == 2
     gens = sorted(doc["generators"], key=lambda g: g["fold"])
     for d, gen in zip(plain, gens, strict=True):
         learned = d.with_name("synthetic-learned")
