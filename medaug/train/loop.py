@@ -302,7 +302,10 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
     else:
         run_dir, state = None, None
         mcfg = _model_config(ask.model or "vaegan", cache.config, ask.preset, ask.overrides)
-    dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases, mcfg.needs_context)
+    # a mask generator learns the layouts synthesis draws from real masks: slices that
+    # hold the target (an image model sees the cache's share of the others too)
+    fraction = 1.0 if mcfg.role == "layout" else None
+    dataset, weights = _dataset(cache, cfg.fold, ask.dims, cases, mcfg.needs_context, fraction)
     if state is not None:  # the run's own settings, its batch size included
         cfg = state.train_config.replace(steps=cfg.steps, epochs=cfg.epochs, device=cfg.device)
     if cfg.warp:  # each pair moved by its own draw, keyed by (index, step, position)
@@ -354,10 +357,16 @@ def _setup(cache: Cache, out: Path, ask: _Request, dist: Distributed, hooks: _Ho
 
 
 def _dataset(
-    cache: Cache, fold: int, dims: int | None, cases, context: bool = False
+    cache: Cache,
+    fold: int,
+    dims: int | None,
+    cases,
+    context: bool = False,
+    target_fraction: float | None = None,
 ) -> tuple[Any, np.ndarray | None]:
-    """The training items and, in 2D, their sampling weights (target-bearing slices);
-    with ``context``, items carry the cached context map (a layout model's)."""
+    """The training items and, in 2D, their sampling weights (target-bearing slices
+    ``target_fraction`` of the time; default the cache config's); with ``context``,
+    items carry the cached context map (a layout model's)."""
     cdims = cache.config.dims
     if dims is not None and dims != cdims:
         raise ConfigError(
@@ -370,7 +379,7 @@ def _dataset(
         raise ConfigError(f"{cache.root}: no training cases in this split")
     if cdims == 2:
         ds = SliceDataset(cache, train_cases, with_context=context)
-        return ds, ds.sample_weights()
+        return ds, ds.sample_weights(target_fraction)
     return VolumeDataset(cache, train_cases, with_context=context), None
 
 
@@ -732,6 +741,8 @@ def _write_reals(
     """``samples/reals.png``: training pairs drawn as the sampler draws them, to
     compare; returns a conditional model's layouts of those pairs (samples are
     drawn on them, so each sample tile sits under its real one)."""
+    if not model.config.image_channels and not model.conditional:
+        return None  # a mask generator: no image to show, no layouts to draw on
     path = run_dir / "samples" / "reals.png"
     n = min(cfg.n_samples, len(dataset))
     picks = next(iter(StepBatches(None, len(dataset), n, 0, 1, cfg.seed, 0, 1)))

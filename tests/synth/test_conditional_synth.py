@@ -24,8 +24,10 @@ import numpy as np
 import pytest
 import torch
 
+from medaug.data.datasets import SliceDataset
 from medaug.errors import ConfigError, InputError
 from medaug.models import GenerativeModel
+from medaug.models.config import MASK_KL_WEIGHT
 from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache, case_number
@@ -309,9 +311,19 @@ def test_perturb_takes_no_masks() -> None:
         SynthConfig(mode="perturb", masks="real")
 
 
-def test_learned_masks_fit_a_mask_generator_beside_the_model(world: World, tmp_path: Path):
+def test_learned_masks_fit_a_mask_generator_beside_the_model(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     run = tmp_path / "run"
     shutil.copytree(world.run2, run)
+    read: list[bool] = []  # whether each slice the mask generator trained on holds target
+    getitem = SliceDataset.__getitem__
+
+    def recording(self: SliceDataset, i: int):
+        read.append(bool(self.has_target[i]))
+        return getitem(self, i)
+
+    monkeypatch.setattr(SliceDataset, "__getitem__", recording)
     first = synthesize(
         tmp_path / "a",
         3,
@@ -325,6 +337,10 @@ def test_learned_masks_fit_a_mask_generator_beside_the_model(world: World, tmp_p
     mc = masks.model_config
     assert (mc.role, mc.condition, mc.layout, mc.image_channels) == ("layout", "none", TISSUE, 0)
     assert (masks.step, mc.classes, mc.variant) == (2, 6, "vaegan")
+    # its own KL weight, and only the slices synthesis draws real masks from: with target
+    assert mc.kl_weight == MASK_KL_WEIGHT != Checkpoint.load(run).model_config.kl_weight
+    assert not SliceDataset(world.cache2).has_target.all()
+    assert read and all(read)
     assert masks.conditioning is not None and masks.conditioning["channels"] == TISSUE
     assert {c["params"]["layout"]["masks"] for c in first.manifest["cases"]} == {"learned"}
     assert first.manifest["conditioning"]["masks"] == "learned"
