@@ -56,7 +56,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import machine_facts, make_workdir, print_machine, table, write_report
+from common import (
+    load_rows,
+    machine_facts,
+    make_workdir,
+    print_machine,
+    save_rows,
+    table,
+    write_report,
+)
 
 from medaug.data import Cache, load_split
 from medaug.data.phantom import ORGAN_LABELS, write_cohort
@@ -299,8 +307,7 @@ def record(
 ) -> None:  # fmt: skip
     """Add (or replace) each row of this run in the results file, keyed by what it
     measured: generator, grid, spacing, training patients, steps, masks."""
-    doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    rows = {r["key"]: r for r in doc["rows"]}
+    doc, rows = load_rows(path)
     for r in results:
         patients = r.get("patients") or 6
         key = "|".join(str(v) for v in (r["generator"], args.grid, args.spacing,
@@ -323,11 +330,7 @@ def record(
                                                    "torch_threads", "loadavg_at_start")},
             "wall_s": wall_s, "recorded": time.strftime("%Y-%m-%d %H:%M:%S"),
         }  # fmt: skip
-    doc["rows"] = sorted(rows.values(), key=lambda r: r["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    save_rows(path, doc, rows)
     _note(f"recorded {len(results)} row(s) in {path}")
 
 

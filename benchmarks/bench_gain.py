@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import machine_facts, make_workdir
+from common import load_rows, machine_facts, make_workdir, save_rows
 
 from medaug.data.phantom import write_cohort
 from medaug.evaluate import fidelity
@@ -99,8 +99,7 @@ def record(doc: dict[str, Any], args, spec: GeneratorSpec, facts, wall_s: float)
     A row recorded before rows kept their runs stays unless the new runs are as many.
     """
     path = args.results
-    kept = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    rows = {r["key"]: r for r in kept["rows"]}
+    kept, rows = load_rows(path)
     commit = facts.get("medaug_source")
     planned = len(doc["splits"]) * args.seeds
     session = {
@@ -147,11 +146,7 @@ def record(doc: dict[str, Any], args, spec: GeneratorSpec, facts, wall_s: float)
                 "wall_s": round(wall_s, 1), "recorded": session["recorded"],
                 "sessions": sessions, "run_records": mine,
             }  # fmt: skip
-    kept["rows"] = sorted(rows.values(), key=lambda r: r["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(kept, indent=1) + "\n")
-    tmp.replace(path)
+    save_rows(path, kept, rows)
     print(f"recorded {len(doc['runs'])} run(s) in {path}", file=sys.stderr)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from common import machine_facts, make_workdir
+from common import load_rows, machine_facts, make_workdir, save_rows
 from PIL import Image
 
 from medaug.data import Cache
@@ -92,19 +92,14 @@ def measure(
 
 def record(rows: list[dict[str, Any]], args: argparse.Namespace, facts: dict, wall_s: float):
     path = args.results
-    kept = json.loads(path.read_text()) if path.exists() else {"rows": []}
-    by_key = {r["key"]: r for r in kept["rows"]}
+    kept, by_key = load_rows(path)
     for row in rows:
         key = f"{row['setting']}|{row['grid']}|{row['patients']}|{row['steps']}"
         by_key[key] = {"key": key, **row, "commit": facts.get("medaug_source"),
                        "command": " ".join(sys.argv), "wall_s": round(wall_s, 1),
                        "machine": {k: facts.get(k) for k in ("cpu_count", "platform", "torch")},
                        "recorded": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
-    kept["rows"] = sorted(by_key.values(), key=lambda r: r["key"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.partial")
-    tmp.write_text(json.dumps(kept, indent=1) + "\n")
-    tmp.replace(path)
+    save_rows(path, kept, by_key)
     print(f"recorded {len(rows)} row(s) in {path}", file=sys.stderr)
 
 

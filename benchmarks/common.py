@@ -296,6 +296,23 @@ def print_machine(facts: dict[str, Any], quick: bool, repeat: int, total_s: floa
     print(f"- run: {mode}, repeat {repeat}, total {total_s:.1f} s")
 
 
+def load_rows(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A results file (``benchmarks/results/*.json``) and its rows by key; an empty
+    one when the file is not there yet."""
+    doc = json.loads(path.read_text()) if path.exists() else {"rows": []}
+    return doc, {r["key"]: r for r in doc["rows"]}
+
+
+def save_rows(path: Path, doc: dict[str, Any], rows: dict[str, dict[str, Any]]) -> None:
+    """Write a results file with ``rows`` sorted by key, under a temporary name renamed
+    into place (a killed benchmark leaves the last whole file)."""
+    doc["rows"] = sorted(rows.values(), key=lambda r: r["key"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def write_report(path: Path, report: dict[str, Any]) -> None:
     """Write the JSON report and say where on stderr."""
     path.write_text(json.dumps(report, indent=2, default=str) + "\n")
