@@ -357,6 +357,7 @@ def print_table(path: Path) -> None:
         out.append([
             r["generator"] + (f" (context: {', '.join(r['context_labels'])})"
                               if r.get("context_labels") else "")
+            + (" (learned masks)" if r.get("masks") == "learned" else "")
             + (" [judge: classical]" if r.get("judge_augment") == "classical" else ""),
             f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]),
             f(r.get("steps"), "d"),
