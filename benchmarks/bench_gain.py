@@ -43,6 +43,7 @@ from medaug.segment import GainConfig, SegmentConfig
 from medaug.segment.config import ARMS
 from medaug.segment.gain import run_gain, summarize
 from medaug.segment.plot import gain_plot
+from medaug.synth.layouts import SOURCES
 from medaug.train.spec import GeneratorSpec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "gain.json"
@@ -231,7 +232,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--min-fidelity", type=float, default=None,
                    help="keep only synthetic pairs a segmenter of the regime's patients "
                         "reads at this Dice (default: all)")  # fmt: skip
-    p.add_argument("--masks", choices=("real", "learned"), default="real",
+    p.add_argument("--masks", choices=SOURCES, default="real",
                    help="synthetic layouts: real masks moved, or drawn by a mask "
                         "generator (real)")  # fmt: skip
     p.add_argument("--generator-steps", type=int, help="generator steps (the spec's)")

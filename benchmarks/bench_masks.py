@@ -56,12 +56,18 @@ def real_areas(cache: Cache, cases: list[str]) -> np.ndarray:
 
 
 def measure(
-    cache: Cache, image: Checkpoint, setting: str, args: argparse.Namespace, workdir: Path
+    cache: Cache,
+    image: Checkpoint,
+    cases: list[str],
+    real: np.ndarray,
+    setting: str,
+    args: argparse.Namespace,
+    workdir: Path,
 ) -> dict[str, Any]:
-    """Fit (or reuse) one mask generator and score ``args.draws`` prior draws."""
+    """Fit (or reuse) one mask generator on ``cases`` and score ``args.draws`` prior
+    draws against ``real`` (the cases' target areas, :func:`real_areas`)."""
     variant, kl = setting.split(":")
     mcfg = image.model_config
-    cases = training_cases(cache, image.split)
     spec = GeneratorSpec(variant=variant, dims=mcfg.dims, preset=mcfg.preset, steps=args.steps)
     overrides = mask_generator_overrides(mcfg) | {"kl_weight": float(kl)}
     path = fit_or_resume(cache, workdir / f"{variant}-kl{kl}", spec, cases, seed=args.seed,
@@ -77,7 +83,6 @@ def measure(
     picture = Image.fromarray((grid * 255).astype(np.uint8))
     picture.resize((512, 512), Image.Resampling.NEAREST).save(workdir / f"{variant}-kl{kl}.png")
     stats = json.loads((path.parent.parent / "stats.jsonl").read_text().splitlines()[-1])
-    real = real_areas(cache, cases)
     return {
         "setting": setting, "variant": variant, "kl_weight": float(kl), "steps": ckpt.step,
         "patients": len(cases), "grid": list(cache.config.grid_2d or ()),
@@ -138,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts({"torch": torch.__version__})
     workdir = make_workdir(args.workdir)
     cache, image = Cache(args.cache), Checkpoint.load(args.image_run)
-    rows = [measure(cache, image, s.strip(), args, workdir) for s in args.settings.split(",")]
+    cases = training_cases(cache, image.split)
+    real = real_areas(cache, cases)
+    rows = [measure(cache, image, cases, real, s.strip(), args, workdir)
+            for s in args.settings.split(",")]  # fmt: skip
     record(rows, args, facts, time.perf_counter() - started)
     print_table(args.results)
     return 0
