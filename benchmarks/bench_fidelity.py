@@ -12,7 +12,8 @@ on the 6 training patients, the same cases every generator trains on, and judges
 every row:
 
 - each variant (vae, gan, vaegan, aae, avb, gvae) as it is today: unconditional,
-  2D 64^2, ``cpu`` preset, ``--steps`` steps (batch 16, seed 0), ``--n`` prior cases;
+  2D 64^2, ``cpu`` preset, ``--steps`` steps (batch 16, seed ``--seed``, 0 by
+  default), ``--n`` prior cases;
   label fidelity = the segmenter's Dice on each synthetic slice against that
   slice's own label, over slices whose label holds the pancreas;
 - ``labels2image:fitted`` and ``labels2image:wide``: ``--n`` slices painted from the
@@ -165,6 +166,7 @@ def variant_result(
         + f"-p{len(cases)}"
         + (f"-{args.masks}" if conditional else "")
         + ("-organs-" + "+".join(args.organs) if args.organs else "")
+        + (f"-seed{args.seed}" if args.seed else "")  # seed 0's folders keep their names
     )
     trained_key = key  # the generator does not depend on the judge: another judge rescores it
     if args.judge_augment != "none":
@@ -175,7 +177,7 @@ def variant_result(
         _note(f"{variant}: reusing {kept}")
         return {**json.loads(kept.read_text()), "reused": True}
     shutil.rmtree(folder, ignore_errors=True)
-    config = TrainConfig(steps=args.steps, batch_size=16, seed=0, sample_every=args.steps,
+    config = TrainConfig(steps=args.steps, batch_size=16, seed=args.seed, sample_every=args.steps,
                          checkpoint_every=args.steps, device=args.device, **training)  # fmt: skip
     held = [c for c in cache.case_ids if c not in cases]
     runs = workdir / "variants" / trained_key / "runs"
@@ -199,10 +201,10 @@ def variant_result(
         "train_s": trained.seconds,
         "steps": args.steps, "patients": len(cases), "masks": args.masks if conditional else None,
         "kl_nats": final_stat(trained.run_dir, "generator/kl"),
-        "context_labels": list(args.organs),
+        "context_labels": list(args.organs), "seed": args.seed,
     }  # fmt: skip
     _note(f"{spec}: synthesizing {args.n} prior cases")
-    synth = synthesize(folder / "synth", args.n, model=trained.checkpoint, seed=0,
+    synth = synthesize(folder / "synth", args.n, model=trained.checkpoint, seed=args.seed,
                        device=args.device, **extra)  # fmt: skip
     images, labels, names = fidelity.synthetic_items(SynthFolder.open(synth.out), cache.config)
     rows, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
@@ -210,8 +212,8 @@ def variant_result(
     result["image"] = image_measures(images, labels, cache, cases, held_ids)
     if conditional and variant != "gan":  # posterior samples: the first training case's look
         _note(f"{spec}: synthesizing {args.n} cases in one training case's style")
-        styled = synthesize(folder / "synth-style", args.n, model=trained.checkpoint, seed=0,
-                            device=args.device, style=0, **extra)  # fmt: skip
+        styled = synthesize(folder / "synth-style", args.n, model=trained.checkpoint,
+                            seed=args.seed, device=args.device, style=0, **extra)  # fmt: skip
         s_img, s_lab, s_names = fidelity.synthetic_items(SynthFolder.open(styled.out), cache.config)
         result["style_summary"] = fidelity.score_pairs(seg, s_img, s_lab, s_names, cache.config)[1]
     kept.write_text(json.dumps(result, indent=2) + "\n")
@@ -316,13 +318,15 @@ def record(
             key += "|context=" + "+".join(r["context_labels"])
         if args.judge_augment != "none":  # another judge: rows of their own
             key += f"|judge={args.judge_augment}"
+        if r.get("seed"):  # another generator seed: a row of its own
+            key += f"|seed={r['seed']}"
         rows[key] = {
             "key": key, "generator": r["generator"], "grid": args.grid,
             "spacing_mm": args.spacing, "patients": patients, "steps": r.get("steps"),
             "n": args.n, "masks": r.get("masks"), "settings": r.get("settings"),
             "train_s": r.get("train_s"), "kl_nats": r.get("kl_nats"),
             "context_labels": r.get("context_labels") or [],
-            "judge_augment": args.judge_augment,
+            "judge_augment": args.judge_augment, "seed": r.get("seed") or 0,
             "summary": r["summary"], "style_summary": r.get("style_summary"),
             "image": r.get("image"), "reference": ref,
             "commit": facts.get("medaug_source"), "command": " ".join(sys.argv),
@@ -358,6 +362,7 @@ def print_table(path: Path) -> None:
             r["generator"] + (f" (context: {', '.join(r['context_labels'])})"
                               if r.get("context_labels") else "")
             + (" (learned masks)" if r.get("masks") == "learned" else "")
+            + (f" (seed {r['seed']})" if r.get("seed") else "")
             + (" [judge: classical]" if r.get("judge_augment") == "classical" else ""),
             f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]),
             f(r.get("steps"), "d"),
@@ -414,6 +419,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--steps", type=int, default=2000, help="generator steps (2000)")
     parser.add_argument("--n", type=int, default=200, help="synthetic cases per row (200)")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="the generators' training and sampling seed (0); the judge keeps seed 0, so "
+        "rows of two seeds are scored by the same segmenter",
+    )  # fmt: skip
     parser.add_argument(
         "--segmenter-steps",
         type=int,
@@ -477,10 +487,10 @@ def main(argv: list[str] | None = None) -> int:
             f"steps, batch 16, seed 0) trained on the {len(train_ids)} training patients, the "
             f"cases every generator trained on ({args.train_patients or len(train_ids)} of "
             f"them; 2D {args.grid}^2 cache, cpu preset, {args.steps} steps, "
-            f"batch 16, seed 0), judges every row. Label fidelity: its Dice on each synthetic "
-            f"slice against that slice's own label, mean over the slices whose label holds "
-            f"the pancreas ({args.n} prior cases per variant); 'below 0.5': their share under "
-            "Dice 0.5. Empty labels are counted apart; their false positives are the area "
+            f"batch 16, seed {args.seed}), judges every row. Label fidelity: its Dice on each "
+            "synthetic slice against that slice's own label, mean over the slices whose label "
+            f"holds the pancreas ({args.n} prior cases per variant); 'below 0.5': their share "
+            "under Dice 0.5. Empty labels are counted apart; their false positives are the area "
             f"the segmenter calls pancreas anyway. labels2image: {args.n} slices painted from "
             "the training patients' real labels (TorchIO LabelsToImage), per-class "
             "intensities fitted to those patients' scans or drawn wide (SynthSeg); its "

@@ -1,0 +1,58 @@
+"""``benchmarks/bench_fidelity.py``'s results file: a second seed adds rows, it does
+not replace the first seed's.
+
+Rows are recorded from made-up results (no training), the way the script records
+the ones it measures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SPEC = "aae:mask:target+body+tissue:none:discriminator=segmentation:train.warp=true"
+REFERENCE = {"dice": 0.75, "dice_median": 0.8, "below_threshold": 0.1, "hd95_mm": 5.0}
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))  # the scripts import ``common`` from their folder
+    try:
+        yield importlib.import_module("bench_fidelity")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def result(dice: float, seed: int) -> dict:
+    summary = {"dice": dice, "dice_median": dice, "below_threshold": 0.2, "hd95_mm": 9.0}
+    return {"generator": SPEC, "steps": 750, "patients": 6, "masks": "real", "seed": seed,
+            "settings": {}, "train_s": 60.0, "kl_nats": None, "context_labels": [],
+            "summary": summary}  # fmt: skip
+
+
+def record(bench, path: Path, dice: float, seed: int) -> None:
+    args = bench.parse_args(["--results", str(path), "--judge-augment", "classical",
+                             "--steps", "750", "--seed", str(seed)])  # fmt: skip
+    bench.record(path, [result(dice, seed)], REFERENCE, {"cpu_count": 2}, args, wall_s=1.0)
+
+
+def test_a_second_seed_is_a_row_of_its_own(bench, tmp_path, capsys):
+    path = tmp_path / "fidelity.json"
+    record(bench, path, 0.670, seed=0)
+    record(bench, path, 0.680, seed=1)
+    record(bench, path, 0.690, seed=1)  # the same seed again replaces its row
+    rows = json.loads(path.read_text())["rows"]
+    assert sorted((r["seed"], r["summary"]["dice"]) for r in rows) == [(0, 0.670), (1, 0.690)]
+    seed0 = next(r for r in rows if r["seed"] == 0)
+    assert "seed" not in seed0["key"]  # rows measured before --seed keep their keys
+    bench.print_table(path)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {SPEC}")]
+    assert [ln.split(" | ")[0] for ln in lines] == [
+        f"| {SPEC} [judge: classical]",
+        f"| {SPEC} (seed 1) [judge: classical]",
+    ]
