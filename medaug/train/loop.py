@@ -738,9 +738,10 @@ def _write_samples(
 def _write_reals(
     run_dir: Path, model: GenerativeModel, dataset, cfg: TrainConfig
 ) -> torch.Tensor | None:
-    """``samples/reals.png``: training pairs drawn as the sampler draws them, to
-    compare; returns a conditional model's layouts of those pairs (samples are
-    drawn on them, so each sample tile sits under its real one)."""
+    """``samples/reals.png``: training pairs to compare with, a seeded pick uniform
+    over the items (not the sampler's target-slice weighting); returns a conditional
+    model's layouts of those pairs (samples are drawn on them, so each sample tile
+    sits under its real one)."""
     if not model.config.image_channels and not model.conditional:
         return None  # a mask generator: no image to show, no layouts to draw on
     path = run_dir / "samples" / "reals.png"
