@@ -75,7 +75,7 @@ def measure(
                          progress=lambda m: print(m, file=sys.stderr))  # fmt: skip
     ckpt = Checkpoint.load(path)
     masks = LearnedMasks(ckpt, mcfg.layout, torch.device("cpu"))
-    layouts = [masks._draw(args.seed, i, 0)[0] for i in range(args.draws)]
+    layouts = [masks.draw(args.seed, i)[0] for i in range(args.draws)]
     areas = np.array([int((LY.target_of(x, mcfg.layout) > 0).sum()) for x in layouts])
     shown = [radiological(x) for x in layouts[:16]]  # as medaug's previews show slices
     tiles = np.stack(shown).astype(np.float32) / max(1, ckpt.model_config.classes - 1)

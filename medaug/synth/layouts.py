@@ -159,7 +159,7 @@ class LearnedMasks:
 
     def plan(self, index: int, seed: int) -> dict[str, Any]:
         for attempt in range(LEARNED_TRIES):
-            layout, removed = self._draw(seed, index, attempt)
+            layout, removed = self.draw(seed, index, attempt)
             if (LY.target_of(layout, self.channels) > 0).any():
                 return {"masks": "learned", "attempt": attempt, "removed_voxels": removed}
         raise ConfigError(
@@ -169,13 +169,16 @@ class LearnedMasks:
 
     def make(self, params: dict[str, Any]) -> np.ndarray:
         seed, index = params["seed"]
-        layout, removed = self._draw(seed, index, params["attempt"])
+        layout, removed = self.draw(seed, index, params["attempt"])
         self.removed += removed
         self.kept += int((LY.target_of(layout, self.channels) > 0).sum())
         return layout
 
     @torch.no_grad()
-    def _draw(self, seed: int, index: int, attempt: int) -> tuple[np.ndarray, int]:
+    def draw(self, seed: int, index: int, attempt: int = 0) -> tuple[np.ndarray, int]:
+        """One prior draw of case ``index`` (a layout on the model grid, its target
+        cleaned by :func:`clean_target`) and the voxels the clean-up cut; a draw without
+        target is returned as it is (:meth:`plan` draws again with the next attempt)."""
         state = np.random.SeedSequence([seed, index, 3, attempt]).generate_state(1, np.uint64)
         gen = torch.Generator().manual_seed(int(state[0] >> 1))
         z = torch.randn((1, *self.model.latent_shape), generator=gen).to(self.device)
