@@ -7,25 +7,20 @@ the ones it measures.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.scripts import benchmark_script
+
 SPEC = "aae:mask:target+body+tissue:none:discriminator=segmentation:train.warp=true"
 REFERENCE = {"dice": 0.75, "dice_median": 0.8, "below_threshold": 0.1, "hd95_mm": 5.0}
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import ``common`` from their folder
-    try:
-        yield importlib.import_module("bench_fidelity")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from benchmark_script("bench_fidelity")
 
 
 def result(dice: float, seed: int) -> dict:

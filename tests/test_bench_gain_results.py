@@ -7,27 +7,22 @@ record made-up runs (no training) the way the script records real ones.
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.scripts import benchmark_script
+
 ARMS = ("real", "real+classical", "real+classical+synth")
 FACTS = {"medaug_source": "abc1234 (clean)", "cpu_count": 2}
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCHMARKS))  # the scripts import ``common`` from their folder
-    try:
-        yield importlib.import_module("bench_gain")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    yield from benchmark_script("bench_gain")
 
 
 def runs_of(fold: int, shift: float = 0.0) -> list[dict]:
