@@ -308,7 +308,8 @@ def record(
     args: argparse.Namespace, wall_s: float,
 ) -> None:  # fmt: skip
     """Add (or replace) each row of this run in the results file, keyed by what it
-    measured: generator, grid, spacing, training patients, steps, masks."""
+    measured: generator, grid, spacing, training patients, steps, masks, and where
+    they are not the first rows' (empty, none, 0): context organs, judge, seed."""
     doc, rows = load_rows(path)
     for r in results:
         patients = r.get("patients") or 6
