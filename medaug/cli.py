@@ -764,7 +764,10 @@ def synth(
     batch_size: Annotated[int, typer.Option(min=1, help="Latents per decoder call.")] = 16,
     device: DeviceOption = "auto",
     steps: Annotated[
-        int | None, typer.Option(min=1, help="Training steps when fitting (default: 900).")
+        int | None,
+        typer.Option(
+            min=1, help="Training steps when fitting (default: 900 on a CPU, 1800 on a GPU)."
+        ),
     ] = None,
     dims: Annotated[Dims, typer.Option(help="Fitting: 2D slices or 3D volumes.")] = Dims.two,
     variant: Annotated[Variant, typer.Option(help="Fitting: the model variant.")] = Variant(
@@ -1104,7 +1107,8 @@ def gain(
         ),
     ] = Painting.fitted,
     generator_steps: Annotated[
-        int | None, typer.Option(min=1, help="Steps per generator (default: 900).")
+        int | None,
+        typer.Option(min=1, help="Steps per generator (default: 900 on a CPU, 1800 on a GPU)."),
     ] = None,
     variant: Annotated[Variant, typer.Option(help="Generator trained per regime.")] = Variant(
         "vaegan"

@@ -46,9 +46,10 @@ def record(bench, results: Path, runs: list[dict], folds: list[int], *extra: str
     args = bench.parse_args(["--workdir", str(results.parent), "--results", str(results), *extra,
                              "--steps", "1500", "--only-folds", *map(str, folds)])  # fmt: skip
     doc = {"runs": runs, "splits": [None] * 4, "folds_run": folds}
-    bench.record(doc, args, bench.GeneratorSpec(), FACTS, wall_s=1.0)
+    spec = bench.GeneratorSpec().for_device("cpu")  # as main() records on a CPU
+    bench.record(doc, args, spec, FACTS, wall_s=1.0)
     return {r["arm"]: r for r in json.loads(results.read_text())["rows"] if r["key"] in
-            {bench.key_of(args, bench.GeneratorSpec(), 2, arm) for arm in ARMS}}  # fmt: skip
+            {bench.key_of(args, spec, 2, arm) for arm in ARMS}}  # fmt: skip
 
 
 def test_folds_recorded_in_two_sessions_equal_one_recording_of_all(bench, tmp_path):

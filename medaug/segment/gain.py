@@ -81,8 +81,9 @@ from medaug.segment.train import fit
 from medaug.synth.fidelity_filter import JudgeFactory, require_judge
 from medaug.synth.run import synthesize
 from medaug.train.checkpoint import Checkpoint
+from medaug.train.distributed import pick_device
 from medaug.train.fit import fit_or_resume
-from medaug.train.spec import GeneratorSpec
+from medaug.train.spec import DEFAULT_STEPS_CPU, GeneratorSpec
 
 RESULT = "gain.json"
 #: The task ``run_gain`` reports to its progress (segmenter runs).
@@ -300,6 +301,8 @@ def run_gain(
     if isinstance(settings.get("generator"), dict):  # a recipe's generator: mapping
         settings["generator"] = GeneratorSpec.from_dict(settings["generator"], "generator")
     cfg = (config or GainConfig()).replace(**settings)
+    # the generators' budget on this device, as gain.json records it
+    cfg = cfg.replace(generator=cfg.generator.for_device(pick_device(cfg.device).type))
     if model is not None and cfg.folds is not None:
         raise ConfigError(
             "{model} gives one generator, and {folds} needs one per fold: leave out {folds} "
@@ -385,10 +388,11 @@ def _synthetic_for(
     """The regime's generator (the given one, or one trained on its patients only),
     checked for leakage, and its synthetic cases; returns the generator's record."""
     folder = out / regime.folder
-    if given is None and cfg.generator.steps != GeneratorSpec().steps:
+    if given is None and cfg.generator.steps != DEFAULT_STEPS_CPU:
         # another generator budget in a folder of its own, with its pairs: fitting
-        # longer resumes a shorter run in place, and the default's experiment would
-        # then read the longer checkpoint as its own
+        # longer resumes a shorter run in place, and a 900-step experiment would then
+        # read the longer checkpoint as its own (the folder names the steps, not the
+        # device: a workdir moved from a GPU to a CPU keeps its generators apart)
         folder = folder / f"generator-steps{cfg.generator.steps}"
     ckpt = given
     if ckpt is None:

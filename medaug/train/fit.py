@@ -48,7 +48,8 @@ def fit_or_resume(
     Args:
         cache: the training cache.
         out: the folder of its run(s); a run there with a checkpoint of at least
-            ``spec.steps`` steps is used as it is, a shorter one is resumed.
+            the spec's steps (on this device) is used as it is, a shorter one is
+            resumed.
         spec: what to fit (variant, size, steps, conditioning, discriminator...).
         cases: the training cases (the others of the cache are recorded as held
             out); default the training side of the cache's first split.
@@ -64,10 +65,11 @@ def fit_or_resume(
     progress = progress_of(progress)
     note = progress.note
     out = Path(out)
-    cfg = TrainConfig(seed=seed, device=device, **spec.train_overrides())
+    device_type = pick_device(device).type
+    cfg = TrainConfig(seed=seed, device=device, **spec.train_overrides(device_type))
     training = list(cases) if cases is not None else cache.split(0)[0]
     held_out = [c for c in cache.case_ids if c not in set(training)]
-    preset = spec.preset_for(pick_device(device).type)
+    preset = spec.preset_for(device_type)
     overrides = spec.model_overrides() | (overrides or {})
     asked = {"variant": spec.variant, "dims": spec.dims, "preset": preset} | overrides
     resume = False

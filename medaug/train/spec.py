@@ -8,9 +8,11 @@ checkpoint: every field is in the checkpoint's model and training configs alread
 and :meth:`GeneratorSpec.of` reads it back from there.
 
 Example:
-    >>> spec = GeneratorSpec(steps=600)
+    >>> spec = GeneratorSpec()
     >>> spec.describe()
     'mask-conditioned (target+body+tissue) vaegan generator, segmentation discriminator'
+    >>> spec.steps_for("cpu"), spec.steps_for("cuda"), GeneratorSpec(steps=600).steps_for("cuda")
+    (900, 1800, 600)
     >>> GeneratorSpec(condition="none").model_overrides()
     {'condition': 'none', 'discriminator': 'patch'}
 """
@@ -43,6 +45,16 @@ DEFAULT_KL_WEIGHT = 8.0
 #: measured label fidelity 0.656 with it against 0.598 without (64^2 at 3 mm, 2 patients,
 #: 750 steps, judged by a segmenter trained with classical augmentation; README).
 DEFAULT_WARP = True
+#: Optimisation steps when the spec leaves them unset, on a CPU: about 14 minutes for the
+#: default generator at 64^2 on 2 cores (0.95 s a step), inside the 15 minutes
+#: ``medaug synth --input`` promises there.
+DEFAULT_STEPS_CPU = 900
+#: ... and on a GPU (or another accelerator), where either budget takes minutes. Twice
+#: the CPU's steps measured better where it counts: over 4 folds of the gain experiment
+#: (2 patients, 1500 U-Net steps; README: the generator's budget), real+classical+synth
+#: gained +0.016 over real+classical with 1800-step generators against -0.006 with
+#: 900-step ones. Measured with the cpu preset; on CUDA the gpu-small preset is fitted.
+DEFAULT_STEPS_ACCELERATOR = 1800
 #: Variants whose loss has a KL term that kl_weight scales.
 KL_VARIANTS = ("vae", "vaegan", "gvae", "avb")
 
@@ -64,9 +76,9 @@ class GeneratorSpec(Settings):
     variant: str = "vaegan"  # vae | gan | vaegan | aae | avb | gvae
     dims: int = 2  # 2: axial slices; 3: volumes
     preset: str = "auto"  # model size: auto (cpu on a CPU, gpu-small on CUDA) or a preset
-    # optimisation steps (batch 16, or the training set when smaller): about 14 minutes
-    # for the default generator at 64^2 on 2 CPU cores (0.95 s a step)
-    steps: int = 900
+    # optimisation steps (batch 16, or the training set when smaller); None: by device,
+    # DEFAULT_STEPS_CPU (900) on a CPU, DEFAULT_STEPS_ACCELERATOR (1800) on a GPU
+    steps: int | None = None
     # mask: images rendered around layouts (label + context), each pair labelled exactly
     # by its layout; none: image and label generated together (the first design)
     condition: str = "mask"
@@ -98,7 +110,7 @@ class GeneratorSpec(Settings):
             raise ConfigError(
                 f"unknown preset {self.preset!r}; choose auto or one of {', '.join(PRESETS)}"
             )
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ConfigError(f"steps must be at least 1, got {self.steps}")
         if self.condition not in ("none", "mask"):
             raise ConfigError(f"condition must be 'none' or 'mask', got {self.condition!r}")
@@ -141,9 +153,21 @@ class GeneratorSpec(Settings):
             return self.warp
         return DEFAULT_WARP and self.condition == "mask"
 
-    def train_overrides(self) -> dict[str, Any]:
-        """The :class:`medaug.train.TrainConfig` fields this spec sets."""
-        return {"steps": self.steps, "warp": self.resolved_warp}
+    def train_overrides(self, device_type: str) -> dict[str, Any]:
+        """The :class:`medaug.train.TrainConfig` fields this spec sets on a device of
+        this type (``cpu``, ``cuda``)."""
+        return {"steps": self.steps_for(device_type), "warp": self.resolved_warp}
+
+    def steps_for(self, device_type: str) -> int:
+        """The training steps on a device of this type (``cpu``, ``cuda``)."""
+        if self.steps is not None:
+            return self.steps
+        return DEFAULT_STEPS_CPU if device_type == "cpu" else DEFAULT_STEPS_ACCELERATOR
+
+    def for_device(self, device_type: str) -> GeneratorSpec:
+        """This spec with its steps fixed for a device of this type (what a results
+        file records: the budget that ran, not "by device")."""
+        return self.replace(steps=self.steps_for(device_type))
 
     def preset_for(self, device_type: str) -> str:
         """The size preset on a device of this type (``cpu``, ``cuda``)."""
@@ -172,4 +196,11 @@ class GeneratorSpec(Settings):
         )  # fmt: skip
 
 
-__all__ = ["DEFAULT_DISCRIMINATOR", "DEFAULT_KL_WEIGHT", "DEFAULT_WARP", "GeneratorSpec"]
+__all__ = [
+    "DEFAULT_DISCRIMINATOR",
+    "DEFAULT_KL_WEIGHT",
+    "DEFAULT_STEPS_ACCELERATOR",
+    "DEFAULT_STEPS_CPU",
+    "DEFAULT_WARP",
+    "GeneratorSpec",
+]

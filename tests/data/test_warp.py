@@ -76,4 +76,4 @@ def test_keyed_batches_hold_the_same_indices_with_their_step_and_position():
 def test_the_spec_sets_warp_and_reads_it_back():
     assert GeneratorSpec().resolved_warp is DEFAULT_WARP
     assert GeneratorSpec(condition="none").resolved_warp is False
-    assert GeneratorSpec(warp=True).train_overrides() == {"steps": 900, "warp": True}
+    assert GeneratorSpec(warp=True).train_overrides("cpu") == {"steps": 900, "warp": True}

@@ -21,9 +21,26 @@ def test_the_default_is_a_mask_conditioned_2d_vaegan_with_the_measured_discrimin
         "condition": "mask", "layout": "target+body+tissue",
         "discriminator": S.DEFAULT_DISCRIMINATOR, "kl_weight": S.DEFAULT_KL_WEIGHT,
     }  # fmt: skip
-    assert (S.DEFAULT_DISCRIMINATOR, S.DEFAULT_KL_WEIGHT, spec.steps) == ("segmentation", 8.0, 900)
+    assert (S.DEFAULT_DISCRIMINATOR, S.DEFAULT_KL_WEIGHT) == ("segmentation", 8.0)
     # the gain experiment's generator is the same spec, trained shorter
     assert GainConfig().generator == spec
+
+
+def test_steps_follow_the_device_unless_given():
+    # 900 keeps a 2-core CPU fit within synth's 15 minutes; a GPU gets the longer budget
+    spec = GeneratorSpec()
+    assert spec.steps is None
+    assert (spec.steps_for("cpu"), spec.steps_for("cuda"), spec.steps_for("mps")) == (
+        S.DEFAULT_STEPS_CPU, S.DEFAULT_STEPS_ACCELERATOR, S.DEFAULT_STEPS_ACCELERATOR
+    )  # fmt: skip
+    assert (S.DEFAULT_STEPS_CPU, S.DEFAULT_STEPS_ACCELERATOR) == (900, 1800)
+    assert spec.train_overrides("cuda")["steps"] == 1800
+    given = GeneratorSpec(steps=40)
+    assert (given.steps_for("cpu"), given.steps_for("cuda")) == (40, 40)
+    # what a results file records: the budget that ran, everything else unchanged
+    fixed = spec.for_device("cpu")
+    assert fixed == spec.replace(steps=900) and fixed.to_dict()["steps"] == 900
+    assert given.for_device("cuda") == given
 
 
 def test_auto_resolves_per_variant_and_condition():
