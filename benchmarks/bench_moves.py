@@ -28,7 +28,7 @@ import torch
 from common import machine_facts
 
 from medaug.data import Cache
-from medaug.data.warp import ELASTIC, ROTATE_DEG, SCALE, TRANSLATE_FRAC, warp_pair
+from medaug.data.warp import ELASTIC, ROTATE_DEG, SCALE, TRANSLATE_FRAC
 from medaug.preprocess.transforms import hu_to_unit
 from medaug.segment import fidelity
 from medaug.synth import Synthesizer
@@ -45,23 +45,6 @@ ROWS = {
     "shift": NONE | {"translate_frac": TRANSLATE_FRAC},
     "elastic": NONE | {"elastic": ELASTIC},
 }  # fmt: skip
-
-
-def moved_reals(cache: Cache, masks: RealMasks, plans: list[dict]) -> tuple[np.ndarray, ...]:
-    """The real slices the plans' layouts came from, moved by the plans' own moves."""
-    images, labels = [], []
-    for plan in plans:
-        layout = plan["layout"]
-        case = masks._by_number[layout["source"]]
-        z = layout["slice"]
-        item = {
-            "image": torch.from_numpy(np.array(cache.array(case, "image")[z], np.float32))[None],
-            "label": torch.from_numpy(np.array(cache.array(case, "label")[z], np.uint8))[None],
-        }
-        moved = warp_pair(item, cache.config.spacing_mm, layout)
-        images.append(moved["image"][0].numpy())
-        labels.append(moved["label"][0].numpy())
-    return np.stack(images), np.stack(labels)
 
 
 def print_table(path: Path) -> None:
@@ -110,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         labels = np.stack([q["label"][0, ..., 0].numpy() for q in pairs])
         _, summary, _ = fidelity.score_pairs(seg, images, labels, names, cache.config)
         # the control: the same cases' real slices under the same moves
-        real_images, real_labels = moved_reals(cache, masks, [q["params"] for q in pairs])
+        plans = [q["params"]["layout"] for q in pairs]
+        real_images, real_labels = fidelity.moved_reals(cache, plans)
         _, real, _ = fidelity.score_pairs(seg, real_images, real_labels, names, cache.config)
         rows.append({"moves": label, "dice": summary["dice"], "median": summary["dice_median"],
                      "real_moved_dice": real["dice"]})  # fmt: skip

@@ -51,3 +51,28 @@ def test_a_second_seed_is_a_row_of_its_own(bench, tmp_path, capsys):
         f"| {SPEC} [judge: classical]",
         f"| {SPEC} (seed 1) [judge: classical]",
     ]
+
+
+def test_a_rescored_row_keeps_its_provenance_and_gains_the_control(bench, tmp_path, capsys):
+    """A result reused from the workdir measured nothing new but the moved real control
+    (scored later): its row keeps when, how and where it was measured and gains the
+    control, which the table prints as the row's Dice over the control's."""
+    path = tmp_path / "fidelity.json"
+    record(bench, path, 0.670, seed=0)
+    args = bench.parse_args(["--results", str(path), "--judge-augment", "classical",
+                             "--steps", "750"])  # fmt: skip
+    later = result(0.670, 0) | {"reused": True, "moved_real": {"dice": 0.640}}
+    bench.record(path, [later], REFERENCE, {"medaug_source": "later"}, args, wall_s=9.0)
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["wall_s"] == 1.0 and row["machine"]["cpu_count"] == 2
+    assert row["moved_real"] == {"dice": 0.640}
+    bench.print_table(path)
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {SPEC}"))
+    header = bench.TABLE_HEADER
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[header.index("x reference")] == "0.89"  # 0.670 / 0.75
+    assert cells[header.index("x moved real")] == "1.05"  # 0.670 / 0.640
+    fresh = tmp_path / "fresh.json"  # a reused result without a row yet is recorded whole
+    bench.record(fresh, [later], REFERENCE, {"medaug_source": "later"}, args, wall_s=9.0)
+    (row,) = json.loads(fresh.read_text())["rows"]
+    assert row["wall_s"] == 9.0 and row["moved_real"] == {"dice": 0.640}

@@ -3,7 +3,10 @@
 A segmenter (medaug's U-Net, on the pairs' grid) is applied to each image, and its
 prediction is scored against the pair's own label: Dice and HD95 per pair. Pairs are
 a generator's items (slices for 2D generators, volumes for 3D), or real cached items
-for the reference a perfect generator would reach.
+(the held-out reference). A generator that draws its layouts from real masks under
+random moves has a second yardstick: the real slices those layouts were cut from,
+moved alike (:func:`moved_real_items`), which is what a perfect renderer of the
+moved layouts would reach; the segmenter loses Dice on moved anatomy whoever drew it.
 
 A pair whose label holds no target has no Dice: it is counted apart, with the
 volume the segmenter nevertheless calls target (its false-positive volume, mm² for
@@ -27,9 +30,10 @@ import numpy as np
 import torch
 
 from medaug.data.synthfolder import SynthFolder
+from medaug.data.warp import warp_pair
 from medaug.errors import ConfigError, InputError
 from medaug.io.atomic import write_json
-from medaug.preprocess.cache import Cache
+from medaug.preprocess.cache import Cache, case_number
 from medaug.preprocess.config import PreprocessConfig
 from medaug.preprocess.transforms import hu_to_unit
 from medaug.segment.config import SegmentConfig
@@ -327,6 +331,60 @@ def real_items(cache: Cache, case_ids: Sequence[str]) -> tuple[np.ndarray, np.nd
             labels.append(np.moveaxis(label, 0, -1))
             names.append(c)
     return np.stack(images), np.stack(labels), names
+
+
+def moved_reals(cache: Cache, layouts: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The real slices 2D real-mask layout plans (``RealMasks.plan``) were cut from,
+    each moved by its own plan's moves: ``(images, labels)``, (N, X, Y) each.
+
+    Each item shows real anatomy exactly where its plan's layout puts the target (the
+    label comes out equal to the layout's target), so a segmenter's Dice on them is the
+    label fidelity a perfect renderer of the same moved layouts would reach.
+
+    Raises:
+        ConfigError: a plan that is not one moved real slice of ``cache``.
+    """
+    by_number = {case_number(c): c for c in cache.case_ids}
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    for plan in layouts:
+        case = by_number.get(plan.get("source", -1))
+        if plan.get("masks") != "real" or "slice" not in plan or case is None:
+            raise ConfigError(
+                f"{cache.root}: layout {plan} is not one moved real slice of this cache"
+            )
+        z = int(plan["slice"])
+        item = {
+            "image": torch.from_numpy(np.array(cache.array(case, "image")[z], np.float32))[None],
+            "label": torch.from_numpy(np.array(cache.array(case, "label")[z], np.uint8))[None],
+        }
+        moved = warp_pair(item, cache.config.spacing_mm, plan)
+        images.append(moved["image"][0].numpy())
+        labels.append(moved["label"][0].numpy())
+    return np.stack(images), np.stack(labels)
+
+
+def moved_real_items(folder: SynthFolder, cache: Cache) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """:func:`moved_reals` for every pair of a 2D synthesis folder drawn on ``real``
+    masks (its manifest's ``params.layout``), named as the pairs are: the control
+    beside the folder's label fidelity.
+
+    Raises:
+        ConfigError: a case that is not one moved real slice of ``cache`` (another
+            mask source, a stack, a 3D generator).
+    """
+    plans, names = [], []
+    for rec in folder.cases:
+        plan = (rec.get("params") or {}).get("layout") or {}
+        if plan.get("masks") != "real" or "slice" not in plan:
+            raise ConfigError(
+                f"{folder.root}: synthetic case {rec['case']} is not one moved real slice; "
+                "the moved real control needs a 2D generator drawing on 'real' masks"
+            )
+        plans.append(plan)
+        names.append(rec["case"])
+    images, labels = moved_reals(cache, plans)
+    return images, labels, names
 
 
 def evaluate_synthetic(

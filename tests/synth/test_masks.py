@@ -21,6 +21,7 @@ from medaug.io.nifti import write_volume
 from medaug.preprocess import PreprocessConfig, layout, preprocess
 from medaug.preprocess.cache import Cache
 from medaug.preprocess.transforms import unit_to_hu
+from medaug.segment import fidelity
 from medaug.synth.masks import REDRAWS, RealMasks, UserMasks, warp
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_process")
@@ -123,6 +124,31 @@ def test_warp_moves_the_mask_as_its_params_say() -> None:
         bent, warp(vol, sp, [3.0, -2.0, 10.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], elastic)
     )
     assert set(np.unique(bent)) <= {0, 1} and not np.array_equal(bent, vol)
+
+
+def test_moved_reals_put_real_anatomy_where_each_layout_puts_the_target(caches) -> None:
+    """The moved real control: each plan's source slice under that plan's own moves,
+    its label the layout's target voxel for voxel; no move gives the cached slice."""
+    cache = caches[2]
+    masks = real(caches, 2, "target+body+tissue")
+    plans = [masks.plan(i, seed=5) for i in range(6)]
+    images, labels = fidelity.moved_reals(cache, plans)
+    assert images.shape == labels.shape == (6, *GRID_2D)
+    for plan, image, label in zip(plans, images, labels, strict=True):
+        target = layout.target_of(masks.make(plan), "target+body+tissue") == 1
+        np.testing.assert_array_equal(label == 1, target)
+        source = np.asarray(cache.array(f"case_{plan['source']:04d}", "image")[plan["slice"]])
+        assert image.min() >= -1.0 and not np.allclose(image, source)
+    still = real(caches, 2, "target", rotate_deg=(0.0, 0.0, 0.0), scale=(1.0, 1.0),
+                 translate_frac=0.0, elastic=None)  # fmt: skip
+    plan = still.plan(0, seed=0)
+    image, label = fidelity.moved_reals(cache, [plan])
+    case = f"case_{plan['source']:04d}"
+    np.testing.assert_allclose(image[0], cache.array(case, "image")[plan["slice"]], atol=1e-5)
+    np.testing.assert_array_equal(label[0], cache.array(case, "label")[plan["slice"]])
+    for bad in ({**plan, "masks": "learned"}, {**plan, "source": 99}):
+        with pytest.raises(ConfigError, match="not one moved real slice"):
+            fidelity.moved_reals(cache, [bad])
 
 
 def test_real_masks_redraw_until_the_target_survives(caches) -> None:
