@@ -61,18 +61,24 @@ def test_a_rescored_row_keeps_its_provenance_and_gains_the_control(bench, tmp_pa
     record(bench, path, 0.670, seed=0)
     args = bench.parse_args(["--results", str(path), "--judge-augment", "classical",
                              "--steps", "750"])  # fmt: skip
-    later = result(0.670, 0) | {"reused": True, "moved_real": {"dice": 0.640}}
+    versus = {"pairs": 200, "mean_difference": 0.03, "ci95": [0.01, 0.05], "t_p": 0.004}
+    later = result(0.670, 0) | {"reused": True, "moved_real": {"dice": 0.640, "versus": versus}}
     bench.record(path, [later], REFERENCE, {"medaug_source": "later"}, args, wall_s=9.0)
     (row,) = json.loads(path.read_text())["rows"]
     assert row["wall_s"] == 1.0 and row["machine"]["cpu_count"] == 2
-    assert row["moved_real"] == {"dice": 0.640}
-    bench.print_table(path)
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {SPEC}"))
-    header = bench.TABLE_HEADER
-    cells = [c.strip() for c in line.strip("|").split("|")]
-    assert cells[header.index("x reference")] == "0.89"  # 0.670 / 0.75
-    assert cells[header.index("x moved real")] == "1.05"  # 0.670 / 0.640
+    assert row["moved_real"] == {"dice": 0.640, "versus": versus}
+    for printer, header, expected in (
+        (bench.print_table, bench.TABLE_HEADER, {"x reference": "0.89", "x moved real": "1.05"}),
+        (bench.print_control_table, bench.CONTROL_HEADER,
+         {"moved real (same layouts)": "0.640", "difference [95% CI]": "+0.030 [+0.010, +0.050]",
+          "p (paired t)": "0.004", "x reference": "0.893", "moved real x reference": "0.853"}),
+    ):  # fmt: skip
+        printer(path)
+        out = capsys.readouterr().out.splitlines()
+        line = next(ln for ln in out if ln.startswith(f"| {SPEC}"))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert {k: cells[header.index(k)] for k in expected} == expected
     fresh = tmp_path / "fresh.json"  # a reused result without a row yet is recorded whole
     bench.record(fresh, [later], REFERENCE, {"medaug_source": "later"}, args, wall_s=9.0)
     (row,) = json.loads(fresh.read_text())["rows"]
-    assert row["wall_s"] == 9.0 and row["moved_real"] == {"dice": 0.640}
+    assert row["wall_s"] == 9.0 and row["moved_real"]["dice"] == 0.640

@@ -25,6 +25,7 @@ import pytest
 import torch
 
 from medaug.data.datasets import SliceDataset
+from medaug.data.synthfolder import SynthFolder
 from medaug.errors import ConfigError, InputError
 from medaug.models import GenerativeModel
 from medaug.models.config import MASK_KL_WEIGHT
@@ -32,6 +33,7 @@ from medaug.preprocess import PreprocessConfig, preprocess
 from medaug.preprocess import layout as LY
 from medaug.preprocess.cache import Cache, case_number
 from medaug.preprocess.transforms import unit_to_hu
+from medaug.segment import fidelity
 from medaug.synth import SynthConfig, Synthesizer, synthesize
 from medaug.synth.masks import RealMasks, UserMasks
 from medaug.train import TrainConfig, train
@@ -222,6 +224,26 @@ def test_real_masks_label_each_case_exactly_and_the_seed_decides(
     assert_labels_are_layouts(
         volumes.out, synthesizer(world, model=world.runs3, cache=world.cache3)
     )
+
+
+def test_the_moved_real_control_puts_real_anatomy_under_each_written_label(
+    world: World, tmp_path: Path
+) -> None:
+    """fidelity.moved_real_items: for each pair of a 2D real-mask folder, its source
+    slice moved by its own moves, labelled exactly as the pair was written; a 3D
+    folder has no such control."""
+    out = synthesize(
+        tmp_path / "a", 4, model=world.runs2, input=world.cache2, masks="real", device="cpu"
+    ).out
+    folder = SynthFolder.open(out)
+    images, labels, names = fidelity.moved_real_items(folder, Cache(world.cache2))
+    _, written, written_names = fidelity.synthetic_items(folder)
+    assert names == written_names == [c["case"] for c in manifest(out)["cases"]]
+    np.testing.assert_array_equal(labels == 1, written == 1)
+    assert images.shape == labels.shape and images.min() >= -1.0
+    volumes = synthesize(tmp_path / "3d", 1, model=world.runs3, input=world.cache3, device="cpu")
+    with pytest.raises(ConfigError, match="not one moved real slice"):
+        fidelity.moved_real_items(SynthFolder.open(volumes.out), Cache(world.cache3))
 
 
 def test_style_records_the_case_and_keeps_the_layouts(world: World, tmp_path: Path) -> None:
