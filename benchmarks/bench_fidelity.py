@@ -166,7 +166,7 @@ def variant_result(
     conditional = overrides.get("condition") == "mask"
     cases = train_ids[: args.train_patients] if args.train_patients else train_ids
     key = (
-        f"{spec.replace(':', '_').replace(',', '-')}-steps{args.steps}-n{args.n}"
+        f"{spec.replace(':', '_').replace(',', '-').replace('/', '-')}-steps{args.steps}-n{args.n}"
         f"-seg{args.segmenter_steps}-{args.device}-grid{args.grid}"
         + (f"-sp{args.spacing:g}" if args.spacing != 1.5 else "")
         + f"-p{len(cases)}"

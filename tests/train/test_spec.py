@@ -7,6 +7,7 @@ import pytest
 
 from medaug.errors import ConfigError
 from medaug.segment import GainConfig
+from medaug.train import TrainConfig
 from medaug.train import spec as S
 from medaug.train.spec import GeneratorSpec
 
@@ -63,6 +64,19 @@ def test_auto_resolves_per_variant_and_condition():
         "mask-conditioned (target+body+tissue) aae generator, segmentation discriminator"
     )
     assert GeneratorSpec(condition="none", variant="gan").describe() == "gan generator"
+
+
+def test_a_mask_conditioned_gan_trains_with_the_measured_adam_settings():
+    """OASIS's Adam for the GAN with the segmentation discriminator (it washed out with
+    the shared settings); every other spec keeps TrainConfig's."""
+    gan = GeneratorSpec(variant="gan").train_overrides("cpu")
+    assert {k: gan[k] for k in ("lr", "lr_d", "betas")} == S.GAN_OPTIMIZER
+    assert S.GAN_OPTIMIZER == {"lr": 1e-4, "lr_d": 4e-4, "betas": (0.0, 0.999)}
+    assert TrainConfig(**gan).betas == (0.0, 0.999)  # a valid TrainConfig
+    for other in (GeneratorSpec(), GeneratorSpec(variant="gvae"),
+                  GeneratorSpec(variant="gan", discriminator="patch"),
+                  GeneratorSpec(variant="gan", condition="none")):  # fmt: skip
+        assert set(other.train_overrides("cpu")) == {"steps", "warp"}, other
 
 
 @pytest.mark.parametrize(

@@ -464,6 +464,9 @@ def test_cli_resume_takes_the_runs_own_settings(caches, tmp_path):
     assert json.loads(more.stdout)["step"] == 3
     saved = Checkpoint.load(tmp_path / "00000-gan-2d").model_config
     assert (saved.variant, saved.condition, saved.layout) == ("gan", "mask", "target")
+    # a mask-conditioned GAN trains with the measured Adam settings, and resumes with them
+    trained = Checkpoint.load(tmp_path / "00000-gan-2d").train_config
+    assert (trained.lr, trained.lr_d, trained.betas) == (1e-4, 4e-4, (0.0, 0.999))
     other = run_cli("train", caches[2], "--layout", "target+body", "--condition", "mask",
                     "--steps", "4", "--resume", *args)  # fmt: skip
     assert other.returncode == 1
