@@ -419,7 +419,8 @@ def print_table(path: Path) -> None:
 
 
 CONTROL_HEADER = [
-    "generator", "patients", "steps", "seed", "label fidelity", "moved real (same layouts)",
+    "generator", "grid", "patients", "steps", "seed", "label fidelity",
+    "moved real (same layouts)",
     "difference [95% CI]", "p (paired t)", "x reference", "moved real x reference",
 ]  # fmt: skip
 
@@ -440,7 +441,8 @@ def print_control_table(path: Path) -> None:
         out.append([
             r["generator"] + (" [judge: classical]" if r.get("judge_augment") == "classical"
                               else ""),
-            str(r["patients"]), str(r["steps"]), str(r.get("seed") or 0),
+            f"{r['grid']}² {r['spacing_mm']:g} mm", str(r["patients"]), str(r["steps"]),
+            str(r.get("seed") or 0),
             f"{r['summary']['dice']:.3f}", f"{moved['dice']:.3f}",
             f"{vs['mean_difference']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
             "–" if vs["t_p"] is None else f"{vs['t_p']:.2g}",
