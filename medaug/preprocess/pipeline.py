@@ -589,15 +589,9 @@ def preprocess(
     results = list(map_cases(_process_case, jobs, workers, progress))
     fp_doc = fingerprint([r.stats for r in results if r.stats], config)
     fp_doc["skipped"] = {r.case_id: r.skipped for r in results if r.skipped}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / FINGERPRINT, fp_doc)
-    config.save(out / CONFIG)
     result = Preprocessing(out, config, results, fp_doc, 0.0, notes=notes, plan_only=plan_only)
-    if plan_only:
-        result.seconds = time.perf_counter() - start
-        return result
     done = result.done
-    if not done:
+    if not done and not plan_only:  # before anything is written: no half-made cache
         first = next(r.skipped for r in results if r.skipped)
         # the scans discovery could not read are not in results: name them too
         unreadable = f"; {len(notes)} unreadable, the first: {notes[0]}" if notes else ""
@@ -606,6 +600,12 @@ def preprocess(
             f"no scan could be preprocessed ({len(results)} skipped; the first: {first}"
             f"{unreadable})",
         )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / FINGERPRINT, fp_doc)
+    config.save(out / CONFIG)
+    if plan_only:
+        result.seconds = time.perf_counter() - start
+        return result
     patients = {r.case_id: r.patient for r in done}
     save_splits(out / SPLITS, make_splits(patients, val_fraction, folds, seed))
     _remove_stale(out, {r.case_id for r in done})

@@ -175,6 +175,7 @@ def test_scan_too_small_for_the_crop(dicom_cohort: Path, tmp_path: Path) -> None
     # 12 slices of 2.5 mm = 30 mm; a 3D grid of 32 slices at 2.5 mm needs 80 mm
     with pytest.raises(InputError, match=r"no scan could be preprocessed.*too small for the crop"):
         preprocess(dicom_cohort, tmp_path / "c", PreprocessConfig(dims=3), workers=1)
+    assert not (tmp_path / "c").exists()  # nothing half-made is left behind
 
 
 def _cut(path: Path) -> None:
