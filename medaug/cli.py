@@ -674,11 +674,11 @@ def train(
             from medaug.train.loop import check_resumed_training
 
             check_resumed_training(out, warp=warp)
-    elif condition is not None and not resume and "warp" not in doc.get("train", {}):
-        changes["warp"] = spec.resolved_warp  # the generator medaug would fit
-    if condition is not None and not resume:  # ... and its Adam settings (a GAN's)
-        asked = doc.get("train", {})
-        changes |= {k: v for k, v in spec.optimizer_overrides().items() if k not in asked}
+    if condition is not None and not resume:  # the generator medaug would fit: moved pairs
+        # and a GAN's Adam settings, where neither an option nor the config file sets them
+        measured = {"warp": spec.resolved_warp} | spec.optimizer_overrides()
+        asked = doc.get("train", {}).keys() | changes.keys()
+        changes |= {k: v for k, v in measured.items() if k not in asked}
     given = {"steps": steps, "epochs": epochs, "batch_size": batch_size, "lr": lr}
     changes |= {k: v for k, v in given.items() if v is not None}
     if amp is not None:
